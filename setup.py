@@ -1,0 +1,30 @@
+"""Exposure-bias toolkit: Chinese BERT/UniLM seq2seq on Keras 3."""
+
+from setuptools import setup
+
+setup(
+    name="exposure-bias-toolkit",
+    version="0.1.0",
+    description=(
+        "Keras 3 Chinese BERT/UniLM seq2seq with training strategies "
+        "against exposure bias, fast decoding and Chinese ROUGE/BLEU."
+    ),
+    python_requires=">=3.10",
+    packages=["models", "data", "weights", "tasks"],
+    install_requires=[
+        "keras>=3.6",
+        "numpy",
+        "safetensors",
+        "jieba",
+        "rouge",
+        "nltk",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "tensorflow": ["tensorflow-cpu>=2.16"],
+        "jax": ["jax>=0.4.30"],
+        "torch": ["torch"],
+        "test": ["pytest", "transformers", "torch"],
+    },
+)
