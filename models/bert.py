@@ -1,0 +1,305 @@
+"""BERT and its UniLM seq2seq form, built the bert4keras way on Keras 3.
+
+`build_transformer_model(config_path, checkpoint_path, application='unilm')`
+returns a functional `keras.Model` taking `[token_ids, segment_ids]`. The
+network itself is written once, in `BertNetwork.__call__`: the functional
+model is that call traced on symbolic inputs, and training strategies that
+need a custom pass (TeaForN, scheduled sampling, FGM) call the same method on
+real tensors with their own token embeddings. Layer names follow bert4keras
+(`Embedding-Token`, `Transformer-0-MultiHeadSelfAttention`, `MLM-Bias`, ...)
+so that `model.get_layer(...)` in ported scripts keeps working.
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import keras
+from keras import ops
+
+from models import layers as L
+
+APPLICATIONS = ("encoder", "unilm", "lm")
+MODELS = ("bert", "roberta")
+MLM_OUTPUTS = (True, "softmax", "linear")
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """Hyper-parameters of a BERT-family model.
+
+    Field names are those of Google's `bert_config.json`, which Hugging Face's
+    `config.json` for BERT shares, so either file loads as it is.
+    """
+
+    vocab_size: int = 21128
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+
+    @property
+    def head_size(self):
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, values):
+        """Keep the known fields, ignore the rest (pooler settings...)."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_json(cls, path):
+        path = pathlib.Path(path)
+        if path.is_dir():
+            path = find_config_file(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config not found: {path}")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}:{error.lineno}: not valid JSON ({error.msg})"
+            ) from None
+        return cls.from_dict(values)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def save(self, path):
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        pathlib.Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+def find_config_file(directory):
+    """`bert_config.json` (Google) or `config.json` (Hugging Face, ours)."""
+    for name in ("config.json", "bert_config.json"):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(
+        f"no config.json or bert_config.json in {directory}"
+    )
+
+
+def resolve_config(config_path, overrides):
+    """A BertConfig from a path, a dict, a BertConfig or None + overrides."""
+    if config_path is None:
+        config = BertConfig()
+    elif isinstance(config_path, BertConfig):
+        config = dataclasses.replace(config_path)
+    elif isinstance(config_path, dict):
+        config = BertConfig.from_dict(config_path)
+    else:
+        config = BertConfig.from_json(config_path)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+        raise TypeError(f"unknown config overrides: {sorted(unknown)}")
+    return dataclasses.replace(config, **overrides)
+
+
+class BertNetwork:
+    """The layers of one BERT and the single function that wires them."""
+
+    def __init__(self, layers, config, application, mlm):
+        self.layers = layers
+        self.config = config
+        self.application = application
+        self.mlm = mlm
+
+    @classmethod
+    def create(cls, config, application, mlm, dtype=None):
+        init = keras.initializers.TruncatedNormal(
+            stddev=config.initializer_range
+        )
+        return cls(_create_layers(config, application, mlm, init, dtype),
+                   config, application, mlm)
+
+    @classmethod
+    def from_model(cls, model):
+        """Re-find the layers of a model built by `build_transformer_model`."""
+        network = getattr(model, "bert_network", None)
+        if network is not None:
+            return network
+        names = [layer.name for layer in model.layers]
+        raise ValueError(
+            "this model was not built by build_transformer_model "
+            f"(layers: {names[:5]}...)"
+        )
+
+    def __getitem__(self, name):
+        return self.layers[name]
+
+    def embed(self, token_ids, segment_ids, token_embeddings=None,
+              offset=0, training=False):
+        """Token + segment + position embeddings, normalised.
+
+        `token_embeddings` replaces the lookup of `token_ids` (shape
+        (batch, length, hidden)); `offset` shifts the positions.
+        """
+        if token_embeddings is None:
+            token_embeddings = self["Embedding-Token"](token_ids)
+        x = token_embeddings + self["Embedding-Segment"](segment_ids)
+        x = self["Embedding-Position"](x, offset=offset)
+        x = self["Embedding-Norm"](x)
+        return self["Embedding-Dropout"](x, training=training)
+
+    def block(self, index, x, bias, training=False):
+        """One post-LayerNorm Transformer block."""
+        name = f"Transformer-{index}-MultiHeadSelfAttention"
+        y = self[name](x, bias, training=training)
+        y = self[f"{name}-Dropout"](y, training=training)
+        x = self[f"{name}-Norm"](x + y)
+        name = f"Transformer-{index}-FeedForward"
+        y = self[name](x)
+        y = self[f"{name}-Dropout"](y, training=training)
+        return self[f"{name}-Norm"](x + y)
+
+    def mlm_logits(self, hidden):
+        """The MLM head up to the logits, tied to the token embeddings."""
+        x = self["MLM-Norm"](self["MLM-Dense"](hidden))
+        x = self["Embedding-Token"](x, mode="dense")
+        return self["MLM-Bias"](x)
+
+    def __call__(self, token_ids, segment_ids, token_embeddings=None,
+                 training=False, output=None):
+        """Run the whole network.
+
+        `output`: 'hidden', 'logits' or 'probas'; by default what the model
+        was built to return.
+        """
+        output = output or self.default_output
+        x = self.embed(token_ids, segment_ids, token_embeddings,
+                       training=training)
+        bias = self["Attention-Bias"]([token_ids, segment_ids])
+        for index in range(self.config.num_hidden_layers):
+            x = self.block(index, x, bias, training=training)
+        if output == "hidden":
+            return x
+        logits = self.mlm_logits(x)
+        if output == "logits":
+            return ops.cast(logits, "float32")
+        return self["MLM-Activation"](logits)
+
+    @property
+    def default_output(self):
+        if not self.mlm:
+            return "hidden"
+        return "logits" if self.mlm == "linear" else "probas"
+
+
+def _create_layers(config, application, mlm, init, dtype):
+    """Every layer of the network, keyed by its bert4keras name."""
+    hidden, eps = config.hidden_size, config.layer_norm_eps
+    made = [
+        L.Embedding(config.vocab_size, hidden, embeddings_initializer=init,
+                    name="Embedding-Token"),
+        keras.layers.Embedding(config.type_vocab_size, hidden,
+                               embeddings_initializer=init,
+                               name="Embedding-Segment"),
+        L.PositionEmbedding(config.max_position_embeddings, hidden,
+                            initializer=init, name="Embedding-Position"),
+        keras.layers.LayerNormalization(epsilon=eps, name="Embedding-Norm"),
+        keras.layers.Dropout(config.hidden_dropout_prob,
+                             name="Embedding-Dropout"),
+        L.AttentionBias(application, name="Attention-Bias"),
+    ]
+    for index in range(config.num_hidden_layers):
+        name = f"Transformer-{index}-MultiHeadSelfAttention"
+        made += [
+            L.MultiHeadAttention(config.num_attention_heads, config.head_size,
+                                 config.attention_probs_dropout_prob,
+                                 kernel_initializer=init, name=name),
+            keras.layers.Dropout(config.hidden_dropout_prob,
+                                 name=f"{name}-Dropout"),
+            keras.layers.LayerNormalization(epsilon=eps, name=f"{name}-Norm"),
+        ]
+        name = f"Transformer-{index}-FeedForward"
+        made += [
+            L.FeedForward(config.intermediate_size, config.hidden_act,
+                          kernel_initializer=init, name=name),
+            keras.layers.Dropout(config.hidden_dropout_prob,
+                                 name=f"{name}-Dropout"),
+            keras.layers.LayerNormalization(epsilon=eps, name=f"{name}-Norm"),
+        ]
+    if mlm:
+        made += [
+            keras.layers.Dense(hidden,
+                               activation=L.get_activation(config.hidden_act),
+                               kernel_initializer=init, name="MLM-Dense"),
+            keras.layers.LayerNormalization(epsilon=eps, name="MLM-Norm"),
+            L.BiasAdd(name="MLM-Bias"),
+            keras.layers.Activation("softmax", dtype="float32",
+                                    name="MLM-Activation"),
+        ]
+    if dtype is not None:
+        for layer in made:
+            if layer.name != "MLM-Activation":
+                layer.dtype_policy = keras.dtype_policies.get(dtype)
+    return {layer.name: layer for layer in made}
+
+
+def build_transformer_model(config_path=None, checkpoint_path=None,
+                            model="bert", application="encoder",
+                            with_mlm=False, keep_tokens=None, dtype=None,
+                            **overrides):
+    """Build a BERT-family model, optionally loading a checkpoint.
+
+    Args:
+        config_path: `bert_config.json` / `config.json`, a model directory,
+            a dict or a `BertConfig`; None uses BERT-base defaults.
+        checkpoint_path: Google TF checkpoint, safetensors, `pytorch_model.bin`
+            or Keras `.weights.h5` (see `weights.load_checkpoint`).
+        model: 'bert' (also 'roberta': RoBERTa-wwm-ext is a BERT).
+        application: 'encoder', 'unilm' (seq2seq mask) or 'lm' (causal).
+        with_mlm: add the MLM head; True/'softmax' for probabilities,
+            'linear' for logits. 'unilm' and 'lm' always have it.
+        keep_tokens: vocabulary rows to keep (from
+            `load_vocab(..., simplified=True)`); the model's vocab_size
+            becomes `len(keep_tokens)`.
+        dtype: a Keras dtype policy name such as 'mixed_bfloat16'.
+        **overrides: config fields to override (e.g. `num_hidden_layers=2`).
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+    if application not in APPLICATIONS:
+        raise ValueError(
+            f"unknown application {application!r}; "
+            f"expected one of {APPLICATIONS}"
+        )
+    if application != "encoder" and not with_mlm:
+        with_mlm = True
+    if with_mlm and with_mlm not in MLM_OUTPUTS:
+        raise ValueError(
+            f"with_mlm must be False, True, 'softmax' or 'linear', "
+            f"got {with_mlm!r}"
+        )
+    config = resolve_config(config_path, overrides)
+    if keep_tokens is not None:
+        config = dataclasses.replace(config, vocab_size=len(keep_tokens))
+    network = BertNetwork.create(config, application, with_mlm, dtype)
+    token_ids = keras.Input((None,), dtype="int32", name="Input-Token")
+    segment_ids = keras.Input((None,), dtype="int32", name="Input-Segment")
+    outputs = network(token_ids, segment_ids)
+    built = keras.Model([token_ids, segment_ids], outputs,
+                        name=f"{model}_{application}")
+    built.bert_network = network
+    built.bert_config = config
+    if checkpoint_path is not None:
+        from weights import load_checkpoint
+
+        load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens)
+    return built

@@ -1,0 +1,283 @@
+"""Keras 3 layers of the BERT family, written with `keras.ops` only.
+
+Each layer keeps the structure of Google's checkpoint (query/key/value/output
+projections, two feed-forward projections) so that `weights/` can map
+variables one to one. Attention scores, the mask and the softmax run in
+float32 whatever the compute dtype, so that mixed precision never overflows
+the mask constant (USER-NEEDS 8).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+# Added to the scores of hidden keys. It is applied in float32 (see above), so
+# a single large constant is safe for every compute dtype.
+MASK_BIAS = -1e9
+
+ATTENTION_KINDS = ("encoder", "unilm", "lm")
+
+
+def gelu_erf(x):
+    """BERT's GELU: the exact erf form, not the tanh approximation."""
+    return keras.activations.gelu(x, approximate=False)
+
+
+def get_activation(name):
+    """Map a config's `hidden_act` to a Keras activation."""
+    table = {
+        "gelu": gelu_erf,
+        "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
+        "gelu_pytorch_tanh": lambda x: keras.activations.gelu(
+            x, approximate=True
+        ),
+        "relu": keras.activations.relu,
+        "tanh": keras.activations.tanh,
+    }
+    if name not in table:
+        raise ValueError(
+            f"unknown hidden_act {name!r}; expected one of {sorted(table)}"
+        )
+    return table[name]
+
+
+def visible_keys(token_ids, segment_ids, kind):
+    """Boolean (batch, query, key) matrix: may query i attend to key j?
+
+    - `encoder`: every non-padding key.
+    - `unilm`: bert4keras's seq2seq mask. With c = cumsum(segment_ids), query
+      i sees key j iff c[j] <= c[i]: the source (segment 0) sees the whole
+      source, a target position sees the source and the target up to itself.
+    - `lm`: causal, j <= i.
+    Padding keys (token id 0) are never visible.
+    """
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(
+            f"unknown attention kind {kind!r}; expected {ATTENTION_KINDS}"
+        )
+    key_is_token = ops.not_equal(token_ids, 0)[:, None, :]
+    length = ops.shape(token_ids)[1]
+    if kind == "encoder":
+        visible = ops.ones((1, length, length), dtype="bool")
+    elif kind == "unilm":
+        index = ops.cumsum(ops.cast(segment_ids, "int32"), axis=1)
+        visible = ops.less_equal(index[:, None, :], index[:, :, None])
+    else:
+        position = ops.arange(length)
+        visible = ops.less_equal(position[None, :], position[:, None])
+        visible = visible[None]
+    return ops.logical_and(visible, key_is_token)
+
+
+class AttentionBias(keras.layers.Layer):
+    """Turns `[token_ids, segment_ids]` into an additive float32 bias.
+
+    Output shape (batch, 1, query, key): 0 where visible, MASK_BIAS elsewhere.
+    """
+
+    def __init__(self, kind="encoder", **kwargs):
+        super().__init__(**kwargs)
+        visible_keys(ops.zeros((1, 1), "int32"), ops.zeros((1, 1)), kind)
+        self.kind = kind
+
+    def call(self, inputs):
+        token_ids, segment_ids = inputs
+        visible = visible_keys(token_ids, segment_ids, self.kind)
+        bias = ops.where(visible, 0.0, MASK_BIAS)
+        return ops.cast(bias, "float32")[:, None, :, :]
+
+    def compute_output_spec(self, inputs):
+        token_ids = inputs[0]
+        batch, length = token_ids.shape
+        return keras.KerasTensor((batch, 1, length, length), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+class Embedding(keras.layers.Embedding):
+    """Token embedding that can also act as the tied output projection.
+
+    `call(x, mode='dense')` multiplies hidden states by the transposed
+    embedding matrix, which is how BERT's MLM head shares its weights.
+    """
+
+    def call(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().call(inputs)
+        kernel = ops.cast(self.embeddings, self.compute_dtype)
+        return ops.matmul(inputs, ops.transpose(kernel))
+
+    def compute_output_spec(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().compute_output_spec(inputs)
+        shape = tuple(inputs.shape[:-1]) + (self.input_dim,)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute positions, added to the input.
+
+    `call(x, offset=k)` uses positions k, k+1, ...: the cached decoder feeds
+    one token at a time at its true position.
+    """
+
+    def __init__(self, input_dim, output_dim, initializer="glorot_uniform",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.initializer,
+        )
+
+    def call(self, inputs, offset=0):
+        length = ops.shape(inputs)[1]
+        positions = ops.arange(length) + offset
+        table = ops.cast(self.embeddings, self.compute_dtype)
+        return inputs + ops.take(table, positions, axis=0)[None]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }
+
+
+class MultiHeadAttention(keras.layers.Layer):
+    """BERT self-attention with an additive bias.
+
+    Split in two public steps so that the key/value cache of the decoder can
+    reuse the very same weights: `project(x)` gives per-head q, k, v of shape
+    (batch, length, heads, head_size); `attend(q, k, v, bias)` mixes them and
+    applies the output projection.
+    """
+
+    def __init__(self, heads, head_size, dropout_rate=0.0,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.head_size = head_size
+        self.dropout_rate = dropout_rate
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        width = heads * head_size
+        self.q_dense = self._dense(width, "query")
+        self.k_dense = self._dense(width, "key")
+        self.v_dense = self._dense(width, "value")
+        self.o_dense = self._dense(width, "output")
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+
+    def _dense(self, units, name):
+        return keras.layers.Dense(
+            units,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        width = self.heads * self.head_size
+        for dense in (self.q_dense, self.k_dense, self.v_dense):
+            dense.build(input_shape)
+        self.o_dense.build(tuple(input_shape[:-1]) + (width,))
+
+    def _split_heads(self, x):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.reshape(x, (batch, length, self.heads, self.head_size))
+
+    def project(self, x):
+        q = self._split_heads(self.q_dense(x))
+        k = self._split_heads(self.k_dense(x))
+        v = self._split_heads(self.v_dense(x))
+        return q, k, v
+
+    def attend(self, q, k, v, bias, training=False):
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
+        scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
+        probs = ops.softmax(scores + bias, axis=-1)
+        probs = self.dropout(ops.cast(probs, self.compute_dtype),
+                             training=training)
+        mixed = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        batch, length = ops.shape(mixed)[0], ops.shape(mixed)[1]
+        mixed = ops.reshape(mixed, (batch, length, self.heads * self.head_size))
+        return self.o_dense(mixed)
+
+    def call(self, x, bias, training=False):
+        q, k, v = self.project(x)
+        return self.attend(q, k, v, bias, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "heads": self.heads,
+            "head_size": self.head_size,
+            "dropout_rate": self.dropout_rate,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
+
+
+class FeedForward(keras.layers.Layer):
+    """The position-wise two-layer network of a Transformer block."""
+
+    def __init__(self, units, activation="gelu",
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = activation
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.inner_dense = keras.layers.Dense(
+            units,
+            activation=get_activation(activation),
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="intermediate",
+        )
+        self.outer_dense = None
+
+    def build(self, input_shape):
+        self.inner_dense.build(input_shape)
+        self.outer_dense = keras.layers.Dense(
+            input_shape[-1],
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="output",
+        )
+        self.outer_dense.build(tuple(input_shape[:-1]) + (self.units,))
+
+    def call(self, x):
+        return self.outer_dense(self.inner_dense(x))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
+
+
+class BiasAdd(keras.layers.Layer):
+    """A learned bias over the last axis (BERT's MLM output bias)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(
+            name="bias", shape=(input_shape[-1],), initializer="zeros"
+        )
+
+    def call(self, x):
+        return x + ops.cast(self.bias, self.compute_dtype)
