@@ -1,0 +1,412 @@
+"""The seq2seq experiment shared by `csl_title.py` and `lcsts_summary.py`.
+
+One run: read the pairs, build a UniLM BERT (a real checkpoint, or a tiny
+random model on self-made data when none is given), fine-tune it with one
+training strategy, evaluate on the validation set after every epoch (beam 1),
+keep the best weights by BLEU, and score the test set at every beam size.
+Everything goes to `--out`, written atomically; running again with the same
+`--out` resumes after the last finished epoch.
+"""
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+import time
+import warnings
+
+from data import Seq2SeqBatches
+from data import Tokenizer
+from data import load_vocab
+from data import read_pairs_with_report
+from data import sha256_of
+from data import split_pairs
+from data import synthetic
+from tasks.metrics import SCORING
+from tasks.metrics import score_titles
+from tasks.rundir import RunDirectory
+from tasks.rundir import atomic_write_json
+from tasks.rundir import atomic_write_text
+from tasks.rundir import git_commit
+
+# Hyper-parameters of the published experiments (BERT-wwm, CSL titles).
+PUBLISHED = {"epochs": 20, "lr": 1e-5}
+# The built-in default: a tiny model that learns the synthetic task on a CPU
+# in about a minute.
+TINY = {"epochs": 6, "lr": 2e-3, "layers": 2, "hidden": 64, "heads": 4,
+        "intermediate": 128, "pairs": 1200}
+
+
+def build_parser(description, defaults):
+    """The command line of a task; `defaults` sets maxlen/title_maxlen."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from models.strategies import STRATEGIES
+
+    add = parser.add_argument
+    add("--strategy", default="baseline", choices=sorted(STRATEGIES),
+        help="training strategy against exposure bias")
+    add("--strategy-option", action="append", default=[], metavar="K=V",
+        help="strategy option, e.g. token_rate=0.3 or epsilon=1 (repeat)")
+    group = parser.add_argument_group("model (none given: tiny random BERT)")
+    group.add_argument("--model-dir", help="directory with config, vocab.txt "
+                       "and a checkpoint (Google, Hugging Face or ours)")
+    group.add_argument("--config", help="bert_config.json / config.json")
+    group.add_argument("--checkpoint", help="checkpoint file or prefix")
+    group.add_argument("--vocab", help="vocab.txt")
+    group.add_argument("--no-simplify", action="store_true",
+                       help="keep the whole vocabulary (no keep_tokens)")
+    for name in ("layers", "hidden", "heads", "intermediate"):
+        group.add_argument(f"--{name}", type=int, default=TINY[name],
+                           help=f"{name} of a randomly initialised model "
+                           "(used only without --config/--model-dir)")
+    group = parser.add_argument_group("data (none given: synthetic pairs)")
+    group.add_argument("--train", help="training pairs file")
+    group.add_argument("--valid", help="validation pairs file")
+    group.add_argument("--test", help="test pairs file")
+    group.add_argument("--data", help="one pairs file to split into "
+                       "train/valid/test by --seed")
+    group.add_argument("--valid-fraction", type=float, default=0.1)
+    group.add_argument("--test-fraction", type=float, default=0.1)
+    group.add_argument("--limit", type=int,
+                       help="use only the first N pairs of each file")
+    group.add_argument("--format", default="auto",
+                       choices=["auto", "clge", "csl"],
+                       help="clge: title<TAB>content; csl: "
+                       "prefix<TAB>abstract<TAB>title")
+    group.add_argument("--skip-bad-lines", action="store_true",
+                       help="skip and count malformed lines instead of "
+                       "stopping at the first")
+    group = parser.add_argument_group("training and evaluation")
+    group.add_argument("--maxlen", type=int, default=defaults["maxlen"],
+                       help="max tokens of source + title")
+    group.add_argument("--title-maxlen", type=int,
+                       default=defaults["title_maxlen"],
+                       help="max generated tokens")
+    group.add_argument("--batch-size", type=int, default=16)
+    group.add_argument("--epochs", type=int, help=f"default "
+                       f"{PUBLISHED['epochs']} ({TINY['epochs']} for the "
+                       "tiny default)")
+    group.add_argument("--lr", type=float, help=f"Adam learning rate, "
+                       f"default {PUBLISHED['lr']} ({TINY['lr']} for "
+                       "the tiny default)")
+    group.add_argument("--beams", type=int, nargs="+", default=[1, 2, 3],
+                       help="beam sizes scored on the test set")
+    group.add_argument("--valid-limit", type=int,
+                       help="score at most N validation pairs per epoch")
+    group.add_argument("--eval-batch-size", type=int, default=64,
+                       help="sources decoded together")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--out", help="run directory (default "
+                       "runs/<task>-<strategy>-seed<seed>)")
+    group.add_argument("--no-progress", dest="progress",
+                       action="store_false", help="no progress bars")
+    return parser
+
+
+def parse_strategy_options(items):
+    """`['token_rate=0.3']` -> `{'token_rate': 0.3}` (numbers parsed)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --strategy-option {item!r}: "
+                             "expected KEY=VALUE")
+        options[key] = _parse_value(value)
+    return options
+
+
+def _parse_value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclasses.dataclass
+class ModelFiles:
+    config: str | None
+    checkpoint: str | None
+    vocab: str | None
+
+
+def resolve_model_files(args):
+    """Config, checkpoint and vocab from --model-dir or the single flags."""
+    files = ModelFiles(args.config, args.checkpoint, args.vocab)
+    if args.model_dir:
+        directory = pathlib.Path(args.model_dir)
+        if not directory.is_dir():
+            raise SystemExit(f"error: --model-dir {directory}: not a "
+                             "directory")
+        from models.bert import find_config_file
+        from weights import find_checkpoint
+
+        files.config = files.config or str(find_config_file(directory))
+        files.vocab = files.vocab or str(directory / "vocab.txt")
+        files.checkpoint = files.checkpoint or find_checkpoint(directory)
+    if files.checkpoint and not files.config:
+        raise SystemExit("error: --checkpoint needs --config (or use "
+                         "--model-dir)")
+    return files
+
+
+def is_tiny_default(args, files):
+    return not (files.config or args.train or args.data)
+
+
+def load_splits(args, out):
+    """(train, valid, test) pairs and a description of their files."""
+    if args.data:
+        pairs = _read(args.data, args)
+        splits = split_pairs(pairs, args.valid_fraction, args.test_fraction,
+                             args.seed)
+        info = _file_info(args.data, len(pairs))
+        return splits, {"train": info, "valid": info, "test": info,
+                        "split": {"seed": args.seed,
+                                  "valid_fraction": args.valid_fraction,
+                                  "test_fraction": args.test_fraction}}
+    if args.train:
+        if not (args.valid and args.test):
+            raise SystemExit("error: --train needs --valid and --test "
+                             "(or give one file with --data)")
+        names = ("train", "valid", "test")
+        splits = [_read(getattr(args, name), args) for name in names]
+        return splits, {name: _file_info(getattr(args, name), len(pairs))
+                        for name, pairs in zip(names, splits)}
+    pairs = synthetic.make_pairs(TINY["pairs"], seed=1234)
+    splits = split_pairs(pairs, 0.1, 0.1, seed=0)
+    info = {"path": "synthetic (data/synthetic.py)", "pairs": len(pairs)}
+    return splits, {"train": info, "valid": info, "test": info}
+
+
+def _read(path, args):
+    pairs, skipped = read_pairs_with_report(path, fmt=args.format,
+                                            skip_bad_lines=args.skip_bad_lines)
+    if skipped:
+        print(f"{path}: skipped {len(skipped)} malformed lines "
+              f"(first at line {skipped[0]})", file=sys.stderr)
+    return pairs[: args.limit] if args.limit else pairs
+
+
+def _file_info(path, count):
+    return {"path": str(path), "sha256": sha256_of(path), "pairs": count}
+
+
+def load_tokenizer(args, files, out):
+    """Tokenizer and keep_tokens (None when the vocabulary is kept whole)."""
+    vocab = files.vocab
+    if vocab is None:
+        if files.config or args.train or args.data:
+            raise SystemExit("error: a vocabulary is needed: give --vocab "
+                             "or --model-dir")
+        vocab = synthetic.write_vocab(out / "vocab.txt")
+    if args.no_simplify:
+        return Tokenizer(load_vocab(vocab), do_lower_case=True), None
+    token_dict, keep_tokens = load_vocab(
+        vocab, simplified=True,
+        startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+    )
+    return Tokenizer(token_dict, do_lower_case=True), keep_tokens
+
+
+def build_model(args, files, keep_tokens, vocab_size):
+    from models import build_transformer_model
+
+    if files.config:
+        return build_transformer_model(files.config, files.checkpoint,
+                                       application="unilm",
+                                       keep_tokens=keep_tokens)
+    heads = args.heads
+    return build_transformer_model(
+        None, application="unilm", vocab_size=vocab_size,
+        hidden_size=args.hidden, num_hidden_layers=args.layers,
+        num_attention_heads=heads, intermediate_size=args.intermediate,
+        max_position_embeddings=max(512, args.maxlen),
+    )
+
+
+def describe_model(files, model):
+    config = model.bert_config
+    shape = (f"{config.num_hidden_layers} layers, {config.hidden_size} "
+             f"hidden, {config.num_attention_heads} heads, vocab "
+             f"{config.vocab_size}")
+    if files.checkpoint:
+        return f"{files.checkpoint} ({shape})"
+    return f"random init ({shape})"
+
+
+def decode_titles(decoder, tokenizer, contents, beam, args, label):
+    """Titles for `contents`, decoded in batches, with a progress bar."""
+    from tqdm import tqdm
+
+    source_maxlen = args.maxlen - args.title_maxlen
+    sources = [tokenizer.encode(text, maxlen=source_maxlen)[0]
+               for text in contents]
+    titles = []
+    step = args.eval_batch_size
+    chunks = range(0, len(sources), step)
+    for start in tqdm(chunks, desc=label, unit="batch",
+                      disable=not args.progress, leave=False):
+        ids = decoder.beam_search_batch(sources[start:start + step], beam)
+        titles += [tokenizer.decode(output) for output in ids]
+    return titles
+
+
+def evaluate(decoder, tokenizer, pairs, beam, args, label):
+    """Decode and score; returns (metrics, predictions)."""
+    started = time.perf_counter()
+    titles = decode_titles(decoder, tokenizer, [c for _, c in pairs], beam,
+                           args, label)
+    decoded = time.perf_counter()
+    metrics = score_titles(titles, [t for t, _ in pairs])
+    metrics.update(seconds=round(time.perf_counter() - started, 3),
+                   decode_seconds=round(decoded - started, 3),
+                   titles=len(pairs))
+    warn_if_collapsed(titles)
+    return metrics, titles
+
+
+def warn_if_collapsed(titles):
+    """Exposure bias often shows as a few titles repeated for every input."""
+    distinct = len(set(titles))
+    if len(titles) >= 20 and distinct <= max(2, len(titles) // 10):
+        warnings.warn(f"predictions collapsed: {distinct} distinct titles "
+                      f"for {len(titles)} inputs", stacklevel=2)
+
+
+def write_predictions(path, pairs, titles):
+    lines = ["source\treference\tprediction"]
+    lines += [f"{_one_line(c)}\t{_one_line(t)}\t{_one_line(p)}"
+              for (t, c), p in zip(pairs, titles)]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _one_line(text):
+    return " ".join(text.split())
+
+
+def run(args, task):
+    """The whole experiment; returns the results dict."""
+    import keras
+
+    from models.decoding import Seq2SeqDecoder
+    from models.strategies import get as get_strategy
+    from models.trainer import Seq2SeqTrainer
+
+    out = RunDirectory(args.out or f"runs/{task}-{args.strategy}-"
+                       f"seed{args.seed}")
+    files = resolve_model_files(args)
+    tiny = is_tiny_default(args, files)
+    defaults = TINY if tiny and not files.config else PUBLISHED
+    args.epochs = args.epochs or defaults["epochs"]
+    args.lr = args.lr or defaults["lr"]
+    if tiny:
+        print("No model or data given: running the built-in tiny default "
+              "(a small random BERT on synthetic pairs; see --help for "
+              "real checkpoints and data).")
+    settings = {k: v for k, v in vars(args).items()}
+    settings["task"] = task
+    out.check_settings(settings)
+    keras.utils.set_random_seed(args.seed)
+    (train, valid, test), data_info = load_splits(args, out)
+    tokenizer, keep_tokens = load_tokenizer(args, files, out.path)
+    model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
+    strategy = get_strategy(args.strategy,
+                            **parse_strategy_options(args.strategy_option))
+    trainer = Seq2SeqTrainer(model, strategy)
+    trainer.compile(optimizer=keras.optimizers.Adam(args.lr))
+    decoder = Seq2SeqDecoder(model, end_id=tokenizer._token_end_id,
+                             maxlen=args.title_maxlen)
+    batches = Seq2SeqBatches(train, tokenizer, maxlen=args.maxlen,
+                             batch_size=args.batch_size, shuffle=True,
+                             seed=args.seed)
+    state = out.load_state()
+    restore(trainer, out, state, batches)
+    valid = valid[: args.valid_limit] if args.valid_limit else valid
+    for epoch in range(state["epochs_done"], args.epochs):
+        train_one_epoch(trainer, batches, epoch, args)
+        metrics, _ = evaluate(decoder, tokenizer, valid, 1, args,
+                              f"valid epoch {epoch + 1}")
+        record_epoch(trainer, model, out, state, metrics)
+    if state["best"]:
+        model.load_weights(str(out / "best.weights.h5"))
+    results = score_test(decoder, tokenizer, test, args, out)
+    summary = {
+        "task": task, "strategy": args.strategy,
+        "strategy_options": parse_strategy_options(args.strategy_option),
+        "seed": args.seed, "model": describe_model(files, model),
+        "data": data_info, "commit": git_commit(), "scoring": SCORING,
+        "best_epoch": state["best"]["epoch"] if state["best"] else None,
+        "history": state["history"], "test": results,
+    }
+    atomic_write_json(out / "results.json", summary)
+    print_results(summary, out)
+    return summary
+
+
+def restore(trainer, out, state, batches):
+    """Load the weights and optimizer state of the last finished epoch."""
+    if not state["checkpoint"]:
+        return
+    trainer.build_for_resume(batches[0])
+    trainer.load_weights(str(out / state["checkpoint"]))
+    print(f"Resuming {out.path} after epoch {state['epochs_done']}.")
+
+
+def train_one_epoch(trainer, batches, epoch, args):
+    verbose = 1 if args.progress else 2
+    history = trainer.fit(batches, epochs=epoch + 1, initial_epoch=epoch,
+                          verbose=verbose)
+    return {k: float(v[-1]) for k, v in history.history.items()}
+
+
+def record_epoch(trainer, model, out, state, metrics):
+    """Append the epoch's scores, keep the best weights, then checkpoint."""
+    epoch = state["epochs_done"] + 1
+    entry = {"epoch": epoch, **metrics}
+    print(f"epoch {epoch}: valid " + ", ".join(
+        f"{k} {metrics[k]:.4f}" for k in ("rouge-1", "rouge-2", "rouge-l",
+                                          "bleu")))
+    state["history"].append(entry)
+    if state["best"] is None or metrics["bleu"] > state["best"]["bleu"]:
+        from tasks.rundir import atomic_save_weights
+
+        atomic_save_weights(model, out / "best.weights.h5")
+        state["best"] = {"epoch": epoch, "bleu": metrics["bleu"]}
+    state["epochs_done"] = epoch
+    out.save_epoch(trainer, state)
+
+
+def score_test(decoder, tokenizer, test, args, out):
+    results = {}
+    for beam in args.beams:
+        metrics, titles = evaluate(decoder, tokenizer, test, beam, args,
+                                   f"test beam {beam}")
+        write_predictions(out / f"predictions-beam{beam}.tsv", test, titles)
+        results[str(beam)] = metrics
+    return results
+
+
+def print_results(summary, out):
+    print(f"\nTest results ({summary['strategy']}, best epoch "
+          f"{summary['best_epoch']}), written to {out.path}/results.json:")
+    print("beam  rouge-1  rouge-2  rouge-l  bleu    seconds")
+    for beam, m in summary["test"].items():
+        print(f"{beam:>4}  {m['rouge-1']:.4f}   {m['rouge-2']:.4f}   "
+              f"{m['rouge-l']:.4f}   {m['bleu']:.4f}  {m['seconds']:.1f}")
+
+
+def main(argv, task, description, defaults):
+    args = build_parser(description, defaults).parse_args(argv)
+    try:
+        run(args, task)
+    except KeyboardInterrupt:
+        print("\nInterrupted: run the same command again to resume after "
+              "the last finished epoch.", file=sys.stderr)
+        sys.exit(130)
+    return 0
+

@@ -1,0 +1,104 @@
+"""The output directory of a run: atomic writes and the resume state.
+
+An interrupted run must lose nothing and never leave a half-written file, so
+every file goes through a temporary name and `os.replace`, and the state that
+says which epoch finished is written only after that epoch's weights are.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+
+STATE_FILE = "state.json"
+
+
+def atomic_write_text(path, text):
+    path = pathlib.Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def atomic_write_json(path, value):
+    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False)
+                      + "\n")
+
+
+def atomic_save_weights(model, path):
+    """`model.save_weights` through a temporary file (Keras needs the
+    `.weights.h5` suffix, so the temporary name keeps it)."""
+    path = pathlib.Path(path)
+    temporary = path.with_name(f"tmp-{path.name}")
+    model.save_weights(str(temporary))
+    os.replace(temporary, path)
+
+
+def git_commit(directory=None):
+    """Short hash of the code that ran, with '+dirty' for local changes."""
+    directory = directory or pathlib.Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=directory,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+class RunDirectory:
+    """Paths and state of one run under `--out`."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __truediv__(self, name):
+        return self.path / name
+
+    def load_state(self):
+        """The saved state, or a fresh one when the run starts anew."""
+        path = self / STATE_FILE
+        if not path.exists():
+            return {"epochs_done": 0, "checkpoint": None, "best": None,
+                    "history": []}
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def save_epoch(self, trainer, state):
+        """Weights first, then the state that points at them."""
+        epoch = state["epochs_done"]
+        name = f"epoch-{epoch}.weights.h5"
+        atomic_save_weights(trainer, self / name)
+        previous = state.get("checkpoint")
+        state["checkpoint"] = name
+        atomic_write_json(self / STATE_FILE, state)
+        if previous and previous != name and (self / previous).exists():
+            (self / previous).unlink()
+
+    def check_settings(self, settings):
+        """Refuse to resume a run made with different settings."""
+        path = self / "config.json"
+        if path.exists():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            changed = {key for key in settings
+                       if key in saved and saved[key] != settings[key]
+                       and key not in RESUMABLE_CHANGES}
+            if changed:
+                details = ", ".join(
+                    f"{key}: {saved[key]!r} -> {settings[key]!r}"
+                    for key in sorted(changed)
+                )
+                raise SystemExit(
+                    f"error: {self.path} holds a run with other settings "
+                    f"({details}); use another --out or delete it"
+                )
+        atomic_write_json(path, settings)
+
+
+# Settings a resumed run may change without invalidating what was learned.
+RESUMABLE_CHANGES = {"epochs", "out", "beams", "eval_batch_size", "progress"}
