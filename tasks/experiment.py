@@ -18,6 +18,7 @@ import warnings
 from data import Seq2SeqBatches
 from data import Tokenizer
 from data import load_vocab
+from data import read_pairs
 from data import read_pairs_with_report
 from data import sha256_of
 from data import split_pairs
@@ -184,11 +185,14 @@ def load_splits(args, out):
 
 
 def _read(path, args):
-    pairs, skipped = read_pairs_with_report(path, fmt=args.format,
-                                            skip_bad_lines=args.skip_bad_lines)
-    if skipped:
-        print(f"{path}: skipped {len(skipped)} malformed lines "
-              f"(first at line {skipped[0]})", file=sys.stderr)
+    if not args.skip_bad_lines:
+        pairs = read_pairs(path, fmt=args.format)
+    else:
+        report = read_pairs_with_report(path, fmt=args.format)
+        if report.skipped:
+            print(f"{path}: skipped {len(report.skipped)} malformed lines, "
+                  f"first: {report.skipped[0]}", file=sys.stderr)
+        pairs = report.pairs
     return pairs[: args.limit] if args.limit else pairs
 
 
