@@ -1,0 +1,124 @@
+"""Tiny checkpoints in the real formats, for the weights and parity tests.
+
+Two sources of weights: a random Keras model (no torch needed) and a random
+Hugging Face `BertForMaskedLM`, whose names are turned into Google's here by
+the rules of Hugging Face's own TF conversion script, independently of
+`weights.mapping`, so that a mistake in our tables cannot cancel itself.
+"""
+
+import numpy as np
+import pytest
+
+from models import build_transformer_model
+from weights.formats import model_arrays
+
+TINY = {
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+    "hidden_act": "gelu",
+}
+
+
+def tiny_model(application="unilm", seed=0, **kwargs):
+    """A tiny model with weights big enough to make outputs differ.
+
+    BERT's init (stddev 0.02) gives near-constant outputs; these would hide
+    a wrong mask or a swapped variable.
+    """
+    model = build_transformer_model(
+        dict(TINY), application=application, **kwargs
+    )
+    randomize(model, seed)
+    return model
+
+
+def randomize(model, seed, scale=0.2):
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        value = rng.normal(0.0, scale, variable.shape)
+        if variable.path.endswith("gamma"):
+            value += 1.0
+        variable.assign(value.astype("float32"))
+
+
+def tiny_arrays(seed=0):
+    """Google-named random weights of a tiny MLM model."""
+    return model_arrays(tiny_model("unilm", seed=seed))
+
+
+def have_tensorflow():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_tf_checkpoint(arrays, prefix):
+    """A TF checkpoint with exactly these names, as Google's BERT has."""
+    tf = pytest.importorskip("tensorflow")
+    names = sorted(arrays)
+    tf.raw_ops.SaveV2(
+        prefix=str(prefix),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(arrays[name]) for name in names],
+    )
+    return prefix
+
+
+def hf_masked_lm(seed=0):
+    """A random, eval-mode Hugging Face BertForMaskedLM of TINY's shape."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(
+        **TINY,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation="eager",
+    )
+    model = transformers.BertForMaskedLM(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            value = 0.2 * torch.randn_like(parameter)
+            if name.endswith("LayerNorm.weight"):
+                value += 1.0
+            parameter.copy_(value)
+    return model
+
+
+# Hugging Face's convert_bert_pytorch_checkpoint_to_original_tf.py renames
+# by these substitutions, in this order, and transposes dense kernels.
+_HF_TO_TF_RULES = (
+    ("layer.", "layer_"),
+    ("word_embeddings.weight", "word_embeddings"),
+    ("position_embeddings.weight", "position_embeddings"),
+    ("token_type_embeddings.weight", "token_type_embeddings"),
+    (".", "/"),
+    ("LayerNorm/weight", "LayerNorm/gamma"),
+    ("LayerNorm/bias", "LayerNorm/beta"),
+    ("weight", "kernel"),
+)
+
+
+def hf_to_google_arrays(hf_model):
+    """The state dict of a BertForMaskedLM under Google's names."""
+    arrays = {}
+    for name, tensor in hf_model.state_dict().items():
+        if name.startswith("cls.predictions.decoder."):
+            continue  # tied to the word embeddings and the output bias
+        array = tensor.detach().numpy()
+        if name == "cls.predictions.bias":
+            arrays["cls/predictions/output_bias"] = array
+            continue
+        for old, new in _HF_TO_TF_RULES:
+            name = name.replace(old, new)
+        if name.endswith("/kernel"):
+            array = array.T
+        arrays[name] = np.ascontiguousarray(array)
+    return arrays

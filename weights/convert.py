@@ -1,0 +1,80 @@
+"""Convert a BERT checkpoint to Google-named safetensors.
+
+Run this where TensorFlow is installed; the result loads anywhere, since
+safetensors needs neither TensorFlow nor torch:
+
+    python -m weights.convert chinese_L-12_H-768_A-12/bert_model.ckpt \\
+        chinese_L-12_H-768_A-12/bert_model.safetensors
+
+Any checkpoint `weights.read_checkpoint` reads is accepted (Google TF
+checkpoint, Hugging Face safetensors or pytorch_model.bin). Optimizer state
+is left out. With --keep-tokens-from the vocabulary rows are sliced as
+`load_vocab(VOCAB, simplified=True, startswith=[PAD], [UNK], [CLS], [SEP])`
+does, and the kept ids are stored in the file.
+"""
+
+import argparse
+
+import numpy as np
+
+from weights.formats import read_checkpoint
+from weights.formats import write_safetensors
+from weights.loader import apply_keep_tokens
+
+# The special tokens bert4keras's seq2seq examples put first.
+STARTSWITH = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+class _HelpFormatter(
+    argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter
+):
+    """Keep the usage example's layout and show defaults."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m weights.convert",
+        description=__doc__,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "checkpoint",
+        help="TF checkpoint prefix (bert_model.ckpt), safetensors, "
+        "pytorch_model.bin or a directory holding one",
+    )
+    parser.add_argument("output", help="the .safetensors file to write")
+    parser.add_argument(
+        "--keep-tokens-from",
+        metavar="VOCAB",
+        default=None,
+        help="vocab.txt to simplify, keeping only its emittable tokens; "
+        "none keeps the whole vocabulary",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    arrays = read_checkpoint(args.checkpoint)
+    keep_tokens = None
+    if args.keep_tokens_from:
+        from data.vocab import load_vocab
+
+        _, keep_tokens = load_vocab(
+            args.keep_tokens_from, simplified=True, startswith=STARTSWITH
+        )
+        arrays = apply_keep_tokens(arrays, keep_tokens, args.checkpoint)
+    path = write_safetensors(arrays, args.output, keep_tokens)
+    for name in sorted(arrays):
+        array = arrays[name]
+        print(f"{name:64s} {str(array.shape):14s} {array.dtype}")
+    size = sum(array.nbytes for array in arrays.values()) / 2**20
+    print(f"wrote {len(arrays)} tensors ({size:.1f} MiB) to {path}")
+    if keep_tokens is not None:
+        print(f"kept {len(keep_tokens)} of the vocabulary rows")
+    total = sum(int(np.prod(array.shape)) for array in arrays.values())
+    print(f"{total:,} parameters")
+
+
+if __name__ == "__main__":
+    main()
