@@ -77,6 +77,8 @@ class Seq2SeqBatches(keras.utils.PyDataset):
         bucket: sort by length within chunks of `BUCKET_CHUNK_BATCHES`
             batches, then shuffle the batch order.
         fixed_length: pad every batch to this length.
+        length_multiple: pad every batch to a multiple of this (at most
+            `maxlen`), so a compiled train step sees a few shapes only.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`.
     """
 
@@ -90,6 +92,7 @@ class Seq2SeqBatches(keras.utils.PyDataset):
         seed: int = 0,
         bucket: bool = False,
         fixed_length: int | None = None,
+        length_multiple: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,6 +112,7 @@ class Seq2SeqBatches(keras.utils.PyDataset):
         ]
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.bucket, self.fixed_length = bucket, fixed_length
+        self.maxlen, self.length_multiple = maxlen, length_multiple
         self.set_epoch(0)
 
     def __len__(self) -> int:
@@ -116,11 +120,19 @@ class Seq2SeqBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         batch = [self.samples[i] for i in self._batches[index]]
-        length = self.fixed_length
+        length = self.fixed_length or self._rounded_length(batch)
         token_ids = sequence_padding([s[0] for s in batch], length)
         segment_ids = sequence_padding([s[1] for s in batch], length)
         inputs = (token_ids.astype("int32"), segment_ids.astype("int32"))
         return (inputs,)
+
+    def _rounded_length(self, batch) -> int | None:
+        if not self.length_multiple:
+            return None
+        longest = max(len(sample[0]) for sample in batch)
+        multiple = self.length_multiple
+        return max(longest, min(-(-longest // multiple) * multiple,
+                                self.maxlen))
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)
@@ -154,3 +166,28 @@ class Seq2SeqBatches(keras.utils.PyDataset):
 
     def _length(self, index: int) -> int:
         return len(self.samples[index][0])
+
+
+def as_fit_input(batches: Seq2SeqBatches):
+    """What to hand `fit` for `batches` on the current Keras backend.
+
+    Keras's PyDataset adapter on TensorFlow guesses the output signature
+    from the first two batches: when they happen to share a length, every
+    later batch of another length fails. On TensorFlow the batches are
+    therefore wrapped in a `tf.data` generator whose signature leaves the
+    length free. The caller sets the epoch order with `set_epoch`, since
+    Keras calls no `on_epoch_end` on a `tf.data` pipeline.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return batches
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, None), tf.int32)
+
+    def generate():
+        for index in range(len(batches)):
+            yield batches[index]
+
+    return tf.data.Dataset.from_generator(
+        generate, output_signature=((spec, spec),)
+    )

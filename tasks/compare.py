@@ -35,6 +35,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tasks.metrics import SCORING  # noqa: E402
+from tasks.rundir import git_commit  # noqa: E402
 
 # (key in results.json, column title), in the article's column order.
 COLUMNS = (
@@ -388,21 +389,6 @@ def _plot_strategy(axis, rows: list[dict], key: str, label: str) -> None:
         capsize=3,
         label=label,
     )
-
-
-def git_commit() -> str:
-    """Short commit of this checkout, 'unknown' outside a git repository."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return result.stdout.strip() or "unknown"
 
 
 def build_report(

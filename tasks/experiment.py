@@ -25,11 +25,15 @@ from data import split_pairs
 from data import synthetic
 from tasks.metrics import SCORING
 from tasks.metrics import score_titles
+from tasks.metrics import warn_if_collapsed
 from tasks.rundir import RunDirectory
 from tasks.rundir import atomic_write_json
 from tasks.rundir import atomic_write_text
 from tasks.rundir import git_commit
 
+# Batches are padded to a multiple of this many tokens: a compiled train step
+# then sees a handful of shapes instead of one per length.
+LENGTH_MULTIPLE = 32
 # Hyper-parameters of the published experiments (BERT-wwm, CSL titles).
 PUBLISHED = {"epochs": 20, "lr": 1e-5}
 # The built-in default: a tiny model that learns the synthetic task on a CPU
@@ -274,14 +278,6 @@ def evaluate(decoder, tokenizer, pairs, beam, args, label):
     return metrics, titles
 
 
-def warn_if_collapsed(titles):
-    """Exposure bias often shows as a few titles repeated for every input."""
-    distinct = len(set(titles))
-    if len(titles) >= 20 and distinct <= max(2, len(titles) // 10):
-        warnings.warn(f"predictions collapsed: {distinct} distinct titles "
-                      f"for {len(titles)} inputs", stacklevel=2)
-
-
 def write_predictions(path, pairs, titles):
     lines = ["source\treference\tprediction"]
     lines += [f"{_one_line(c)}\t{_one_line(t)}\t{_one_line(p)}"
@@ -327,7 +323,8 @@ def run(args, task):
                              maxlen=args.title_maxlen)
     batches = Seq2SeqBatches(train, tokenizer, maxlen=args.maxlen,
                              batch_size=args.batch_size, shuffle=True,
-                             seed=args.seed)
+                             seed=args.seed, bucket=True,
+                             length_multiple=LENGTH_MULTIPLE)
     state = out.load_state()
     restore(trainer, out, state, batches)
     valid = valid[: args.valid_limit] if args.valid_limit else valid
@@ -362,9 +359,14 @@ def restore(trainer, out, state, batches):
 
 
 def train_one_epoch(trainer, batches, epoch, args):
+    """One epoch of `fit`; its order depends only on (seed, epoch), so a
+    resumed run sees the same batches as an uninterrupted one."""
+    from data.batching import as_fit_input
+
+    batches.set_epoch(epoch)
     verbose = 1 if args.progress else 2
-    history = trainer.fit(batches, epochs=epoch + 1, initial_epoch=epoch,
-                          verbose=verbose)
+    history = trainer.fit(as_fit_input(batches), epochs=epoch + 1,
+                          initial_epoch=epoch, verbose=verbose)
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
@@ -408,6 +410,11 @@ def main(argv, task, description, defaults):
     args = build_parser(description, defaults).parse_args(argv)
     try:
         run(args, task)
+    except (OSError, ValueError) as error:
+        # Bad input (a missing file, a malformed line, a checkpoint that does
+        # not fit the config): one clear line, not a traceback.
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("\nInterrupted: run the same command again to resume after "
               "the last finished epoch.", file=sys.stderr)

@@ -200,3 +200,18 @@ def test_fit_trains_on_inputs_only(tiny_tokenizer):
     history = model.fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert dataset.epoch >= 2  # Keras reshuffled between epochs
+
+
+def test_length_multiple_rounds_up_but_never_past_maxlen(tiny_tokenizer):
+    pairs = [("标题", "内容" * n) for n in (1, 3, 9, 20)]
+    for batch_size, maxlen in ((1, 64), (4, 30)):
+        batches = Seq2SeqBatches(pairs, tiny_tokenizer, maxlen=maxlen,
+                                 batch_size=batch_size, shuffle=False,
+                                 length_multiple=8)
+        for index in range(len(batches)):
+            (token_ids, _), = batches[index]
+            longest = max(int((row != 0).sum()) for row in token_ids)
+            width = token_ids.shape[1]
+            assert width >= longest
+            assert width % 8 == 0 or width == maxlen
+            assert width <= max(maxlen, longest)
