@@ -164,6 +164,11 @@ class MultiHeadAttention(keras.layers.Layer):
     def __init__(self, heads, head_size, dropout_rate=0.0,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
+        # Keras casts every float argument of `__call__` to the compute
+        # dtype, the float32 bias too (-1e9 -> -inf in float16, and a
+        # float32 + float16 add error on TensorFlow). The projections cast
+        # `x` themselves, so conversion is switched off here.
+        self._convert_input_args = False
         self.heads = heads
         self.head_size = head_size
         self.dropout_rate = dropout_rate

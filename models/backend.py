@@ -1,0 +1,213 @@
+"""The only module that imports TensorFlow or JAX.
+
+Training differs per backend in two places, and only there:
+
+- the train/test step: a `GradientTape` on TensorFlow; on JAX a pure
+  function of the variable values, differentiated with `jax.value_and_grad`
+  and returning the updated state (keras-io `custom_train_step_in_jax.py`);
+- gradients taken *inside* a loss (gradient penalty, FGM), which must stay
+  differentiable for double backprop: a nested tape, or a nested `jax.grad`.
+
+Everything else (the loss, the strategies) is written once with
+`keras.ops` against `Variable`s: on JAX it runs inside a
+`keras.StatelessScope` that maps every variable to its traced value, so the
+same code reads the right values and its variable updates (dropout and
+sampling seeds) come back out as new state.
+"""
+
+import contextlib
+
+import keras
+
+BACKEND = keras.backend.backend()
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+elif BACKEND == "jax":
+    import jax
+
+
+def check_supported():
+    """Fail early, at trainer creation, on a backend without a step here."""
+    if BACKEND not in ("tensorflow", "jax"):
+        raise NotImplementedError(
+            f"Seq2SeqTrainer supports the tensorflow and jax backends, "
+            f"not {BACKEND!r} (set KERAS_BACKEND)"
+        )
+
+
+class TensorFlowSteps:
+    """`train_step`/`test_step` for TensorFlow: one tape over the loss."""
+
+    def train_step(self, data):
+        token_ids, segment_ids = self.unpack_batch(data)
+        with tf.GradientTape() as tape:
+            total, figures = self.compute_losses(
+                token_ids, segment_ids, training=True
+            )
+            scaled = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        return self.update_metrics(total, figures, _batch_size(token_ids))
+
+    def test_step(self, data):
+        token_ids, segment_ids = self.unpack_batch(data)
+        total, figures = self.compute_losses(
+            token_ids, segment_ids, training=False
+        )
+        return self.update_metrics(total, figures, _batch_size(token_ids))
+
+
+def _batch_size(token_ids):
+    return keras.ops.shape(token_ids)[0]
+
+
+def _run_stateless(fn, mapping, collect):
+    """fn() with variables mapped to values; new values of `collect`."""
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        result = fn()
+    values = []
+    for variable in collect:
+        value = scope.get_current_value(variable)
+        values.append(variable.value if value is None else value)
+    return result, values
+
+
+class JaxSteps:
+    """`train_step`/`test_step` for JAX: pure functions of the state."""
+
+    def train_step(self, state, data):
+        trainable, non_trainable, optimizer_values, metric_values = state
+        token_ids, segment_ids = self.unpack_batch(data)
+        optimizer_state = list(zip(self.optimizer.variables, optimizer_values))
+
+        def objective(trainable, non_trainable):
+            # Optimizer variables are mapped too: loss scaling and
+            # step-dependent strategies (schedules) read them.
+            mapping = [
+                *zip(self.trainable_variables, trainable),
+                *zip(self.non_trainable_variables, non_trainable),
+                *optimizer_state,
+            ]
+
+            def losses():
+                total, figures = self.compute_losses(
+                    token_ids, segment_ids, training=True
+                )
+                return self.optimizer.scale_loss(total), total, figures
+
+            (scaled, total, figures), non_trainable = _run_stateless(
+                losses, mapping, self.non_trainable_variables
+            )
+            return scaled, (total, figures, non_trainable)
+
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        (_, (total, figures, non_trainable)), grads = grad_fn(
+            trainable, non_trainable
+        )
+        trainable, optimizer_values = self.optimizer.stateless_apply(
+            optimizer_values, grads, trainable
+        )
+        logs, metric_values = self._stateless_metrics(
+            metric_values, total, figures, _batch_size(token_ids)
+        )
+        return logs, (trainable, non_trainable, optimizer_values, metric_values)
+
+    def test_step(self, state, data):
+        trainable, non_trainable, metric_values = state
+        token_ids, segment_ids = self.unpack_batch(data)
+        mapping = [
+            *zip(self.trainable_variables, trainable),
+            *zip(self.non_trainable_variables, non_trainable),
+        ]
+        (total, figures), non_trainable = _run_stateless(
+            lambda: self.compute_losses(token_ids, segment_ids, training=False),
+            mapping,
+            self.non_trainable_variables,
+        )
+        logs, metric_values = self._stateless_metrics(
+            metric_values, total, figures, _batch_size(token_ids)
+        )
+        return logs, (trainable, non_trainable, metric_values)
+
+    def _stateless_metrics(self, metric_values, total, figures, batch_size):
+        mapping = list(zip(self.metrics_variables, metric_values))
+        return _run_stateless(
+            lambda: self.update_metrics(total, figures, batch_size),
+            mapping,
+            self.metrics_variables,
+        )
+
+
+class UnsupportedSteps:
+    """Placeholder base, so that importing works on any backend; creating a
+    trainer raises (`check_supported`)."""
+
+
+Steps = {"tensorflow": TensorFlowSteps, "jax": JaxSteps}.get(
+    BACKEND, UnsupportedSteps
+)
+
+
+def value_and_grad(fn, variable, state_variables):
+    """(fn(), d fn()/d variable), the gradient itself differentiable.
+
+    Strategies call this inside their loss (gradient penalty: the loss
+    depends on this gradient, so training needs its second derivative).
+    `state_variables` are all variables `fn` may read or update; JAX needs
+    them to re-run `fn` as a pure function of `variable`.
+    """
+    if BACKEND == "tensorflow":
+        with tf.GradientTape() as tape:
+            value = fn()
+        # The embedding gradient arrives as IndexedSlices with repeated rows
+        # (one per lookup, plus the tied output projection); densifying sums
+        # them, so that squares are taken of the true gradient.
+        return value, tf.convert_to_tensor(tape.gradient(value, variable))
+    others = [v for v in state_variables if v is not variable]
+    values = [v.value for v in others]
+    seeds = [v for v in others if not v.trainable]
+
+    def pure(value):
+        mapping = [(variable, value), *zip(others, values)]
+        return _run_stateless(fn, mapping, seeds)
+
+    (value, updated), grad = jax.value_and_grad(pure, has_aux=True)(
+        variable.value
+    )
+    _hand_back(seeds, updated)
+    return value, grad
+
+
+def _hand_back(variables, values):
+    """Give the caller the state updates made inside a nested scope.
+
+    Inside the trainer's StatelessScope an `assign` is recorded as new
+    state, so dropout and sampling seeds advance exactly as on TensorFlow.
+    """
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+@contextlib.contextmanager
+def overridden(variable, value, state_variables):
+    """Within the block, `variable` reads as `value` (FGM's perturbed E).
+
+    Gradients taken through the block flow to `variable` as if `value` were
+    its value. TensorFlow assigns and restores (the block must be inside
+    the tape); JAX maps the variable in a nested StatelessScope.
+    """
+    if BACKEND == "tensorflow":
+        original = tf.identity(variable.value)
+        variable.assign(value)
+        try:
+            yield
+        finally:
+            variable.assign(original)
+        return
+    others = [v for v in state_variables if v is not variable]
+    mapping = [(variable, value), *((v, v.value) for v in others)]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        yield
+    seeds = [v for v in others if not v.trainable]
+    _hand_back(seeds, [scope.get_current_value(v) for v in seeds])

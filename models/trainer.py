@@ -1,0 +1,192 @@
+"""Seq2seq training of a UniLM model under a pluggable strategy.
+
+`Seq2SeqTrainer` wraps the user's UniLM model (it stays `trainer.model`, and
+`trainer.save_weights` saves exactly its weights) and trains it with plain
+`fit()`. The loss is bert4keras's `task_seq2seq_autotitle_csl.py`
+cross-entropy: the prediction at position t is scored against the token at
+t + 1, over target-segment tokens only (the final [SEP] included), averaged
+over all such tokens of the batch. What a strategy changes (corrupted
+inputs, extra loss terms) lives in `models/strategies.py`; the per-backend
+steps live in `models/backend.py`.
+
+    trainer = Seq2SeqTrainer(model, strategy="gp", epsilon=1.0)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-5))
+    history = trainer.fit(batches, epochs=20)   # logs: loss, gp
+
+Metrics: `loss` is the objective the strategy minimises (for `baseline`
+and `replace` the target cross-entropy; for `gp` cross-entropy + `gp`),
+plus each strategy's own figures. `evaluate()` reports `loss` as the plain
+cross-entropy on clean inputs for every strategy, so validation losses
+compare across strategies.
+"""
+
+from typing import NamedTuple
+
+import keras
+from keras import ops
+
+from models import backend
+from models import strategies as strategies_lib
+from models.bert import BertNetwork
+
+
+class Batch(NamedTuple):
+    """One training batch as strategies see it.
+
+    `token_ids` are the labels and never change; `inputs` are what the
+    model reads (equal to `token_ids` unless a strategy corrupted them).
+    """
+
+    token_ids: object
+    segment_ids: object
+    inputs: object
+
+
+def seq2seq_cross_entropy(token_ids, segment_ids, logits):
+    """Mean cross-entropy over target tokens, shifted by one position.
+
+    Equals bert4keras's `sum(ce(y_true, probas[:, :-1]) * mask) / sum(mask)`
+    with `y_true = token_ids[:, 1:]`, `mask = segment_ids[:, 1:]`, but is
+    computed from float32 logits (log-softmax, not log of a softmax) so it
+    neither underflows nor loses its second derivative.
+    """
+    labels = ops.cast(token_ids[:, 1:], "int32")
+    mask = ops.cast(segment_ids[:, 1:], "float32")
+    logits = ops.cast(logits[:, :-1], "float32")
+    picked = ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    nll = ops.logsumexp(logits, axis=-1) - picked
+    # max(., 1) only matters for a batch without targets (0/0 otherwise).
+    return ops.sum(nll * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def unpack_batch(data):
+    """(token_ids, segment_ids) from the shapes `fit()` may hand over.
+
+    Accepts `(token_ids, segment_ids)`, `((token_ids, segment_ids),)` and
+    bert4keras generators' `([token_ids, segment_ids], None)`.
+    """
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) in (1, 2)
+        and isinstance(data[0], (tuple, list))
+    ):
+        if len(data) == 2 and data[1] is not None:
+            raise ValueError(
+                "Seq2SeqTrainer takes no targets: the labels are the "
+                "token ids themselves"
+            )
+        data = data[0]
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            "expected batches of (token_ids, segment_ids), got "
+            f"{type(data).__name__}"
+        )
+    return data[0], data[1]
+
+
+class Seq2SeqTrainer(backend.Steps, keras.Model):
+    """Trains a UniLM model with `fit()` under an exposure-bias strategy.
+
+    Args:
+        model: a model from `build_transformer_model(application='unilm')`.
+        strategy: a name from `strategies.STRATEGIES` or a strategy object.
+        seed: seeds the trainer's own random draws (input corruption);
+            dropout keeps the model's seeds.
+        **options: options of the named strategy (e.g. `epsilon=1.0`).
+    """
+
+    def __init__(self, model, strategy="baseline", seed=None, **options):
+        backend.check_supported()
+        super().__init__(name=f"{model.name}_trainer")
+        if isinstance(strategy, str):
+            strategy = strategies_lib.get(strategy, **options)
+        elif options:
+            raise TypeError("options are for a strategy given by name")
+        self.model = model
+        self.network = BertNetwork.from_model(model)
+        self.strategy = strategy
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.figure_trackers = [
+            keras.metrics.Mean(name=name) for name in strategy.metric_names
+        ]
+        # The wrapped model is built; saying so spares fit() a symbolic
+        # build, which would misread `(token_ids, segment_ids)` as (x, y).
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.figure_trackers]
+
+    @property
+    def embeddings(self):
+        """The token-embedding matrix E (also the tied output projection)."""
+        return self.network["Embedding-Token"].embeddings
+
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    unpack_batch = staticmethod(unpack_batch)
+
+    def compute_losses(self, token_ids, segment_ids, training):
+        """(objective, {figure: value}) of one batch, backend-agnostic."""
+        token_ids = ops.cast(token_ids, "int32")
+        segment_ids = ops.cast(segment_ids, "int32")
+        if not training:
+            batch = Batch(token_ids, segment_ids, token_ids)
+            return self.cross_entropy(batch, training=False), {}
+        inputs, segment_ids = self.strategy.prepare_batch(
+            token_ids, segment_ids, self.seed_generator
+        )
+        return self.strategy.loss(self, Batch(token_ids, segment_ids, inputs))
+
+    def cross_entropy(self, batch, token_embeddings=None, training=True):
+        """Target cross-entropy of one forward pass over `batch.inputs`."""
+        logits = self.network(
+            batch.inputs,
+            batch.segment_ids,
+            token_embeddings=token_embeddings,
+            training=training,
+            output="logits",
+        )
+        return self.target_loss(batch, logits)
+
+    def target_loss(self, batch, logits):
+        """`seq2seq_cross_entropy` of logits against the batch's labels."""
+        return seq2seq_cross_entropy(batch.token_ids, batch.segment_ids, logits)
+
+    def state_variables(self):
+        """Every variable a loss may read: weights, seeds, optimizer."""
+        optimizer = getattr(self, "optimizer", None)
+        extra = list(optimizer.variables) if optimizer is not None else []
+        return [*self.variables, *extra]
+
+    def value_and_grad(self, fn, variable):
+        """(fn(), d fn()/d variable), differentiable again: see backend."""
+        return backend.value_and_grad(fn, variable, self.state_variables())
+
+    def overridden(self, variable, value):
+        """Context in which `variable` reads as `value`: see backend."""
+        return backend.overridden(variable, value, self.state_variables())
+
+    def update_metrics(self, total, figures, batch_size):
+        """Epoch means weighted by batch size, as Keras's own loss tracker."""
+        self.loss_tracker.update_state(total, sample_weight=batch_size)
+        for tracker in self.figure_trackers:
+            if tracker.name in figures:
+                tracker.update_state(
+                    figures[tracker.name], sample_weight=batch_size
+                )
+        # Only what this step measured: evaluate() reports no stale `gp`.
+        return {
+            metric.name: metric.result()
+            for metric in self.metrics
+            if metric is self.loss_tracker or metric.name in figures
+        }
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """Saves the UniLM model's weights, loadable without the trainer."""
+        return self.model.save_weights(filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        return self.model.load_weights(filepath, **kwargs)

@@ -1,0 +1,231 @@
+"""Seq2SeqTrainer: the target-only loss, batch formats, fit() per strategy.
+
+Compiled fits are the slow part of these tests, so each strategy is fitted
+once (module fixtures `fitted`, `fitted_extras`) and several tests read its
+results.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from models import build_transformer_model
+from models import strategies
+from models.trainer import Seq2SeqTrainer
+from models.trainer import seq2seq_cross_entropy
+from models.trainer import unpack_batch
+
+VOCAB = 16
+FIT_EPOCHS = 8
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+CORE = ("baseline", "replace", "gp")
+EXTRAS = tuple(sorted(set(strategies.STRATEGIES) - set(CORE)))
+
+
+def tiny_model(seed=0, **overrides):
+    """A 1-layer UniLM small enough to compile in seconds."""
+    keras.utils.set_random_seed(seed)
+    config = dict(
+        vocab_size=VOCAB,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+    config.update(overrides)
+    return build_transformer_model(None, application="unilm", **config)
+
+
+def mixed_batch():
+    """[CLS] source [SEP] target [SEP] rows of different lengths, padded."""
+    rows = [([5, 6, 7], [8, 9]), ([4], [10, 11, 12, 13]), ([5, 6, 7, 9], [4])]
+    length = max(len(s) + len(t) + 3 for s, t in rows)
+    token_ids = np.zeros((len(rows), length), "int32")
+    segment_ids = np.zeros((len(rows), length), "int32")
+    for row, (source, target) in enumerate(rows):
+        tokens = [2, *source, 3, *target, 3]
+        token_ids[row, : len(tokens)] = tokens
+        segment_ids[row, len(source) + 2 : len(tokens)] = 1
+    return token_ids, segment_ids
+
+
+def numpy_loss(probas, token_ids, segment_ids):
+    """bert4keras's loss, one position at a time, in float64."""
+    total, count = 0.0, 0
+    for row in range(token_ids.shape[0]):
+        for t in range(token_ids.shape[1] - 1):
+            if segment_ids[row, t + 1] == 1:
+                p = float(probas[row, t, token_ids[row, t + 1]])
+                total -= np.log(p)
+                count += 1
+    return total / count
+
+
+def test_cross_entropy_matches_numpy_on_random_logits():
+    token_ids, segment_ids = mixed_batch()
+    logits = (
+        np.random.default_rng(0).normal(size=token_ids.shape + (VOCAB,)) * 3
+    )
+    probas = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    loss = seq2seq_cross_entropy(token_ids, segment_ids, logits)
+    expected = numpy_loss(probas, token_ids, segment_ids)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_padding_and_source_do_not_count():
+    """Changing what a source or padding position predicts changes nothing."""
+    token_ids, segment_ids = mixed_batch()
+    logits = np.random.default_rng(1).normal(size=token_ids.shape + (VOCAB,))
+    scored = np.zeros(token_ids.shape, bool)
+    scored[:, :-1] = segment_ids[:, 1:] == 1
+    noisy = np.where(scored[..., None], logits, logits * 50 + 7)
+    np.testing.assert_allclose(
+        float(seq2seq_cross_entropy(token_ids, segment_ids, logits)),
+        float(seq2seq_cross_entropy(token_ids, segment_ids, noisy)),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        lambda t, s: (t, s),
+        lambda t, s: ((t, s),),
+        lambda t, s: ([t, s], None),
+    ],
+)
+def test_unpack_batch_formats(data):
+    token_ids, segment_ids = unpack_batch(data("T", "S"))
+    assert (token_ids, segment_ids) == ("T", "S")
+
+
+def test_unpack_batch_rejects_targets():
+    with pytest.raises(ValueError, match="no targets"):
+        unpack_batch((("T", "S"), "Y"))
+
+
+def test_strategy_options_only_by_name():
+    with pytest.raises(TypeError):
+        Seq2SeqTrainer(tiny_model(), strategies.Baseline(), epsilon=1.0)
+
+
+def fit_each(names):
+    """Per strategy: weights after one SGD step, then a short fit's history.
+
+    Same initial weights, batch and optimizer for every strategy, dropout
+    off, so the first step differs only by the strategy.
+    """
+    token_ids, segment_ids = mixed_batch()
+    initial = tiny_model(**NO_DROPOUT).get_weights()
+    results = {}
+    for name in names:
+        model = tiny_model(**NO_DROPOUT)
+        model.set_weights(initial)
+        trainer = Seq2SeqTrainer(model, name, seed=0)
+        seed_state = keras.ops.convert_to_numpy(trainer.seed_generator.state)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.3))
+        # Keras hands x-only data to train_step as ((token_ids, ...),).
+        data = (token_ids, segment_ids)
+        trainer.fit(x=data, batch_size=8, epochs=1, verbose=0)
+        after_one = [np.array(w) for w in model.get_weights()]
+        history = trainer.fit(
+            x=data, batch_size=8, epochs=FIT_EPOCHS, verbose=0
+        ).history
+        results[name] = {
+            "initial": initial,
+            "after_one": after_one,
+            "history": history,
+            "trainer": trainer,
+            "seed_state": seed_state,
+        }
+    return results
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_each(CORE)
+
+
+@pytest.fixture(scope="module")
+def fitted_extras():
+    return fit_each(EXTRAS)
+
+
+def each_strategy():
+    """The core strategies, then the others marked `large`: each compiled
+    step costs ~5-10 s on JAX/CPU, and the others' hooks are also checked
+    eagerly in test_strategies.py."""
+    extras = [pytest.param(name, marks=pytest.mark.large) for name in EXTRAS]
+    return [*CORE, *extras]
+
+
+def fit_result(request, name):
+    fixture = "fitted" if name in CORE else "fitted_extras"
+    return request.getfixturevalue(fixture)[name]
+
+
+@pytest.mark.parametrize("name", each_strategy())
+def test_fit_runs_and_logs_figures(request, name):
+    history = fit_result(request, name)["history"]
+    expected = {"loss", *strategies.get(name).metric_names}
+    assert set(history) == expected
+    for values in history.values():
+        assert len(values) == FIT_EPOCHS
+        assert np.all(np.isfinite(values))
+
+
+@pytest.mark.parametrize("name", each_strategy())
+def test_fit_updates_weights(request, name):
+    result = fit_result(request, name)
+    moved = [
+        not np.allclose(a, b)
+        for a, b in zip(result["initial"], result["after_one"])
+    ]
+    assert any(moved)
+
+
+def test_compiled_steps_advance_the_trainer_seed(fitted):
+    """Fresh corruption every step, also on JAX where the seed is state
+    returned by a pure step."""
+    trainer = fitted["replace"]["trainer"]
+    now = keras.ops.convert_to_numpy(trainer.seed_generator.state)
+    assert (now != fitted["replace"]["seed_state"]).any()
+
+
+def test_baseline_overfits_one_batch(fitted):
+    losses = fitted["baseline"]["history"]["loss"]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_evaluate_loss_matches_numpy(fitted):
+    """Through the model and test_step: the hand computation on the model's
+    own probabilities, for a strategy that trains with more than the loss."""
+    trainer = fitted["gp"]["trainer"]
+    token_ids, segment_ids = mixed_batch()
+    probas = np.asarray(trainer.model([token_ids, segment_ids]), "float64")
+    expected = numpy_loss(probas, token_ids, segment_ids)
+    # x=token_ids, y=segment_ids: the flat (token_ids, segment_ids) form.
+    logs = trainer.evaluate(
+        x=token_ids, y=segment_ids, batch_size=8, verbose=0, return_dict=True
+    )
+    assert set(logs) == {"loss"}
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)
+
+
+def test_save_weights_are_the_models(fitted, tmp_path):
+    trainer = fitted["baseline"]["trainer"]
+    path = str(tmp_path / "unilm.weights.h5")
+    trainer.save_weights(path)
+    fresh = tiny_model(seed=5)
+    fresh.load_weights(path)
+    for a, b in zip(fresh.get_weights(), trainer.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gp_steps_differently_from_baseline(fitted):
+    """The penalty's gradient (a second derivative) reaches the weights."""
+    baseline = fitted["baseline"]["after_one"]
+    penalised = fitted["gp"]["after_one"]
+    gaps = [np.abs(a - b).max() for a, b in zip(baseline, penalised)]
+    assert max(gaps) > 1e-4
