@@ -1,0 +1,521 @@
+"""Pretrain, or continue pretraining, a Chinese BERT on plain text.
+
+Domain-adaptive pretraining before fine-tuning: masked language modelling
+(`--objective mlm`, optionally `--whole-word` masking of jieba words as in
+Chinese BERT-wwm), UniLM seq2seq on (span, next span) pairs cut from each
+document (`--objective unilm`), or a per-batch mix of the two
+(`--objective mix --unilm-ratio 0.5`). Text files hold one document a line.
+
+The run directory `--out` gets `log.jsonl` (step, loss, tokens/s every
+`--log-every` steps), a checkpoint every `--checkpoint-every` steps (the
+same command again resumes after it) and, at the end, `model/`: config.json,
+the simplified vocab.txt and model.safetensors, which
+`tasks/csl_title.py --model-dir OUT/model` fine-tunes directly.
+
+Usage:
+    python tasks/pretrain.py \\
+        --vocab ../shared/vocab/bert-base-chinese/vocab.txt \\
+        --text ../shared/data/csl_corpus/abstracts.txt \\
+        ../shared/data/csl_corpus/titles.txt --whole-word --out runs/pretrain
+    python tasks/pretrain.py --init chinese_wwm_L-12_H-768_A-12 \\
+        --text ../shared/data/csl_corpus/abstracts.txt --objective mix \\
+        --lr 5e-5 --out runs/dapt-wwm
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from data import Tokenizer  # noqa: E402
+from data import load_vocab  # noqa: E402
+from data import save_vocab  # noqa: E402
+from data import pretraining as corpus  # noqa: E402
+from tasks.rundir import RunDirectory  # noqa: E402
+from tasks.rundir import atomic_save_weights  # noqa: E402
+from tasks.rundir import atomic_write_json  # noqa: E402
+from tasks.rundir import atomic_write_text  # noqa: E402
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PRECISIONS = {
+    "fp32": "float32",
+    "bf16": "mixed_bfloat16",
+    "fp16": "mixed_float16",
+}
+# Settings that may change when resuming: they affect neither the model
+# nor the batches already seen (`steps` only stretches the decay).
+RESUMABLE = {"steps", "out", "progress", "log_every", "checkpoint_every"}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--text",
+        nargs="+",
+        required=True,
+        help="plain text files, one document a line",
+    )
+    add("--limit", type=int, help="use only the first N documents")
+    add("--out", default="runs/pretrain", help="run directory")
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--init",
+        help="checkpoint to continue from (any "
+        "format weights.load_checkpoint reads) or a model "
+        "directory with its config; none: a fresh model",
+    )
+    group.add_argument(
+        "--config", help="config of --init when it is not beside the checkpoint"
+    )
+    group.add_argument("--vocab", help="vocab.txt (default: --init's)")
+    for name, default in (
+        ("layers", 4),
+        ("hidden", 256),
+        ("heads", 4),
+        ("intermediate", 1024),
+    ):
+        group.add_argument(
+            f"--{name}",
+            type=int,
+            default=default,
+            help=f"{name} of a fresh model (without --init)",
+        )
+    group = parser.add_argument_group("objective")
+    group.add_argument(
+        "--objective",
+        default="mlm",
+        choices=corpus.OBJECTIVES,
+        help="masked LM, UniLM seq2seq, or both (by batch)",
+    )
+    group.add_argument(
+        "--unilm-ratio",
+        type=float,
+        default=0.5,
+        help="share of UniLM batches with --objective mix",
+    )
+    group.add_argument(
+        "--whole-word",
+        action="store_true",
+        help="mask whole jieba words (BERT-wwm)",
+    )
+    group.add_argument(
+        "--mask-rate",
+        type=float,
+        default=0.15,
+        help="share of tokens selected for MLM",
+    )
+    group.add_argument(
+        "--target-len",
+        type=int,
+        default=32,
+        help="most tokens of a UniLM target span",
+    )
+    group = parser.add_argument_group("training")
+    group.add_argument(
+        "--seq-len",
+        type=int,
+        default=128,
+        help="tokens per sequence (short documents are packed)",
+    )
+    group.add_argument(
+        "--batch-size", type=int, default=32, help="sequences per step"
+    )
+    group.add_argument(
+        "--steps",
+        type=int,
+        default=10000,
+        help="training steps in all (raise it to train on)",
+    )
+    group.add_argument(
+        "--lr",
+        type=float,
+        default=5e-4,
+        help="peak learning rate (1e-4..5e-5 to continue from BERT)",
+    )
+    group.add_argument(
+        "--warmup", type=int, help="warm-up steps (default: 6%% of --steps)"
+    )
+    group.add_argument(
+        "--decay",
+        default="linear",
+        choices=["linear", "cosine"],
+        help="learning-rate decay after the warm-up",
+    )
+    group.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.01,
+        help="AdamW decay (not of biases and LayerNorm)",
+    )
+    group.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        help="default: bf16 with a GPU, fp32 without",
+    )
+    group.add_argument(
+        "--log-every", type=int, default=50, help="steps per log.jsonl line"
+    )
+    group.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        help="steps between checkpoints (resume points)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds masking, batch order and initialisation",
+    )
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar",
+    )
+    return parser
+
+
+def model_paths(args):
+    """(config, checkpoint, vocab) of --init, each None when not found."""
+    if not args.init:
+        return args.config, None, args.vocab
+    from models.bert import find_config_file
+
+    init = pathlib.Path(args.init)
+    folder = init if init.is_dir() else init.parent
+    config = args.config
+    if config is None:
+        try:
+            config = str(find_config_file(folder))
+        except FileNotFoundError:
+            raise SystemExit(
+                f"error: no config beside {init}: give --config"
+            ) from None
+    vocab = args.vocab or (
+        str(folder / "vocab.txt") if (folder / "vocab.txt").is_file() else None
+    )
+    return config, str(init), vocab
+
+
+def load_simplified_vocab(vocab):
+    """`(token_dict, keep_tokens)` of the simplified vocabulary.
+
+    [MASK] is kept (the simplification drops bracketed tokens otherwise).
+    """
+    if vocab is None:
+        raise SystemExit(
+            "error: give --vocab (or an --init directory holding vocab.txt)"
+        )
+    return load_vocab(vocab, simplified=True, startswith=SPECIAL_TOKENS)
+
+
+def resolve_precision(name):
+    """bf16 where a GPU is (fast and needs no loss scaling), else fp32."""
+    import keras
+
+    if name is None:
+        devices = keras.distribution.list_devices()
+        name = "bf16" if any(d.startswith("gpu") for d in devices) else "fp32"
+    return name, PRECISIONS[name]
+
+
+def build_model(args, config, checkpoint, keep_tokens, vocab_size, dtype):
+    from models import build_transformer_model
+
+    if checkpoint:
+        return build_transformer_model(
+            config,
+            checkpoint,
+            application="unilm",
+            keep_tokens=keep_tokens,
+            dtype=dtype,
+        )
+    return build_transformer_model(
+        config,
+        application="unilm",
+        vocab_size=vocab_size,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=args.intermediate,
+        max_position_embeddings=max(512, args.seq_len),
+        dtype=dtype,
+    )
+
+
+def make_batches(args, tokenizer):
+    """Read, tokenize and pack/cut the corpus; the batches of every step."""
+    started = time.perf_counter()
+    texts = corpus.read_documents(args.text, args.limit)
+    ratio = {"mlm": 0.0, "unilm": 1.0}.get(args.objective, args.unilm_ratio)
+    documents = corpus.encode_documents(
+        texts, tokenizer, whole_word=args.whole_word and ratio < 1
+    )
+    start, end = tokenizer.start_id, tokenizer.end_id
+    rows = pairs = None
+    if ratio < 1:
+        rows = corpus.pack_documents(documents, args.seq_len, start, end)
+    if ratio > 0:
+        source_len = args.seq_len - 3 - args.target_len
+        if source_len < 1:
+            raise SystemExit(
+                "error: --target-len leaves no room for a "
+                "source within --seq-len"
+            )
+        rng = np.random.default_rng([args.seed, 1])
+        pairs = [
+            pair
+            for ids, _ in documents
+            for pair in corpus.cut_pairs(ids, rng, source_len, args.target_len)
+        ]
+    masking = {
+        "vocab_size": tokenizer.vocab_size,
+        "mask_id": tokenizer.mask_id,
+        "rate": args.mask_rate,
+        "special_ids": [tokenizer.unk_id, start, end],
+    }
+    batches = corpus.PretrainingBatches(
+        rows,
+        pairs,
+        args.steps,
+        args.batch_size,
+        args.seq_len,
+        masking,
+        start,
+        end,
+        unilm_ratio=ratio,
+        seed=args.seed,
+    )
+    print(
+        f"{len(texts)} documents, {sum(len(d[0]) for d in documents)} "
+        f"tokens: {0 if rows is None else len(rows[0])} packed rows, "
+        f"{len(pairs or [])} UniLM pairs "
+        f"({time.perf_counter() - started:.1f}s)"
+    )
+    return batches
+
+
+def make_trainer(model, args, precision, max_predictions):
+    """AdamW on the warm-up + decay schedule, as BERT was pretrained."""
+    import keras
+
+    from models.pretraining import PretrainingTrainer
+    from models.pretraining import WarmupDecay
+
+    warmup = args.warmup if args.warmup is not None else args.steps * 6 // 100
+    optimizer = keras.optimizers.AdamW(
+        WarmupDecay(args.lr, warmup, args.steps, args.decay),
+        weight_decay=args.weight_decay,
+        beta_2=0.98,
+        epsilon=1e-6,
+        global_clipnorm=1.0,
+    )
+    # BERT decays no bias nor LayerNorm parameter.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    if precision == "fp16":
+        # fp16 gradients underflow without it; bf16 has fp32's range.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    trainer = PretrainingTrainer(
+        model, seed=args.seed, max_predictions=max_predictions
+    )
+    trainer.compile(optimizer=optimizer)
+    return trainer
+
+
+# Checkpoints: model weights, optimizer state, then the state that names
+# them, so an interrupted save leaves the previous checkpoint in charge.
+
+
+def load_state(out):
+    path = out / "state.json"
+    if not path.exists():
+        return {"step": 0, "tokens": 0, "checkpoint": None}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_checkpoint(trainer, out, state):
+    name = f"step-{state['step']}"
+    atomic_save_weights(trainer.model, out / f"{name}.weights.h5")
+    values = [np.asarray(v) for v in trainer.optimizer.variables]
+    temporary = out / f".{name}.optimizer.npz.tmp"
+    with open(temporary, "wb") as handle:
+        np.savez(handle, *values)
+    os.replace(temporary, out / f"{name}.optimizer.npz")
+    previous, state["checkpoint"] = state["checkpoint"], name
+    atomic_write_json(out / "state.json", state)
+    if previous and previous != name:
+        for suffix in (".weights.h5", ".optimizer.npz"):
+            (out / f"{previous}{suffix}").unlink(missing_ok=True)
+
+
+def restore_checkpoint(trainer, out, state):
+    """Weights and optimizer state (moments, step: the schedule) of a run."""
+    name = state["checkpoint"]
+    trainer.model.load_weights(str(out / f"{name}.weights.h5"))
+    trainer.optimizer.build(trainer.trainable_variables)
+    with np.load(out / f"{name}.optimizer.npz") as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    variables = trainer.optimizer.variables
+    if len(values) != len(variables):
+        raise SystemExit(
+            f"error: {name}.optimizer.npz holds "
+            f"{len(values)} variables, the optimizer has "
+            f"{len(variables)}"
+        )
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+    print(f"Resuming {out.path} after step {state['step']}.")
+
+
+def trim_log(out, step):
+    """Drop log lines written after the checkpoint we resume from."""
+    path = out / "log.jsonl"
+    if path.exists():
+        lines = [
+            line
+            for line in path.read_text("utf-8").splitlines()
+            if json.loads(line)["step"] <= step
+        ]
+        atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+class Meter:
+    """Mean loss per objective and tokens/s over one log interval."""
+
+    def __init__(self):
+        self.losses, self.tokens = {}, 0
+        self.started = time.perf_counter()
+
+    def add(self, objective, loss, tokens):
+        self.losses.setdefault(objective, []).append(loss)
+        self.tokens += tokens
+
+    def entry(self, step):
+        seconds = time.perf_counter() - self.started
+        losses = {
+            f"{k}_loss": round(float(np.mean(v)), 4)
+            for k, v in sorted(self.losses.items())
+        }
+        every = [x for v in self.losses.values() for x in v]
+        return {
+            "step": step,
+            "loss": round(float(np.mean(every)), 4),
+            **losses,
+            "tokens_per_s": round(self.tokens / seconds, 1),
+        }
+
+
+def train(trainer, batches, out, state, args):
+    """The loop: one batch a step, log, checkpoint; returns the state."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        range(state["step"], args.steps),
+        initial=state["step"],
+        total=args.steps,
+        unit="step",
+        disable=not args.progress,
+    )
+    meter = Meter()
+    for step in bar:
+        inputs, labels = batches[step]
+        logs = trainer.train_on_batch(inputs, labels, return_dict=True)
+        tokens = int(np.count_nonzero(inputs[0]))
+        meter.add(batches.objective(step), logs["loss"], tokens)
+        state["step"], state["tokens"] = step + 1, state["tokens"] + tokens
+        if state["step"] % args.log_every == 0 or state["step"] == args.steps:
+            entry = meter.entry(state["step"])
+            with open(out / "log.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(entry) + "\n")
+            bar.set_postfix(loss=entry["loss"], tok_s=entry["tokens_per_s"])
+            if not args.progress:
+                print(json.dumps(entry), flush=True)
+            meter = Meter()
+        if (
+            state["step"] % args.checkpoint_every == 0
+            or state["step"] == args.steps
+        ):
+            save_checkpoint(trainer, out, state)
+    return state
+
+
+def export_model(model, token_dict, directory):
+    """A model directory every task accepts with `--model-dir`.
+
+    vocab.txt is the simplified vocabulary in model-row order, so it needs
+    no keep_tokens; the safetensors hold Google names and no keep_tokens
+    either, as their rows already follow vocab.txt.
+    """
+    from weights import save_safetensors
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.bert_config.save(directory / "config.json")
+    save_vocab(str(directory / "vocab.txt"), token_dict)
+    save_safetensors(model, directory / "model.safetensors")
+    return directory
+
+
+def run(args):
+    import keras
+
+    out = RunDirectory(args.out)
+    out.check_settings(
+        {k: v for k, v in vars(args).items() if k not in RESUMABLE}
+    )
+    keras.utils.set_random_seed(args.seed)
+    config, checkpoint, vocab = model_paths(args)
+    token_dict, keep_tokens = load_simplified_vocab(vocab)
+    tokenizer = Tokenizer(token_dict, do_lower_case=True)
+    precision, dtype = resolve_precision(args.precision)
+    model = build_model(
+        args, config, checkpoint, keep_tokens, tokenizer.vocab_size, dtype
+    )
+    shape = model.bert_config
+    print(
+        f"{'continuing ' + checkpoint if checkpoint else 'fresh model'}: "
+        f"{shape.num_hidden_layers} layers, {shape.hidden_size} hidden, "
+        f"vocab {shape.vocab_size}, {precision}, {args.objective}"
+        f"{' (whole word)' if args.whole_word else ''}"
+    )
+    batches = make_batches(args, tokenizer)
+    trainer = make_trainer(model, args, precision, batches.max_labels)
+    state = load_state(out)
+    if state["checkpoint"]:
+        restore_checkpoint(trainer, out, state)
+    trim_log(out, state["step"])
+    state = train(trainer, batches, out, state, args)
+    exported = export_model(model, token_dict, out / "model")
+    print(
+        f"{state['step']} steps, {state['tokens']} tokens; model "
+        f"exported to {exported}"
+    )
+    return exported
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted: run the same command again to resume after "
+            "the last checkpoint.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
