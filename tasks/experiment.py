@@ -38,7 +38,7 @@ LENGTH_MULTIPLE = 32
 PUBLISHED = {"epochs": 20, "lr": 1e-5}
 # The built-in default: a tiny model that learns the synthetic task on a CPU
 # in about a minute.
-TINY = {"epochs": 6, "lr": 2e-3, "layers": 2, "hidden": 64, "heads": 4,
+TINY = {"epochs": 8, "lr": 1e-3, "layers": 2, "hidden": 64, "heads": 4,
         "intermediate": 128, "pairs": 1200}
 
 
@@ -148,11 +148,11 @@ def resolve_model_files(args):
             raise SystemExit(f"error: --model-dir {directory}: not a "
                              "directory")
         from models.bert import find_config_file
-        from weights import find_checkpoint
 
         files.config = files.config or str(find_config_file(directory))
         files.vocab = files.vocab or str(directory / "vocab.txt")
-        files.checkpoint = files.checkpoint or find_checkpoint(directory)
+        # load_checkpoint finds the weights file of a directory itself.
+        files.checkpoint = files.checkpoint or str(directory)
     if files.checkpoint and not files.config:
         raise SystemExit("error: --checkpoint needs --config (or use "
                          "--model-dir)")
@@ -317,7 +317,7 @@ def run(args, task):
     model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
     strategy = get_strategy(args.strategy,
                             **parse_strategy_options(args.strategy_option))
-    trainer = Seq2SeqTrainer(model, strategy)
+    trainer = Seq2SeqTrainer(model, strategy, seed=args.seed)
     trainer.compile(optimizer=keras.optimizers.Adam(args.lr))
     decoder = Seq2SeqDecoder(model, end_id=tokenizer._token_end_id,
                              maxlen=args.title_maxlen)
@@ -326,7 +326,7 @@ def run(args, task):
                              seed=args.seed, bucket=True,
                              length_multiple=LENGTH_MULTIPLE)
     state = out.load_state()
-    restore(trainer, out, state, batches)
+    restore(trainer, out, state)
     valid = valid[: args.valid_limit] if args.valid_limit else valid
     for epoch in range(state["epochs_done"], args.epochs):
         train_one_epoch(trainer, batches, epoch, args)
@@ -349,12 +349,11 @@ def run(args, task):
     return summary
 
 
-def restore(trainer, out, state, batches):
+def restore(trainer, out, state):
     """Load the weights and optimizer state of the last finished epoch."""
     if not state["checkpoint"]:
         return
-    trainer.build_for_resume(batches[0])
-    trainer.load_weights(str(out / state["checkpoint"]))
+    out.load_epoch(trainer, state)
     print(f"Resuming {out.path} after epoch {state['epochs_done']}.")
 
 

@@ -10,6 +10,8 @@ import os
 import pathlib
 import subprocess
 
+import numpy as np
+
 STATE_FILE = "state.json"
 
 
@@ -32,6 +34,31 @@ def atomic_save_weights(model, path):
     temporary = path.with_name(f"tmp-{path.name}")
     model.save_weights(str(temporary))
     os.replace(temporary, path)
+
+
+def atomic_save_optimizer(optimizer, path):
+    """The optimizer's variables (step count, moments) as a NumPy archive:
+    with them a resumed run continues exactly where it stopped."""
+    import keras
+
+    path = pathlib.Path(path)
+    values = {f"{i:05d}": keras.ops.convert_to_numpy(variable)
+              for i, variable in enumerate(optimizer.variables)}
+    temporary = path.with_name(f"tmp-{path.name}")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **values)
+    os.replace(temporary, path)
+
+
+def load_optimizer(trainer, path):
+    optimizer = trainer.optimizer
+    optimizer.build(trainer.trainable_variables)
+    with np.load(path) as values:
+        if len(values.files) != len(optimizer.variables):
+            raise ValueError(f"{path}: {len(values.files)} optimizer "
+                             f"variables, expected {len(optimizer.variables)}")
+        for i, variable in enumerate(optimizer.variables):
+            variable.assign(values[f"{i:05d}"])
 
 
 def git_commit(directory=None):
@@ -70,15 +97,23 @@ class RunDirectory:
         return json.loads(path.read_text(encoding="utf-8"))
 
     def save_epoch(self, trainer, state):
-        """Weights first, then the state that points at them."""
+        """Weights and optimizer state first, then the state naming them."""
         epoch = state["epochs_done"]
-        name = f"epoch-{epoch}.weights.h5"
-        atomic_save_weights(trainer, self / name)
-        previous = state.get("checkpoint")
-        state["checkpoint"] = name
+        names = {"weights": f"epoch-{epoch}.weights.h5",
+                 "optimizer": f"epoch-{epoch}.optimizer.npz"}
+        atomic_save_weights(trainer, self / names["weights"])
+        atomic_save_optimizer(trainer.optimizer, self / names["optimizer"])
+        previous = state.get("checkpoint") or {}
+        state["checkpoint"] = names
         atomic_write_json(self / STATE_FILE, state)
-        if previous and previous != name and (self / previous).exists():
-            (self / previous).unlink()
+        for name in previous.values():
+            if name not in names.values() and (self / name).exists():
+                (self / name).unlink()
+
+    def load_epoch(self, trainer, state):
+        names = state["checkpoint"]
+        trainer.load_weights(str(self / names["weights"]))
+        load_optimizer(trainer, self / names["optimizer"])
 
     def check_settings(self, settings):
         """Refuse to resume a run made with different settings."""

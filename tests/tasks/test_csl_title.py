@@ -1,0 +1,125 @@
+"""End to end: tasks/csl_title.py on real CSL pairs with a tiny model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from models.strategies import STRATEGIES
+from tests.conftest import ROOT
+from tests.conftest import VOCAB_DIR
+
+SCRIPT = ROOT / "tasks" / "csl_title.py"
+TINY_ARGS = [
+    "--layers", "1", "--hidden", "32", "--heads", "2",
+    "--intermediate", "64", "--maxlen", "96", "--title-maxlen", "8",
+    "--batch-size", "8", "--eval-batch-size", "16", "--lr", "1e-3",
+    "--no-progress",
+]
+
+
+def task_command(csl_dev_path, out, *extra):
+    return [sys.executable, str(SCRIPT), "--data", str(csl_dev_path),
+            "--vocab", str(VOCAB_DIR / "vocab.txt"), "--out", str(out),
+            *TINY_ARGS, *extra]
+
+
+def run_task(command, **kwargs):
+    return subprocess.run(command, capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ}, **kwargs)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_runs_end_to_end(strategy, csl_dev_path, tmp_path):
+    out = tmp_path / strategy
+    result = run_task(task_command(csl_dev_path, out, "--strategy", strategy,
+                                   "--limit", "40", "--epochs", "1",
+                                   "--beams", "1", "2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    assert results["strategy"] == strategy
+    assert set(results["test"]) == {"1", "2"}
+    for metrics in results["test"].values():
+        for name in ("rouge-1", "rouge-2", "rouge-l", "bleu"):
+            assert 0.0 <= metrics[name] <= 1.0
+        assert metrics["titles"] == 4
+    assert results["data"]["train"]["sha256"]
+    lines = (out / "predictions-beam2.tsv").read_text("utf-8").splitlines()
+    assert lines[0] == "source\treference\tprediction" and len(lines) == 5
+    assert (out / "best.weights.h5").exists()
+    assert not list(out.glob("*tmp*")), "a temporary file was left behind"
+
+
+def test_killed_run_resumes_after_last_finished_epoch(csl_dev_path,
+                                                      tmp_path):
+    out = tmp_path / "run"
+    command = task_command(csl_dev_path, out, "--limit", "160",
+                           "--epochs", "3", "--beams", "1")
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state_path = out / "state.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if state_path.exists():
+            state = json.loads(state_path.read_text("utf-8"))
+            if state["epochs_done"] == 1:
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = json.loads(state_path.read_text("utf-8"))
+    assert interrupted["epochs_done"] in (1, 2)
+    assert not (out / "results.json").exists()
+
+    result = run_task(command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"after epoch {interrupted['epochs_done']}" in result.stdout
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    history = results["history"]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    assert history[0] == interrupted["history"][0]
+    assert not list(out.glob("*tmp*"))
+    assert len(list(out.glob("epoch-*.weights.h5"))) == 1
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "empty file"),
+    ("标题\t内容\n只有一列\n", ":2:"),
+    ("\t内容\n", ":1:"),
+])
+def test_bad_data_is_one_clear_error(content, expected, tmp_path):
+    data = write(tmp_path / "pairs.tsv", content)
+    vocab = write(tmp_path / "vocab.txt",
+                  "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n标\n题\n内\n容\n")
+    result = run_task([sys.executable, str(SCRIPT), "--data", str(data),
+                       "--vocab", str(vocab), "--out", str(tmp_path / "o"),
+                       *TINY_ARGS])
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert str(data) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_files_are_clear_errors(tmp_path):
+    result = run_task([sys.executable, str(SCRIPT), "--model-dir",
+                       str(tmp_path / "nowhere")])
+    assert result.returncode != 0
+    assert "nowhere" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_lists_strategies():
+    result = run_task([sys.executable, str(SCRIPT), "--help"])
+    assert result.returncode == 0
+    for name in STRATEGIES:
+        assert name in result.stdout
+    assert "(default: 256)" in result.stdout
