@@ -21,6 +21,7 @@ dataclasses: their options are fields, validated on creation, and
 """
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import keras
@@ -168,11 +169,39 @@ class GradientPenalty(Baseline):
         return cross_entropy + penalty, {"gp": penalty}
 
 
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_count(name, value):
+    """A positive integer; `2.0` passes (the CLI parses numbers loosely)."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def parse_floats(name, value) -> tuple:
+    """`(1, 0.5)`, `'1,0.5'` or `1` -> floats: the CLI hands lists over as
+    comma-separated strings and single numbers as numbers."""
+    if isinstance(value, str):
+        value = [item for item in value.split(",") if item.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    try:
+        return tuple(float(item) for item in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be numbers (e.g. 1,0.5), got {value!r}"
+        ) from None
+
+
 def feed_previous(inputs, previous, target):
     """At target positions, replace the input with `previous` one step back.
 
     The output at position t - 1 is the model's guess of token t, so it is
-    what decoding would have fed at t. `inputs`/`previous` are token ids
+    what decoding would have fed at t; the first target position gets the
+    output of the source's closing [SEP]. `inputs`/`previous` are token ids
     (batch, length) or embeddings (batch, length, hidden).
     """
     shifted = ops.concatenate([previous[:, :1], previous[:, :-1]], axis=1)
@@ -181,34 +210,75 @@ def feed_previous(inputs, previous, target):
     return ops.where(target, ops.cast(shifted, inputs.dtype), inputs)
 
 
+def topk_embeddings(network, logits, k: int):
+    """Per position, the mean of the `k` likeliest tokens' embeddings,
+    weighted by their probabilities renormalised over those `k`.
+
+    A softmax over the top-k logits is exactly that renormalisation.
+    Differentiable in the logits and in E, like the hidden-state feed.
+    """
+    values, indices = ops.top_k(ops.cast(logits, "float32"), k)
+    vectors = network["Embedding-Token"](indices)  # (batch, length, k, h)
+    weights = ops.cast(ops.softmax(values, axis=-1), vectors.dtype)
+    return ops.einsum("blk,blkh->blh", weights, vectors)
+
+
 @register
 @dataclasses.dataclass
 class TeaForN(Baseline):
     """Teacher-forcing with N-grams (Goodman et al., 2020).
 
-    Pass 1 is teacher-forced; pass k + 1 runs the same weights with the
-    target positions' token embeddings replaced by pass k's final hidden
-    states one position back (its guess of that token, in embedding
-    space), so the model learns to continue from its own outputs. The
-    objective is the `discount`-weighted mean of the passes' cross-entropy;
-    `ce_1` ... `ce_n` are logged.
+    The whole network runs `n` times with the same weights. Pass 1 is
+    teacher-forced; pass k + 1 keeps the source positions' token
+    embeddings and, at every target position t, feeds a vector from pass
+    k's position t - 1 in place of t's token embedding (segment and
+    position embeddings are still added): its final hidden state
+    (`feed='hidden'`) or the probability-weighted mean of the embeddings
+    of its `topk` likeliest tokens (`feed='topk'`). Gradients flow through
+    every pass. Decoding runs pass 1 only, so inference is unchanged.
+
+    The objective is Σ_k λ_k·CE_k with λ = `weights` (default 1.0 each),
+    deliberately not divided by Σλ: the weights say both how much each
+    pass counts and the overall scale, and `weights=0.5,0.5` gives the
+    mean. With n = 1 and λ = 1 it is exactly the baseline. Under Adam the
+    overall scale hardly matters; under SGD it scales the step. Logs
+    `ce_1`, ..., `ce_n`; `ce_1` is the baseline's loss, so it compares
+    across strategies where `loss` does not.
     """
 
     name: ClassVar[str] = "teaforn"
     n: int = 2
-    discount: float = 1.0
+    weights: tuple | str | float | None = None
+    feed: str = "hidden"
+    topk: int = 4
 
     def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
+        self.n = _check_count("n", self.n)
+        self.topk = _check_count("topk", self.topk)
+        _check_choice("feed", self.feed, ("hidden", "topk"))
+        if self.weights is None:
+            self.weights = (1.0,) * self.n
+        self.weights = parse_floats("weights", self.weights)
+        if len(self.weights) != self.n:
+            raise ValueError(
+                f"weights has {len(self.weights)} values for n={self.n} passes"
+            )
+        if min(self.weights) < 0 or not sum(self.weights) > 0:
+            raise ValueError(
+                f"weights must be >= 0 and not all 0, got {self.weights}"
+            )
         self.metric_names = tuple(f"ce_{k}" for k in range(1, self.n + 1))
+
+    def fed_vectors(self, network, hidden, logits):
+        """What pass k hands to pass k + 1, per position (before shifting)."""
+        if self.feed == "hidden":
+            return hidden
+        return topk_embeddings(network, logits, self.topk)
 
     def loss(self, trainer, batch):
         network = trainer.network
-        embeddings = network["Embedding-Token"](batch.inputs)
-        target = target_positions(batch.inputs, batch.segment_ids)
         fed, total, figures = None, 0.0, {}
-        for k in range(self.n):
+        for k, weight in enumerate(self.weights, start=1):
             hidden = network(
                 batch.inputs,
                 batch.segment_ids,
@@ -216,60 +286,161 @@ class TeaForN(Baseline):
                 training=True,
                 output="hidden",
             )
-            figures[f"ce_{k + 1}"] = trainer.target_loss(
-                batch, network.mlm_logits(hidden)
-            )
-            total += self.discount**k * figures[f"ce_{k + 1}"]
-            fed = feed_previous(embeddings, hidden, target)
-        weights = sum(self.discount**k for k in range(self.n))
-        return total / weights, figures
+            logits = network.mlm_logits(hidden)
+            figures[f"ce_{k}"] = trainer.target_loss(batch, logits)
+            total += weight * figures[f"ce_{k}"]
+            if k < self.n:
+                fed = feed_previous(
+                    network["Embedding-Token"](batch.inputs),
+                    self.fed_vectors(network, hidden, logits),
+                    target_positions(batch.inputs, batch.segment_ids),
+                )
+        return total, figures
+
+
+SCHEDULES = ("linear", "exponential", "inverse_sigmoid", "constant")
+
+
+def sampling_rate(
+    step,
+    schedule: str = "linear",
+    *,
+    c: float = 5e-5,
+    epsilon_min: float = 0.5,
+    decay: float = 0.9999,
+    k: float = 1000.0,
+    rate: float = 0.5,
+    max_rate: float = 1.0,
+):
+    """p at optimizer step `step`: how often a prediction replaces the gold.
+
+    Bengio et al. (2015) decay the teacher-forcing probability ε_i over
+    steps i, and p = min(1 - ε_i, max_rate):
+
+    - `linear`: ε_i = max(epsilon_min, 1 - c·i);
+    - `exponential`: ε_i = decay^i (decay < 1);
+    - `inverse_sigmoid`: ε_i = k / (k + exp(i / k)) (k >= 1);
+    - `constant`: p = min(rate, max_rate) at every step.
+
+    A pure function in `keras.ops`: `step` may be the optimizer's
+    iteration counter inside a compiled step. The defaults reach
+    p = 0.5 at step 10,000 (linear), p = 0.63 (exponential) and
+    p = 0.5 at step k·ln k ≈ 6,900 (inverse sigmoid).
+    """
+    _check_choice("schedule", schedule, SCHEDULES)
+    i = ops.cast(step, "float32")
+    if schedule == "constant":
+        teacher = 1.0 - rate + 0.0 * i
+    elif schedule == "linear":
+        teacher = ops.maximum(epsilon_min, 1.0 - c * i)
+    elif schedule == "exponential":
+        # exp(i·ln k), not k ** i: the same in float32 without a pow op.
+        teacher = ops.exp(i * math.log(decay))
+    else:
+        # exp overflows to inf for large i, giving ε = 0 as it should.
+        teacher = k / (k + ops.exp(i / k))
+    return ops.minimum(1.0 - teacher, max_rate)
 
 
 @register
 @dataclasses.dataclass
 class ScheduledSampling(Baseline):
     """Two-pass scheduled sampling for Transformers (Mihaylova & Martins,
-    2019).
+    2019), with Bengio et al.'s (2015) schedules.
 
-    A first pass without gradient (and without dropout, as at decoding)
-    gives greedy predictions; each target input token is then replaced by
-    the prediction for its position with probability `rate_at(step)`,
-    rising linearly from 0 to `rate` over `warmup_steps` optimizer steps,
-    and the second pass is trained on the original labels. Logs
-    `sampling_rate`.
+    A first, teacher-forced pass without gradient (and without dropout, as
+    at decoding) predicts every target token. The second pass, trained on
+    the gold labels, reads at each target position t, with probability
+    p = `sampling_rate(step, schedule, ...)`, the first pass's prediction
+    made at t - 1 instead of the gold token: its argmax
+    (`mix='argmax'`), a token sampled from softmax(logits / temperature)
+    (`mix='sample'`), or the embedding mix Σ_v softmax(logits /
+    temperature)_v·E_v (`mix='soft'`; gradients reach E through the mix,
+    not the first pass). Schedule parameters: `c`, `epsilon_min` (linear),
+    `decay` (exponential), `k` (inverse sigmoid), `rate` (constant),
+    `max_rate` (all). Logs `sampling_rate`, the current p.
     """
 
     name: ClassVar[str] = "scheduled"
     metric_names: ClassVar[tuple] = ("sampling_rate",)
+    schedule: str = "linear"
+    c: float = 5e-5
+    epsilon_min: float = 0.5
+    decay: float = 0.9999
+    k: float = 1000.0
     rate: float = 0.5
-    warmup_steps: int = 10000
+    max_rate: float = 1.0
+    mix: str = "argmax"
+    temperature: float = 1.0
 
     def __post_init__(self):
-        _check_rate("rate", self.rate)
-        if self.warmup_steps < 0:
-            raise ValueError("warmup_steps must not be negative")
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("mix", self.mix, ("argmax", "sample", "soft"))
+        for name in ("epsilon_min", "rate", "max_rate"):
+            _check_rate(name, getattr(self, name))
+        if self.c < 0:
+            raise ValueError(f"c must not be negative, got {self.c}")
+        if not 0.0 < self.decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {self.decay}")
+        if self.k < 1.0:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError(
+                f"temperature must be positive, got {self.temperature}"
+            )
 
     def rate_at(self, step):
-        """`rate` scaled by the warm-up done; constant without warm-up."""
-        if not self.warmup_steps:
-            return ops.convert_to_tensor(self.rate, "float32")
-        progress = ops.cast(step, "float32") / self.warmup_steps
-        return self.rate * ops.minimum(progress, 1.0)
+        """p at `step` under this strategy's schedule."""
+        return sampling_rate(
+            step,
+            self.schedule,
+            c=self.c,
+            epsilon_min=self.epsilon_min,
+            decay=self.decay,
+            k=self.k,
+            rate=self.rate,
+            max_rate=self.max_rate,
+        )
 
-    def loss(self, trainer, batch):
-        logits = trainer.network(
+    def second_pass_inputs(self, network, batch, chosen, seed_generator):
+        """(token ids, token embeddings or None) the second pass reads.
+
+        `chosen` marks the positions that read a prediction (made one
+        position back) instead of the gold token.
+        """
+        logits = network(
             batch.inputs, batch.segment_ids, training=False, output="logits"
         )
-        predicted = ops.argmax(ops.stop_gradient(logits), axis=-1)
+        logits = ops.stop_gradient(logits) / self.temperature
+        if self.mix == "soft":
+            layer = network["Embedding-Token"]
+            table = ops.cast(layer.embeddings, layer.compute_dtype)
+            probas = ops.cast(ops.softmax(logits, axis=-1), table.dtype)
+            mixed = ops.matmul(probas, table)
+            embedded = layer(batch.inputs)
+            return batch.inputs, feed_previous(embedded, mixed, chosen)
+        if self.mix == "sample":
+            flat = ops.reshape(logits, (-1, ops.shape(logits)[-1]))
+            drawn = keras.random.categorical(flat, 1, seed=seed_generator)
+            predicted = ops.reshape(drawn, ops.shape(batch.inputs))
+        else:
+            predicted = ops.argmax(logits, axis=-1)
+        return feed_previous(batch.inputs, predicted, chosen), None
+
+    def loss(self, trainer, batch):
         rate = self.rate_at(trainer.optimizer.iterations)
         coin = keras.random.uniform(
             ops.shape(batch.inputs), seed=trainer.seed_generator
         )
-        target = ops.logical_and(
+        chosen = ops.logical_and(
             target_positions(batch.inputs, batch.segment_ids), coin < rate
         )
-        inputs = feed_previous(batch.inputs, predicted, target)
-        cross_entropy = trainer.cross_entropy(batch._replace(inputs=inputs))
+        inputs, embeddings = self.second_pass_inputs(
+            trainer.network, batch, chosen, trainer.seed_generator
+        )
+        cross_entropy = trainer.cross_entropy(
+            batch._replace(inputs=inputs), token_embeddings=embeddings
+        )
         return cross_entropy, {"sampling_rate": rate}
 
 
@@ -278,14 +449,29 @@ class ScheduledSampling(Baseline):
 class FGM(Baseline):
     """Fast gradient method on the token embeddings (Miyato et al., 2017).
 
-    E moves by δ = ε·g/‖g‖, g = ∂CE/∂E (held constant), for a second pass;
-    the objective is CE(E) + CE(E + δ) and E is restored, as bert4keras's
-    `adversarial_training` does (its example uses ε = 0.5). Logs `adv_ce`.
+    With g = ∂CE/∂E over the whole matrix (held constant), a second pass
+    reads E + δ, δ = ε·g/(‖g‖ + 1e-8), and the objective is the mean
+    ½(CE(E) + CE(E + δ)): ε = 0 gives the baseline's loss and, up to the
+    order of float32 sums, its gradients. (The usual PyTorch FGM recipe
+    adds the two gradients, twice these; bert4keras's
+    `adversarial_training` trains on CE(E + δ) alone and subtracts δ
+    after the update, which is not exact in floating point.) The second
+    pass reads E + δ through `trainer.overridden`: JAX maps E to E + δ
+    without writing it, TensorFlow assigns E + δ and then the saved value
+    back, so after a step E has moved by exactly the optimizer's update.
+    ε defaults to 0.5, as in bert4keras's example. Logs `adv_ce`,
+    CE(E + δ), and `delta_norm`, ‖δ‖ (ε unless g = 0).
     """
 
     name: ClassVar[str] = "fgm"
-    metric_names: ClassVar[tuple] = ("adv_ce",)
+    metric_names: ClassVar[tuple] = ("adv_ce", "delta_norm")
     epsilon: float = 0.5
+
+    def __post_init__(self):
+        if self.epsilon < 0:
+            raise ValueError(
+                f"epsilon must not be negative, got {self.epsilon}"
+            )
 
     def loss(self, trainer, batch):
         embeddings = trainer.embeddings
@@ -297,4 +483,6 @@ class FGM(Baseline):
         delta = self.epsilon * grad / (norm + 1e-8)
         with trainer.overridden(embeddings, embeddings + delta):
             adversarial = trainer.cross_entropy(batch)
-        return cross_entropy + adversarial, {"adv_ce": adversarial}
+        delta_norm = ops.cast(ops.sqrt(ops.sum(ops.square(delta))), "float32")
+        figures = {"adv_ce": adversarial, "delta_norm": delta_norm}
+        return 0.5 * (cross_entropy + adversarial), figures

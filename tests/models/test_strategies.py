@@ -1,5 +1,9 @@
 """Strategies: registry, replacement statistics, the gradient penalty
-against finite differences, and the TeaForN / scheduled / FGM hooks."""
+against finite differences; TeaForN, scheduled sampling and FGM against
+the baseline (loss and gradients), hand-built passes, their schedule
+formulas and an explicit FGM step."""
+
+import math
 
 import keras
 import numpy as np
@@ -7,16 +11,25 @@ import pytest
 from keras import ops
 
 from models import strategies
+from models.bert import BertNetwork
 from models.trainer import Batch
 from models.trainer import Seq2SeqTrainer
 from tests.models.test_trainer import NO_DROPOUT
+from tests.models.test_trainer import VOCAB
 from tests.models.test_trainer import mixed_batch
 from tests.models.test_trainer import numpy_loss
 from tests.models.test_trainer import tiny_model
 
 
 def test_registry_names_and_options():
-    assert {"baseline", "replace", "gp"} <= set(strategies.STRATEGIES)
+    assert set(strategies.STRATEGIES) == {
+        "baseline",
+        "replace",
+        "gp",
+        "teaforn",
+        "scheduled",
+        "fgm",
+    }
     strategy = strategies.get("replace", token_rate=0.1, pool="target")
     assert (strategy.sample_rate, strategy.token_rate) == (0.5, 0.1)
     assert strategies.get("gp").epsilon == 1.0
@@ -221,18 +234,55 @@ def test_gp_equals_squared_finite_difference_gradient(seed):
     )
 
 
-def eager_trainer(strategy, **options):
-    """A compiled trainer on a dropout-free tiny model, for eager checks."""
-    trainer = Seq2SeqTrainer(
-        tiny_model(**NO_DROPOUT), strategy, seed=0, **options
+class RecordingSGD(keras.optimizers.SGD):
+    """SGD that keeps the gradients of its last step.
+
+    Run eagerly, both backends' train steps hand `apply` concrete
+    gradients of the whole objective, all variables at once.
+    """
+
+    def apply(self, grads, trainable_variables=None):
+        self.recorded = [ops.convert_to_numpy(g) for g in grads]
+        return super().apply(grads, trainable_variables)
+
+
+def step_gradients(model, strategy, **options):
+    """Gradients of one eager train step of `strategy`, weights unchanged
+    (learning rate 0)."""
+    trainer = Seq2SeqTrainer(model, strategy, seed=0, **options)
+    optimizer = RecordingSGD(0.0)
+    trainer.compile(optimizer=optimizer, run_eagerly=True)
+    # Unshuffled: the mean over the batch's tokens is summed in one order.
+    trainer.fit(
+        x=mixed_batch(), batch_size=8, epochs=1, shuffle=False, verbose=0
     )
-    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
-    return trainer
+    return optimizer.recorded
 
 
-def baseline_loss(model, token_ids, segment_ids):
-    probas = np.asarray(model([token_ids, segment_ids]), "float64")
-    return numpy_loss(probas, token_ids, segment_ids)
+def training_loss(model, strategy, batch=None, **options):
+    """(objective, figures) of one batch as a train step computes them."""
+    trainer = Seq2SeqTrainer(model, strategy, seed=0, **options)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    return trainer.compute_losses(*(batch or mixed_batch()), training=True)
+
+
+def assert_baseline(model, strategy, exact=True, **options):
+    """Same objective and gradients as `baseline` on the same weights:
+    bit for bit, or up to float32 rounding (`exact=False`)."""
+
+    def check(got, want):
+        if exact:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+    total, figures = training_loss(model, strategy, **options)
+    expected, _ = training_loss(model, "baseline")
+    check(ops.convert_to_numpy(total), ops.convert_to_numpy(expected))
+    baseline = step_gradients(model, "baseline")
+    for got, want in zip(step_gradients(model, strategy, **options), baseline):
+        check(got, want)
+    return figures
 
 
 def shift_into_targets(inputs, previous, token_ids, segment_ids):
@@ -243,99 +293,396 @@ def shift_into_targets(inputs, previous, token_ids, segment_ids):
     return fed
 
 
-@pytest.mark.parametrize("discount", [1.0, 0.5])
-def test_teaforn_feeds_previous_hidden_states(discount):
-    trainer = eager_trainer("teaforn", n=2, discount=discount)
-    network, model = trainer.network, trainer.model
-    token_ids, segment_ids = mixed_batch()
-    total, figures = trainer.compute_losses(
-        token_ids, segment_ids, training=True
+def softmax(logits, axis=-1):
+    logits = np.asarray(logits, "float64")
+    shifted = np.exp(logits - logits.max(axis, keepdims=True))
+    return shifted / shifted.sum(axis, keepdims=True)
+
+
+# TeaForN ------------------------------------------------------------------
+
+
+def test_teaforn_options():
+    strategy = strategies.get("teaforn")
+    assert (strategy.n, strategy.weights, strategy.feed) == (
+        2,
+        (1.0, 1.0),
+        "hidden",
     )
-    assert set(figures) == {"ce_1", "ce_2"}
-    np.testing.assert_allclose(
-        float(figures["ce_1"]),
-        baseline_loss(model, token_ids, segment_ids),
-        rtol=1e-5,
-    )
-    hidden = np.asarray(network(token_ids, segment_ids, output="hidden"))
+    # The CLI hands lists over as strings and single values as numbers.
+    assert strategies.get("teaforn", weights="1,0.5").weights == (1.0, 0.5)
+    assert strategies.get("teaforn", n=1, weights=2).weights == (2.0,)
+    strategy = strategies.get("teaforn", n=3, feed="topk", topk=2.0)
+    assert strategy.metric_names == ("ce_1", "ce_2", "ce_3")
+    assert strategy.topk == 2 and strategy.weights == (1.0, 1.0, 1.0)
+    for bad in (
+        dict(weights="1"),
+        dict(weights="1,x"),
+        dict(weights=(1, -1)),
+        dict(weights=(0, 0)),
+        dict(n=0),
+        dict(feed="logits"),
+        dict(topk=0),
+    ):
+        with pytest.raises(ValueError):
+            strategies.get("teaforn", **bad)
+
+
+def test_teaforn_with_one_pass_is_exactly_baseline():
+    model = tiny_model(**NO_DROPOUT)
+    figures = assert_baseline(model, "teaforn", n=1)
+    assert set(figures) == {"ce_1"}
+
+
+def hand_built_passes(network, token_ids, segment_ids, n, feed, topk):
+    """Cross-entropy of each pass, feeding pass k into pass k + 1 by hand:
+    NumPy shifting, top-k and renormalisation; the network only runs
+    forward passes."""
     embedded = np.asarray(network["Embedding-Token"](token_ids))
-    fed = shift_into_targets(embedded, hidden, token_ids, segment_ids)
-    logits = network(
-        token_ids, segment_ids, token_embeddings=fed, output="logits"
-    )
-    probas = np.asarray(ops.softmax(logits), "float64")
-    expected = numpy_loss(probas, token_ids, segment_ids)
-    np.testing.assert_allclose(float(figures["ce_2"]), expected, rtol=1e-5)
-    np.testing.assert_allclose(
-        float(total),
-        (float(figures["ce_1"]) + discount * expected) / (1 + discount),
-        rtol=1e-5,
-    )
-
-
-def test_teaforn_with_one_pass_is_baseline():
-    trainer = eager_trainer("teaforn", n=1)
-    token_ids, segment_ids = mixed_batch()
-    total, _ = trainer.compute_losses(token_ids, segment_ids, training=True)
-    np.testing.assert_allclose(
-        float(total),
-        baseline_loss(trainer.model, token_ids, segment_ids),
-        rtol=1e-5,
-    )
-
-
-def test_scheduled_rate_ramps_linearly():
-    strategy = strategies.get("scheduled", rate=0.4, warmup_steps=100)
-    rates = [float(strategy.rate_at(step)) for step in (0, 50, 100, 500)]
-    np.testing.assert_allclose(rates, [0.0, 0.2, 0.4, 0.4], rtol=1e-6)
-    constant = strategies.get("scheduled", rate=0.4, warmup_steps=0)
-    assert float(constant.rate_at(0)) == pytest.approx(0.4)
-
-
-@pytest.mark.parametrize("step", [0, 10])
-def test_scheduled_feeds_greedy_predictions(step):
-    """Rate 0 at step 0: teacher forcing. Rate 1 after the warm-up: every
-    target input is the first pass's greedy guess; labels unchanged."""
-    trainer = eager_trainer("scheduled", rate=1.0, warmup_steps=10)
-    trainer.optimizer.iterations.assign(step)
-    token_ids, segment_ids = mixed_batch()
-    total, figures = trainer.compute_losses(
-        token_ids, segment_ids, training=True
-    )
-    assert float(figures["sampling_rate"]) == step / 10
-    inputs = token_ids
-    if step:
-        probas = np.asarray(trainer.model([token_ids, segment_ids]))
-        inputs = shift_into_targets(
-            token_ids, probas.argmax(-1), token_ids, segment_ids
+    table = ops.convert_to_numpy(network["Embedding-Token"].embeddings)
+    fed, losses = None, []
+    for _ in range(n):
+        hidden = network(
+            token_ids, segment_ids, token_embeddings=fed, output="hidden"
         )
-    probas = np.asarray(trainer.model([inputs, segment_ids]), "float64")
-    expected = numpy_loss(probas, token_ids, segment_ids)
-    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+        logits = np.asarray(network.mlm_logits(hidden), "float64")
+        probas = softmax(logits)
+        losses.append(numpy_loss(probas, token_ids, segment_ids))
+        if feed == "hidden":
+            vectors = np.asarray(hidden)
+        else:
+            top = np.argsort(-probas, axis=-1)[..., :topk]
+            weights = np.take_along_axis(probas, top, axis=-1)
+            weights /= weights.sum(-1, keepdims=True)
+            vectors = np.einsum("blk,blkh->blh", weights, table[top])
+        fed = shift_into_targets(embedded, vectors, token_ids, segment_ids)
+        fed = fed.astype("float32")
+    return losses
 
 
-def test_fgm_scores_the_perturbed_embeddings_and_restores_them():
-    trainer = eager_trainer("fgm", epsilon=0.5)
-    model, embeddings = trainer.model, trainer.embeddings
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(n=2),
+        dict(n=2, weights="1,0.5", feed="topk", topk=3),
+        dict(n=3, weights=(0.5, 0.3, 0.2)),
+    ],
+)
+def test_teaforn_passes_match_a_hand_built_computation(options):
+    model = tiny_model(**NO_DROPOUT)
+    strategy = strategies.get("teaforn", **options)
     token_ids, segment_ids = mixed_batch()
-    original = ops.convert_to_numpy(embeddings)
-    batch = Batch(
-        *(ops.convert_to_tensor(x) for x in (token_ids, segment_ids, token_ids))
+    total, figures = training_loss(model, strategy)
+    expected = hand_built_passes(
+        BertNetwork.from_model(model),
+        token_ids,
+        segment_ids,
+        strategy.n,
+        strategy.feed,
+        strategy.topk,
     )
-    _, grad = trainer.value_and_grad(
-        lambda: trainer.cross_entropy(batch), embeddings
-    )
-    grad = np.asarray(grad)
-    total, figures = trainer.compute_losses(
-        token_ids, segment_ids, training=True
-    )
-    np.testing.assert_array_equal(ops.convert_to_numpy(embeddings), original)
-    embeddings.assign(original + 0.5 * grad / np.linalg.norm(grad))
-    adversarial = baseline_loss(model, token_ids, segment_ids)
-    embeddings.assign(original)
-    np.testing.assert_allclose(float(figures["adv_ce"]), adversarial, rtol=1e-5)
+    got = [float(figures[f"ce_{k}"]) for k in range(1, strategy.n + 1)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The passes differ: pass 2 really reads pass 1's outputs.
+    assert abs(got[1] - got[0]) > 1e-3
     np.testing.assert_allclose(
-        float(total),
-        baseline_loss(model, token_ids, segment_ids) + adversarial,
-        rtol=1e-5,
+        float(total), np.dot(strategy.weights, expected), rtol=1e-5
     )
+
+
+def test_teaforn_inference_does_not_depend_on_n():
+    """N passes share the model's weights and only change training."""
+    model = tiny_model(**NO_DROPOUT)
+    token_ids, segment_ids = mixed_batch()
+    outputs, losses = [], []
+    for n in (1, 2, 3):
+        trainer = Seq2SeqTrainer(model, "teaforn", n=n)
+        assert [id(v) for v in trainer.trainable_variables] == [
+            id(v) for v in model.trainable_variables
+        ]
+        outputs.append(np.asarray(trainer([token_ids, segment_ids])))
+        loss, figures = trainer.compute_losses(
+            token_ids, segment_ids, training=False
+        )
+        assert figures == {}
+        losses.append(float(loss))
+    for got in outputs[1:]:
+        np.testing.assert_array_equal(got, outputs[0])
+    np.testing.assert_array_equal(
+        outputs[0], np.asarray(model([token_ids, segment_ids]))
+    )
+    assert losses == [losses[0]] * 3
+
+
+# Scheduled sampling -------------------------------------------------------
+
+
+SCHEDULE_STEPS = (0, 1, 100, 2_000, 10_000, 30_000, 200_000)
+
+
+@pytest.mark.parametrize(
+    "schedule, options, formula",
+    [
+        (
+            "linear",
+            dict(c=1e-4, epsilon_min=0.3),
+            lambda i: 1 - max(0.3, 1 - 1e-4 * i),
+        ),
+        ("exponential", dict(decay=0.9995), lambda i: 1 - 0.9995**i),
+        (
+            "inverse_sigmoid",
+            dict(k=500.0),
+            lambda i: 1 - 500 / (500 + math.exp(min(i / 500, 700))),
+        ),
+        ("constant", dict(rate=0.35), lambda i: 0.35),
+        (
+            "exponential",
+            dict(decay=0.999, max_rate=0.25),
+            lambda i: min(1 - 0.999**i, 0.25),
+        ),
+    ],
+)
+def test_schedule_values_match_their_formulas(schedule, options, formula):
+    for step in SCHEDULE_STEPS:
+        got = float(strategies.sampling_rate(step, schedule, **options))
+        assert got == pytest.approx(formula(step), rel=1e-5, abs=1e-6), step
+    # The strategy passes its own fields to the same function.
+    strategy = strategies.get("scheduled", schedule=schedule, **options)
+    assert float(strategy.rate_at(2_000)) == pytest.approx(
+        formula(2_000), rel=1e-5, abs=1e-6
+    )
+
+
+def test_schedule_defaults():
+    """Linear by default: 0 at step 0, 0.5 from step 10,000 on."""
+    strategy = strategies.get("scheduled")
+    rates = [float(strategy.rate_at(i)) for i in (0, 5_000, 10_000, 10**6)]
+    np.testing.assert_allclose(rates, [0, 0.25, 0.5, 0.5], atol=1e-6)
+
+
+def test_scheduled_options_are_checked():
+    for bad in (
+        dict(schedule="cosine"),
+        dict(mix="gumbel"),
+        dict(decay=1.0),
+        dict(k=0.5),
+        dict(c=-1.0),
+        dict(epsilon_min=1.5),
+        dict(rate=2),
+        dict(max_rate=-0.1),
+        dict(temperature=0),
+    ):
+        with pytest.raises(ValueError):
+            strategies.get("scheduled", **bad)
+
+
+@pytest.mark.parametrize("mix", ["argmax", "sample", "soft"])
+def test_scheduled_with_p0_is_baseline(mix):
+    model = tiny_model(**NO_DROPOUT)
+    figures = assert_baseline(
+        model, "scheduled", schedule="constant", rate=0.0, mix=mix
+    )
+    assert float(figures["sampling_rate"]) == 0.0
+
+
+def test_scheduled_rate_follows_the_optimizer_step():
+    trainer = Seq2SeqTrainer(
+        tiny_model(**NO_DROPOUT), "scheduled", c=1e-4, epsilon_min=0.2
+    )
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    trainer.optimizer.iterations.assign(3_000)
+    _, figures = trainer.compute_losses(*mixed_batch(), training=True)
+    assert float(figures["sampling_rate"]) == pytest.approx(0.3, rel=1e-6)
+
+
+class SpyScheduled(strategies.ScheduledSampling):
+    """Scheduled sampling that keeps what its second pass read."""
+
+    def second_pass_inputs(self, network, batch, chosen, seed_generator):
+        self.seen = super().second_pass_inputs(
+            network, batch, chosen, seed_generator
+        )
+        return self.seen
+
+
+def scheduled_at_p1(mix, temperature=1.0, token_ids=None, segment_ids=None):
+    """Every target input replaced (p = 1): the second pass's inputs, the
+    loss, and the first pass's logits at temperature 1."""
+    if token_ids is None:
+        token_ids, segment_ids = mixed_batch()
+    model = tiny_model(**NO_DROPOUT)
+    spy = SpyScheduled(
+        schedule="constant", rate=1.0, mix=mix, temperature=temperature
+    )
+    total, _ = training_loss(model, spy, (token_ids, segment_ids))
+    logits = np.asarray(
+        BertNetwork.from_model(model)(token_ids, segment_ids, output="logits")
+    )
+    return model, spy.seen, float(total), logits
+
+
+def test_scheduled_with_p1_feeds_every_target_the_argmax():
+    token_ids, segment_ids = mixed_batch()
+    model, (inputs, embeddings), total, logits = scheduled_at_p1("argmax")
+    assert embeddings is None
+    expected = shift_into_targets(
+        token_ids, logits.argmax(-1), token_ids, segment_ids
+    )
+    np.testing.assert_array_equal(np.asarray(inputs), expected)
+    assert (expected != token_ids).any()
+    # Labels stay gold: the loss scores these inputs against token_ids.
+    probas = np.asarray(model([expected, segment_ids]), "float64")
+    np.testing.assert_allclose(
+        total, numpy_loss(probas, token_ids, segment_ids), rtol=1e-5
+    )
+
+
+def test_scheduled_with_p1_feeds_every_target_a_soft_mix():
+    token_ids, segment_ids = mixed_batch()
+    model, (inputs, embeddings), total, logits = scheduled_at_p1(
+        "soft", temperature=0.5
+    )
+    np.testing.assert_array_equal(np.asarray(inputs), token_ids)
+    network = BertNetwork.from_model(model)
+    table = ops.convert_to_numpy(network["Embedding-Token"].embeddings)
+    mixed = softmax(logits / 0.5) @ table
+    expected = shift_into_targets(
+        table[token_ids], mixed, token_ids, segment_ids
+    )
+    np.testing.assert_allclose(np.asarray(embeddings), expected, atol=1e-6)
+    logits = network(
+        token_ids,
+        segment_ids,
+        token_embeddings=expected.astype("float32"),
+        output="logits",
+    )
+    expected_loss = numpy_loss(softmax(logits), token_ids, segment_ids)
+    np.testing.assert_allclose(total, expected_loss, rtol=1e-5)
+
+
+def test_scheduled_with_p1_samples_every_target_from_the_model():
+    """Many copies of the batch: at each target position the fed tokens
+    follow softmax(logits / T) of the position before, within 5 sigma."""
+    token_ids, segment_ids = mixed_batch()
+    copies = 400
+    tiled = np.tile(token_ids, (copies, 1)), np.tile(segment_ids, (copies, 1))
+    _, (inputs, _), _, logits = scheduled_at_p1("sample", 2.0, *tiled)
+    inputs = np.asarray(inputs).reshape(copies, *token_ids.shape)
+    probas = softmax(logits / 2.0)
+    target = (segment_ids == 1) & (token_ids != 0)
+    np.testing.assert_array_equal(
+        inputs[:, ~target],
+        np.broadcast_to(token_ids[~target], (copies, (~target).sum())),
+    )
+    for row, t in zip(*np.nonzero(target)):
+        counts = np.bincount(inputs[:, row, t], minlength=VOCAB) / copies
+        p = probas[row, t - 1]
+        assert np.all(
+            np.abs(counts - p) < 5 * np.sqrt(p * (1 - p) / copies) + 1e-9
+        )
+
+
+# FGM ----------------------------------------------------------------------
+
+
+def test_fgm_options():
+    assert strategies.get("fgm").epsilon == 0.5
+    assert strategies.get("fgm").metric_names == ("adv_ce", "delta_norm")
+    with pytest.raises(ValueError, match="epsilon"):
+        strategies.get("fgm", epsilon=-1.0)
+
+
+def test_fgm_with_zero_epsilon_is_baseline():
+    model = tiny_model(**NO_DROPOUT)
+    # Not bit-exact: E's gradient sums the clean and the perturbed pass's
+    # halves in another order than the baseline's single pass.
+    figures = assert_baseline(model, "fgm", exact=False, epsilon=0.0)
+    assert float(figures["delta_norm"]) == 0.0
+
+
+FGM_EPSILON, FGM_LEARNING_RATE = 0.5, 0.5
+
+
+@pytest.fixture(scope="module")
+def fgm_steps():
+    """Two compiled FGM steps on the same trainer: learning rate 0 (the
+    update is zero), then FGM_LEARNING_RATE. Weights after each."""
+    model = tiny_model(**NO_DROPOUT)
+    weights = model.trainable_variables
+    initial = [ops.convert_to_numpy(w) for w in weights]
+    trainer = Seq2SeqTrainer(model, "fgm", seed=0, epsilon=FGM_EPSILON)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    fit = dict(x=mixed_batch(), batch_size=8, shuffle=False, verbose=0)
+    logs = trainer.fit(**fit).history
+    after_zero = [ops.convert_to_numpy(w) for w in weights]
+    trainer.optimizer.learning_rate.assign(FGM_LEARNING_RATE)
+    trainer.fit(**fit)
+    after_step = [ops.convert_to_numpy(w) for w in weights]
+    return initial, after_zero, after_step, logs
+
+
+def embeddings_index(model):
+    """Where E sits among the trainable variables (and the gradients)."""
+    embeddings = BertNetwork.from_model(model)["Embedding-Token"].embeddings
+    return [id(v) for v in model.trainable_variables].index(id(embeddings))
+
+
+def test_fgm_restores_embeddings_bit_for_bit(fgm_steps):
+    initial, after_zero, _, logs = fgm_steps
+    index = embeddings_index(tiny_model())
+    np.testing.assert_array_equal(after_zero[index], initial[index])
+    for got, want in zip(after_zero, initial):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(logs["delta_norm"], [FGM_EPSILON], rtol=1e-6)
+
+
+def test_fgm_step_matches_explicit_reimplementation(fgm_steps):
+    """By hand: δ from the baseline gradient of E, the baseline gradients
+    at E and at E + δ (written into E), SGD on their mean."""
+    initial, _, after_step, _ = fgm_steps
+    model = tiny_model(**NO_DROPOUT)
+    for variable, value in zip(model.trainable_variables, initial):
+        variable.assign(value)
+    index = embeddings_index(model)
+    embeddings = model.trainable_variables[index]
+    clean = step_gradients(model, "baseline")
+    delta = FGM_EPSILON * clean[index] / (np.linalg.norm(clean[index]) + 1e-8)
+    embeddings.assign(initial[index] + delta)
+    adversarial = step_gradients(model, "baseline")
+    expected = [
+        w - FGM_LEARNING_RATE * 0.5 * (a + b)
+        for w, a, b in zip(initial, clean, adversarial)
+    ]
+    for got, want in zip(after_step, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# Compiled fits of the options the module fixtures of test_trainer.py leave
+# out: the step counter read inside tf.function / jax.jit, and the top-k,
+# soft and sampled inputs traced there.
+
+
+@pytest.mark.large
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("teaforn", dict(n=3, weights="1,0.5,0.25", feed="topk", topk=3)),
+        ("scheduled", dict(schedule="inverse_sigmoid", k=2.0, mix="soft")),
+        ("scheduled", dict(schedule="exponential", decay=0.5, mix="sample")),
+    ],
+)
+def test_options_fit_compiled(name, options):
+    trainer = Seq2SeqTrainer(tiny_model(), name, seed=0, **options)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = trainer.fit(
+        x=mixed_batch(), batch_size=8, epochs=3, verbose=0
+    ).history
+    assert set(history) == {"loss", *trainer.strategy.metric_names}
+    assert all(np.all(np.isfinite(values)) for values in history.values())
+    if name == "scheduled":
+        # One step per epoch: epoch e logs p at step e - 1.
+        expected = [float(trainer.strategy.rate_at(step)) for step in range(3)]
+        np.testing.assert_allclose(
+            history["sampling_rate"], expected, rtol=1e-6
+        )
+        assert len(set(expected)) == 3
