@@ -62,6 +62,35 @@ def _batch_size(token_ids):
     return keras.ops.shape(token_ids)[0]
 
 
+def _replicas():
+    """Replicas running this step: > 1 only under a `tf.distribute`
+    strategy such as MirroredStrategy (`models/distribution.py`)."""
+    if BACKEND != "tensorflow":
+        return 1
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def replica_sum(value):
+    """`value` summed over the replicas of a TensorFlow step.
+
+    Under MirroredStrategy each replica runs the step on its share of the
+    batch and the optimizer sums the replicas' gradients. A sum over the
+    global batch is the all-reduced sum of the shares; its gradient here
+    is that of the replica's own share only, so the summed gradients are
+    exactly the global-batch gradient, also through the gradient penalty's
+    second derivative. (`all_reduce`'s own gradient all-reduces the
+    upstream too: N times the share, and collectives in the backward pass.)
+    JAX needs none of this: `jit` sees global, sharded arrays.
+    """
+    if _replicas() == 1:
+        return value
+    total = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, value
+    )
+    return value + tf.stop_gradient(total - value)
+
+
 def _run_stateless(fn, mapping, collect):
     """fn() with variables mapped to values; new values of `collect`."""
     with keras.StatelessScope(state_mapping=mapping) as scope:
@@ -163,7 +192,9 @@ def value_and_grad(fn, variable, state_variables):
         # The embedding gradient arrives as IndexedSlices with repeated rows
         # (one per lookup, plus the tied output projection); densifying sums
         # them, so that squares are taken of the true gradient.
-        return value, tf.convert_to_tensor(tape.gradient(value, variable))
+        grad = tf.convert_to_tensor(tape.gradient(value, variable))
+        # Under MirroredStrategy, the replica's share: sum them.
+        return value, replica_sum(grad)
     others = [v for v in state_variables if v is not variable]
     values = [v.value for v in others]
     seeds = [v for v in others if not v.trainable]

@@ -55,8 +55,10 @@ def seq2seq_cross_entropy(token_ids, segment_ids, logits):
     logits = ops.cast(logits[:, :-1], "float32")
     picked = ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
     nll = ops.logsumexp(logits, axis=-1) - picked
+    # Sums over the global batch, also when replicas hold parts of it.
+    count = backend.replica_sum(ops.sum(mask))
     # max(., 1) only matters for a batch without targets (0/0 otherwise).
-    return ops.sum(nll * mask) / ops.maximum(ops.sum(mask), 1.0)
+    return backend.replica_sum(ops.sum(nll * mask)) / ops.maximum(count, 1.0)
 
 
 def unpack_batch(data):

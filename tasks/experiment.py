@@ -103,6 +103,10 @@ def build_parser(description, defaults):
                        help="score at most N validation pairs per epoch")
     group.add_argument("--eval-batch-size", type=int, default=64,
                        help="sources decoded together")
+    group.add_argument("--data-parallel", action="store_true",
+                       help="train on all local devices (JAX: "
+                       "keras.distribution.DataParallel; TensorFlow: "
+                       "MirroredStrategy); --batch-size is the global batch")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--out", help="run directory (default "
                        "runs/<task>-<strategy>-seed<seed>)")
@@ -293,9 +297,8 @@ def run(args, task):
     """The whole experiment; returns the results dict."""
     import keras
 
-    from models.decoding import Seq2SeqDecoder
-    from models.strategies import get as get_strategy
-    from models.trainer import Seq2SeqTrainer
+    from models.distribution import data_parallel
+    from models.distribution import global_batch_check
 
     out = RunDirectory(args.out or f"runs/{task}-{args.strategy}-"
                        f"seed{args.seed}")
@@ -313,20 +316,47 @@ def run(args, task):
     settings = {k: v for k, v in vars(args).items()}
     settings["task"] = task
     out.check_settings(settings)
-    keras.utils.set_random_seed(args.seed)
     (train, valid, test), data_info = load_splits(args, out)
     tokenizer, keep_tokens = load_tokenizer(args, files, out.path)
-    model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
+    with data_parallel(args.data_parallel):
+        global_batch_check(args.batch_size)
+        keras.utils.set_random_seed(args.seed)
+        model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
+        trainer = build_trainer(model, args)
+        summary = train_and_test(args, task, out, files, model, trainer,
+                                 tokenizer, (train, valid, test), data_info)
+    print_results(summary, out)
+    return summary
+
+
+def build_trainer(model, args):
+    import keras
+
+    from models.strategies import get as get_strategy
+    from models.trainer import Seq2SeqTrainer
+
     strategy = get_strategy(args.strategy,
                             **parse_strategy_options(args.strategy_option))
     trainer = Seq2SeqTrainer(model, strategy, seed=args.seed)
     trainer.compile(optimizer=keras.optimizers.Adam(args.lr))
+    return trainer
+
+
+def train_and_test(args, task, out, files, model, trainer, tokenizer, splits,
+                   data_info):
+    """Train epoch by epoch (resuming), then score the best weights."""
+    from models.decoding import Seq2SeqDecoder
+    from models.distribution import DivisibleBatches
+
+    train, valid, test = splits
     decoder = Seq2SeqDecoder(model, end_id=tokenizer._token_end_id,
                              maxlen=args.title_maxlen)
     batches = Seq2SeqBatches(train, tokenizer, maxlen=args.maxlen,
                              batch_size=args.batch_size, shuffle=True,
                              seed=args.seed, bucket=True,
                              length_multiple=LENGTH_MULTIPLE)
+    if args.data_parallel:
+        batches = DivisibleBatches(batches)
     state = out.load_state()
     restore(trainer, out, state)
     valid = valid[: args.valid_limit] if args.valid_limit else valid
@@ -347,7 +377,6 @@ def run(args, task):
         "history": state["history"], "test": results,
     }
     atomic_write_json(out / "results.json", summary)
-    print_results(summary, out)
     return summary
 
 

@@ -1,0 +1,280 @@
+"""Data parallelism: one step on two devices = one step on one device.
+
+Devices must be declared before the backend starts (`XLA_FLAGS` for JAX,
+logical CPUs for TensorFlow), so the comparison runs in a subprocess: this
+file run as `python -m tests.models.test_distribution BACKEND`. There the
+same initial weights take one SGD step on the same global batch three ways:
+on one device (the reference), data-parallel on two devices, and on one
+device with the loss a mean of two half-batch means (what a naive
+per-device loss computes). The first two must agree and the third must
+not, which shows that the batch can tell them apart. SGD, not Adam: Adam's
+first step is nearly `lr * sign(grad)` and would hide a scaled gradient.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+
+from models.distribution import DivisibleBatches
+from models.distribution import data_parallel
+from models.distribution import device_count
+from models.distribution import global_batch_check
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BACKENDS = ("jax", "tensorflow")
+TOLERANCE = 1e-6
+# gp: a second derivative through the replicas' gradient sum.
+STRATEGIES = ("baseline", "gp")
+# (source length, target length): unequal targets, so that a mean of
+# per-device means weights tokens differently from the global mean.
+ROWS = [(3, 1), (2, 7), (4, 2), (1, 5)]
+CONFIG = dict(
+    vocab_size=40,
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+# Tests, in the pytest process ------------------------------------------
+
+
+def test_outside_data_parallel_one_device():
+    with data_parallel(False) as distribution:
+        assert distribution is None
+        assert device_count() == 1
+        assert global_batch_check(3) == 3
+
+
+def test_divisible_batches_adds_empty_rows():
+    class Batches:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return ((np.ones((3, 5), "int32"), np.ones((3, 5), "int32")),)
+
+    ((token_ids, segment_ids),) = DivisibleBatches(Batches(), 4)[0]
+    assert token_ids.shape == segment_ids.shape == (4, 5)
+    assert not token_ids[3].any() and not segment_ids[3].any()
+
+
+@pytest.fixture(scope="module")
+def report():
+    backend = keras.backend.backend()
+    if backend not in BACKENDS:
+        pytest.skip(f"data parallelism is implemented for {BACKENDS} only")
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    if backend == "jax":
+        flags = env.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.models.test_distribution", backend],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_two_devices_really_used(report):
+    assert report["devices"] == 2
+    assert report["replicas_seen"] == 2, report["evidence"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_two_devices_equal_one_device(report, strategy):
+    result = report[strategy]
+    assert result["parallel_vs_single"] < TOLERANCE, result
+    assert abs(result["loss_parallel"] - result["loss_single"]) < 1e-5
+    # Sensitivity: a per-device mean would have moved the weights apart.
+    assert result["per_device_mean_vs_single"] > 100 * TOLERANCE, result
+
+
+def test_odd_last_batch_padded_equals_unpadded(report):
+    assert report["odd_batch"]["parallel_vs_single"] < TOLERANCE
+    assert report["batch_check"] == "ValueError"
+    assert report["per_device_batch"] == 2
+
+
+# Worker, in the subprocess ----------------------------------------------
+
+
+def _declare_devices(backend):
+    """Two CPU devices, before the backend initialises its devices."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = tf.config.LogicalDeviceConfiguration()
+        tf.config.set_logical_device_configuration(cpu, [logical, logical])
+    # JAX: XLA_FLAGS, set by the parent process.
+
+
+def _batch(rows):
+    """[CLS] source [SEP] target [SEP] rows, padded to one length."""
+    rng = np.random.default_rng(0)
+    length = max(s + t + 3 for s, t in rows)
+    token_ids = np.zeros((len(rows), length), "int32")
+    segment_ids = np.zeros((len(rows), length), "int32")
+    for row, (source, target) in enumerate(rows):
+        tokens = [2, *rng.integers(5, 40, source), 3]
+        tokens += [*rng.integers(5, 40, target), 3]
+        token_ids[row, : len(tokens)] = tokens
+        segment_ids[row, source + 2 : len(tokens)] = 1
+    return token_ids, segment_ids
+
+
+def _trainer_classes(backend, evidence):
+    """The trainer recording where batches are, and a per-device mean."""
+    from models.trainer import Seq2SeqTrainer
+    from models.trainer import seq2seq_cross_entropy
+
+    class Recording(Seq2SeqTrainer):
+        def train_step(self, *args):
+            token_ids, _ = self.unpack_batch(args[-1])
+            if backend == "jax":
+                import jax
+
+                def record(sharding):
+                    shape = sharding.shard_shape(token_ids.shape)
+                    evidence.append([len(sharding.device_set), shape[0]])
+
+                jax.debug.inspect_array_sharding(token_ids, callback=record)
+            else:
+                import tensorflow as tf
+
+                replicas = tf.distribute.get_replica_context()
+                replicas = replicas.num_replicas_in_sync
+
+                def record(rows):
+                    evidence.append([replicas, int(rows)])
+                    return rows
+
+                # Run time, not trace time: the rows this replica got.
+                tf.py_function(record, [tf.shape(token_ids)[0]], tf.int32)
+            return super().train_step(*args)
+
+    class PerDeviceMean(Seq2SeqTrainer):
+        """Mean of the two half-batches' token means: the wrong loss."""
+
+        def target_loss(self, batch, logits):
+            half = keras.ops.shape(batch.token_ids)[0] // 2
+            parts = [slice(None, half), slice(half, None)]
+            losses = [
+                seq2seq_cross_entropy(
+                    batch.token_ids[part], batch.segment_ids[part], logits[part]
+                )
+                for part in parts
+            ]
+            return (losses[0] + losses[1]) / 2
+
+    return Recording, PerDeviceMean
+
+
+def _one_step(trainer_class, init_path, strategy, batch):
+    """Weights and logged loss after one SGD step from `init_path`."""
+    from models import build_transformer_model
+
+    model = build_transformer_model(None, application="unilm", **CONFIG)
+    model.load_weights(init_path)
+    trainer = trainer_class(model, strategy, seed=0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+    history = trainer.fit(_as_input([batch]), epochs=1, verbose=0)
+    weights = [np.asarray(w) for w in model.get_weights()]
+    return weights, float(history.history["loss"][-1])
+
+
+def _as_input(batches):
+    """`batches` as `fit` input on the current backend, one per step."""
+    from data.batching import as_fit_input
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return len(batches)
+
+        def __getitem__(self, index):
+            return (batches[index],)
+
+    return as_fit_input(DivisibleBatches(Batches(), device_count()))
+
+
+def _max_difference(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+def worker(backend):
+    _declare_devices(backend)
+    from models import build_transformer_model
+
+    evidence = []
+    recording, per_device_mean = _trainer_classes(backend, evidence)
+    batch = _batch(ROWS)
+    report = {"devices": len(keras.distribution.list_devices())}
+    with tempfile.TemporaryDirectory() as directory:
+        init_path = str(pathlib.Path(directory) / "init.weights.h5")
+        keras.utils.set_random_seed(0)
+        model = build_transformer_model(None, application="unilm", **CONFIG)
+        model.save_weights(init_path)
+        for strategy in STRATEGIES:
+            single, loss_single = _one_step(
+                recording, init_path, strategy, batch
+            )
+            wrong, _ = _one_step(per_device_mean, init_path, strategy, batch)
+            with data_parallel():
+                parallel, loss_parallel = _one_step(
+                    recording, init_path, strategy, batch
+                )
+            report[strategy] = {
+                "parallel_vs_single": _max_difference(parallel, single),
+                "per_device_mean_vs_single": _max_difference(wrong, single),
+                "loss_single": loss_single,
+                "loss_parallel": loss_parallel,
+            }
+        # Three samples: padded to four by DivisibleBatches under two
+        # devices, which must not change the step.
+        odd = _batch(ROWS[:3])
+        evidence_start = len(evidence)
+        single, _ = _one_step(recording, init_path, "baseline", odd)
+        with data_parallel():
+            report["per_device_batch"] = global_batch_check(4)
+            try:
+                global_batch_check(3)
+                report["batch_check"] = "passed"
+            except ValueError:
+                report["batch_check"] = "ValueError"
+            parallel, _ = _one_step(recording, init_path, "baseline", odd)
+        report["odd_batch"] = {
+            "parallel_vs_single": _max_difference(parallel, single)
+        }
+        del evidence[evidence_start:]
+    report["evidence"] = evidence
+    report["replicas_seen"] = _replicas_seen(evidence)
+    print(json.dumps(report))
+
+
+def _replicas_seen(evidence):
+    """Most devices one batch was split over: n devices, 1/n of the rows.
+
+    JAX records each step's shard (devices spanned, rows per device); TF
+    each replica's rows.
+    """
+    return max((n for n, rows in evidence if n * rows == len(ROWS)), default=1)
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1])
