@@ -242,3 +242,27 @@ def overridden(variable, value, state_variables):
         yield
     seeds = [v for v in others if not v.trainable]
     _hand_back(seeds, [scope.get_current_value(v) for v in seeds])
+
+
+def compile_function(fn, variables, jit_compile=True):
+    """Compile `fn` once per input shape on the current backend.
+
+    On JAX the variables' values are explicit arguments (keras-hub's
+    `make_generate_function`), so weights changed after compiling are used
+    without retracing; TensorFlow reads its variables by reference.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=jit_compile)
+    if backend != "jax" or not jit_compile:
+        return fn
+    import jax
+
+    def stateless(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    compiled = jax.jit(stateless)
+    return lambda *args: compiled([v.value for v in variables], *args)

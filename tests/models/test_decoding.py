@@ -1,0 +1,390 @@
+"""Decoding: bert4keras's rule on toy predictors, fast path = reference.
+
+The UniLM tests share one tiny model whose weights come from a NumPy seed,
+so TensorFlow and JAX decode the same model; the `[SEP]` bias makes titles
+end at every length from 1 to maxlen, so beams end early, leave the beam,
+and run to maxlen.
+"""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from models.bert import build_transformer_model
+from models.decoding import AutoRegressiveDecoder
+from models.decoding import BeamState
+from models.decoding import Repetition
+from models.decoding import Seq2SeqDecoder
+
+VOCAB, CLS, END = 48, 2, 3
+MAXLEN = 8
+SOURCE_LENGTHS = (1, 3, 5, 8, 11, 14, 18, 22, 26, 30, 35, 40)
+
+
+# Toy predictors (the base class alone) ------------------------------------
+
+
+class TablePredictor(AutoRegressiveDecoder):
+    """`predict` from a function of the prefix: fixed conditionals."""
+
+    def __init__(self, conditional, end_id, maxlen, minlen=1):
+        super().__init__(None, end_id, maxlen, minlen)
+        self.conditional = conditional
+
+    @AutoRegressiveDecoder.wraps(default_rtype="probas")
+    def predict(self, inputs, output_ids, states):
+        return np.array([self.conditional(tuple(ids)) for ids in output_ids])
+
+
+def article_conditional(prefix):
+    """The exposure-bias article's example; tokens a b c d = 0 1 2 3, end 4."""
+    table = {
+        (): [0.6, 0, 0.4, 0, 0],
+        (0,): [0, 0.55, 0, 0.45, 0],
+        (2,): [0, 0.1, 0, 0.9, 0],
+    }
+    return np.array(table.get(prefix, [0, 0, 0, 0, 1.0]))
+
+
+def test_article_example_beam_1_and_2():
+    decoder = TablePredictor(article_conditional, end_id=4, maxlen=3)
+    assert list(decoder.beam_search([], topk=1)) == [0, 1, 4]  # a b
+    assert list(decoder.beam_search([], topk=2)) == [2, 3, 4]  # c d
+    assert list(decoder.greedy_search([])) == [0, 1, 4]
+
+
+def test_ended_beam_leaves_when_not_best():
+    """bert4keras drops an ended beam that is not the best, even if it
+    would have beaten every longer title: here [end] (0.4) loses to
+    [a, a] (0.33), because at step 1 the best beam, [a], had not ended."""
+
+    def conditional(prefix):
+        return {(): [0.6, 0.4], (0,): [0.55, 0.45]}.get(prefix, [0.5, 0.5])
+
+    decoder = TablePredictor(conditional, end_id=1, maxlen=2)
+    assert list(decoder.beam_search([], topk=2)) == [0, 0]
+
+
+def random_conditional(vocab, seed):
+    """Fixed random distributions, one per prefix (no ties, none is 1)."""
+
+    def conditional(prefix):
+        rng = np.random.default_rng([seed, len(prefix), *prefix])
+        return rng.dirichlet(np.ones(vocab))
+
+    return conditional
+
+
+def exhaustive(conditional, vocab, end_id, maxlen):
+    """What an unbounded beam returns under bert4keras's rule.
+
+    Length by length: the candidates are every sequence whose earlier
+    tokens hold no end; if the best one ends there, it is the answer; at
+    maxlen the best candidate is.
+    """
+    for length in range(1, maxlen + 1):
+        candidates = [
+            ids for ids in itertools.product(range(vocab), repeat=length)
+            if end_id not in ids[:-1]
+        ]
+        scores = [score(conditional, ids) for ids in candidates]
+        best = candidates[int(np.argmax(scores))]
+        if best[-1] == end_id or length == maxlen:
+            return list(best)
+
+
+def score(conditional, ids):
+    return sum(
+        float(np.log(conditional(ids[:i])[token] + 1e-12))
+        for i, token in enumerate(ids)
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_wide_beam_equals_exhaustive_search(seed):
+    vocab, end_id, maxlen = 3, 2, 4
+    conditional = random_conditional(vocab, seed)
+    decoder = TablePredictor(conditional, end_id, maxlen)
+    found = decoder.beam_search([], topk=vocab ** maxlen)
+    assert list(found) == exhaustive(conditional, vocab, end_id, maxlen)
+
+
+def test_minlen_keeps_ended_beams_until_then():
+    """Before minlen an end is just a token; bert4keras then stops on the
+    first best beam holding exactly `min_ends` ends."""
+
+    def conditional(prefix):
+        return [0.3, 0.7] if not prefix else [0.6, 0.4]
+
+    decoder = TablePredictor(conditional, end_id=1, maxlen=5, minlen=2)
+    # [end, 0] (0.42) is the best of length 2 and holds one end: returned.
+    assert list(decoder.beam_search([], topk=2)) == [1, 0]
+
+
+def test_beam_state_nbest_starts_with_the_answer():
+    decoder = TablePredictor(article_conditional, end_id=4, maxlen=3)
+    state = decoder.run_beam_search([], topk=2)
+    nbest = state.nbest()
+    assert nbest[0][0] == [2, 3, 4]
+    assert nbest[0][1] == pytest.approx(math.log(0.4 * 0.9), abs=1e-9)
+    assert [ids for ids, _ in nbest[1:]] == [[0, 1, 4]]
+
+
+def test_beam_state_with_candidate_ids():
+    """The fast path hands each row's best few as (logp, ids)."""
+    state = BeamState(np.empty((1, 0), dtype=int), 2, end_id=9)
+    state.advance(np.log([[0.5, 0.3]]), np.array([[7, 5]]))
+    assert state.output_ids.tolist() == [[7], [5]] or \
+        state.output_ids.tolist() == [[5], [7]]
+
+
+# Sampling with toy predictors ----------------------------------------------
+
+FIXED = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+
+
+def fixed_conditional(prefix):
+    return FIXED
+
+
+@pytest.mark.parametrize(
+    "topk, topp, allowed",
+    [(2, None, {0, 1}), (None, 0.6, {0, 1}), (None, 0.5, {0}),
+     (3, 0.8, {0, 1}), (None, None, {0, 1, 2, 3, 4})],
+)
+def test_random_sample_stays_in_allowed_set(topk, topp, allowed):
+    decoder = TablePredictor(fixed_conditional, end_id=4, maxlen=6)
+    np.random.seed(0)
+    samples = decoder.random_sample([], 20, topk=topk, topp=topp)
+    assert len(samples) == 20
+    emitted = {int(i) for ids in samples for i in ids}
+    assert emitted <= allowed
+    assert len(emitted) == len(allowed)
+
+
+def test_random_sample_reproducible_with_seed():
+    decoder = TablePredictor(fixed_conditional, end_id=4, maxlen=6)
+    runs = []
+    for seed in (3, 3, 4):
+        np.random.seed(seed)
+        runs.append([list(ids) for ids in decoder.random_sample([], 5)])
+    assert runs[0] == runs[1] != runs[2]
+
+
+# UniLM: fast path against full recompute ----------------------------------
+
+
+def tiny_unilm():
+    """Weights from a NumPy seed (same model on every backend); `[SEP]`'s
+    MLM bias makes titles end at lengths 1 to MAXLEN."""
+    model = build_transformer_model(
+        None, application="unilm", vocab_size=VOCAB, hidden_size=32,
+        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    rng = np.random.default_rng(0)
+    model.set_weights([
+        np.ones(w.shape) if w.path.endswith("gamma")
+        else rng.normal(0, 0.2, w.shape)
+        for w in model.weights
+    ])
+    bias = np.zeros(VOCAB)
+    bias[END], bias[0] = 0.5, -30.0
+    model.bert_network["MLM-Bias"].bias.assign(bias)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_unilm()
+
+
+@pytest.fixture(scope="module")
+def sources():
+    rng = np.random.default_rng(1)
+    return [[CLS, *rng.integers(4, VOCAB, size=n).tolist(), END]
+            for n in SOURCE_LENGTHS]
+
+
+@pytest.fixture(scope="module")
+def fast(model):
+    return Seq2SeqDecoder(model, END, MAXLEN, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    return Seq2SeqDecoder(model, END, MAXLEN, reference=True)
+
+
+@pytest.mark.parametrize("topk", [1, 2, 3, 4])
+def test_fast_equals_reference(fast, reference, sources, topk):
+    expected = reference.beam_search_batch(sources, topk)
+    assert fast.beam_search_batch(sources, topk) == expected
+    lengths = {len(ids) for ids in expected}
+    assert 1 in lengths and MAXLEN in lengths and len(lengths) >= 4
+
+
+def test_greedy_equals_reference_greedy(fast, reference, sources):
+    expected = [
+        [int(i) for i in reference.recompute.greedy_search(
+            [ids, [0] * len(ids)])]
+        for ids in sources
+    ]
+    assert fast.greedy_batch(sources) == expected
+
+
+def test_nbest_equals_reference(fast, reference, sources):
+    got = fast.beam_search_batch(sources, 3, nbest=True)
+    expected = reference.beam_search_batch(sources, 3, nbest=True)
+    assert [[ids for ids, _ in n] for n in got] == \
+        [[ids for ids, _ in n] for n in expected]
+    for mine, theirs in zip(got, expected):
+        assert [s for _, s in mine] == pytest.approx(
+            [s for _, s in theirs], abs=1e-4)
+    assert any(len(n) > 1 for n in got)  # beams left ended on the way
+    assert [n[0][0] for n in got] == fast.beam_search_batch(sources, 3)
+
+
+def test_title_independent_of_batch(fast, sources):
+    """Alone (short bucket, copies as filler) = in a mixed batch."""
+    together = fast.beam_search_batch(sources, 3)
+    alone = [fast.beam_search_batch([ids], 3)[0] for ids in sources[:4]]
+    assert alone == together[:4]
+    reordered = fast.beam_search_batch(sources[::-1], 3)
+    assert reordered[::-1] == together
+
+
+def test_progress_bar_changes_nothing(fast, reference, sources):
+    assert fast.greedy_batch(sources, progress=True) == \
+        fast.greedy_batch(sources)
+    assert reference.beam_search_batch(sources[:2], 1, progress=True) == \
+        reference.beam_search_batch(sources[:2], 1)
+
+
+def test_source_too_long_is_an_error(fast):
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        fast.beam_search_batch([[CLS] + [5] * (64 - MAXLEN) + [END]], 1)
+
+
+def test_no_retrace_and_new_weights_used(sources):
+    """Two batches of one bucket, every step: one trace each. Weights
+    changed afterwards are used without tracing again."""
+    model = tiny_unilm()
+    decoder = Seq2SeqDecoder(model, END, MAXLEN, batch_size=4)
+    first = decoder.beam_search_batch(sources[:8], 2)  # bucket 32, 2 batches
+    assert dict(decoder.trace_counts) == {"encode": 1, "step": 1}
+    bias = model.bert_network["MLM-Bias"].bias
+    bias.assign(np.asarray(bias.numpy()) + np.linspace(0, 1, VOCAB))
+    second = decoder.beam_search_batch(sources[:8], 2)
+    assert dict(decoder.trace_counts) == {"encode": 1, "step": 1}
+    reference = Seq2SeqDecoder(model, END, MAXLEN, reference=True)
+    assert second[:4] == reference.beam_search_batch(sources[:4], 2)
+    assert second != first
+
+
+# UniLM sampling -------------------------------------------------------------
+
+
+def allowed_tokens(probas, topk, topp):
+    """The tokens top-k then top-p may emit, from sorted probabilities."""
+    order = np.argsort(-probas)
+    if topk is not None:
+        order = order[:topk]
+    if topp is not None:
+        kept = probas[order] / probas[order].sum()
+        order = order[:int(np.searchsorted(np.cumsum(kept), topp)) + 1]
+    return set(order.tolist())
+
+
+@pytest.mark.parametrize("topk, topp", [(3, None), (None, 0.3), (5, 0.5)])
+def test_sample_batch_stays_in_allowed_set(fast, reference, sources, topk,
+                                           topp):
+    samples = fast.sample_batch(sources[:4], n=2, topk=topk, topp=topp,
+                                seed=0)
+    recompute = reference.recompute
+    for source, per_source in zip(sources[:4], samples):
+        assert len(per_source) == 2
+        for ids in per_source:
+            for t, token in enumerate(ids):
+                probas, _ = recompute.predict(
+                    [np.array([source]), np.zeros((1, len(source)), int)],
+                    np.array([ids[:t]], dtype=int), None,
+                )
+                assert token in allowed_tokens(probas[0], topk, topp)
+
+
+def test_sample_batch_reproducible(fast, sources):
+    first = fast.sample_batch(sources, n=2, topk=5, seed=7)
+    assert fast.sample_batch(sources, n=2, topk=5, seed=7) == first
+    assert fast.sample_batch(sources, n=2, topk=5, seed=8) != first
+
+
+# Convenience ----------------------------------------------------------------
+
+
+class CharTokenizer:
+    """Enough of `data.Tokenizer` for `generate`: one id per character."""
+
+    def encode(self, text, maxlen=None):
+        ids = [CLS] + [4 + ord(c) % (VOCAB - 4) for c in text] + [END]
+        if maxlen is not None and len(ids) > maxlen:
+            ids = ids[:maxlen - 1] + [END]
+        return ids, [0] * len(ids)
+
+    def decode(self, ids):
+        return "".join(chr(ord("a") + i % 26) for i in ids if i != END)
+
+
+def test_generate_batch_decodes_titles(fast):
+    tokenizer = CharTokenizer()
+    texts = ["hello world", "a much longer text " * 10]
+    titles = fast.generate_batch(texts, tokenizer, topk=2)
+    sources = [tokenizer.encode(t, maxlen=64 - MAXLEN)[0] for t in texts]
+    expected = fast.beam_search_batch(sources, 2)
+    assert titles == [tokenizer.decode(ids) for ids in expected]
+    assert fast.generate(texts[0], tokenizer, topk=2) == titles[0]
+
+
+# Repetition options ---------------------------------------------------------
+
+
+def test_no_repeat_ngram_on_toy_predictor():
+    """A predictor that loves token 0 repeats it; n-gram blocking stops
+    the repeat at the n-gram level."""
+
+    def conditional(prefix):
+        return np.array([0.7, 0.2, 0.1, 0.0])
+
+    decoder = TablePredictor(conditional, end_id=3, maxlen=6)
+    assert list(decoder.beam_search([], 1)) == [0] * 6
+    decoder.repetition = Repetition(no_repeat_ngram_size=2)
+    assert list(decoder.beam_search([], 1)) == [0, 0, 1, 0, 2, 0]
+    decoder.repetition = Repetition(no_repeat_ngram_size=1)
+    assert list(decoder.beam_search([], 1))[:3] == [0, 1, 2]
+
+
+def test_repetition_penalty_on_toy_predictor():
+    def conditional(prefix):
+        return np.array([0.5, 0.3, 0.2, 0.0])
+
+    decoder = TablePredictor(conditional, end_id=3, maxlen=3)
+    assert list(decoder.beam_search([], 1)) == [0, 0, 0]
+    decoder.repetition = Repetition(penalty=2.0)
+    # Seen tokens count as p^2: 0.5^2 < 0.3 picks token 1 second; then
+    # 0.5^2 > 0.2 > 0.3^2 picks token 0 again.
+    assert list(decoder.beam_search([], 1)) == [0, 1, 0]
+
+
+def test_fast_equals_reference_with_repetition_options(fast, model, sources):
+    """The fast path fetches topk + maxlen candidates a row for these."""
+    options = dict(no_repeat_ngram_size=2, repetition_penalty=1.5)
+    guarded = Seq2SeqDecoder(model, END, MAXLEN, batch_size=16, **options)
+    reference = Seq2SeqDecoder(model, END, MAXLEN, reference=True, **options)
+    got = guarded.beam_search_batch(sources, 2)
+    assert got == reference.beam_search_batch(sources, 2)
+    assert got != fast.beam_search_batch(sources, 2)
+    blocked = Repetition(no_repeat_ngram_size=2)
+    for ids in got:
+        assert not blocked.banned(ids[:-1]) & {ids[-1]}
