@@ -13,9 +13,22 @@ Usage:
 
 The fast path runs twice: the first run includes compiling (once per length
 bucket and beam size), the second is the steady state the speed-up uses.
+
+`train`: training-step speed of `Seq2SeqTrainer` (BERT-base UniLM by
+default, maxlen 256, random tokens) for each strategy and batch size, with
+tokens/s, model FLOPs utilisation (MFU) and peak device memory, against
+the same step written with Hugging Face `BertForMaskedLM` in PyTorch (the
+peer: UniLM mask as a 4-D additive attention mask, autocast, AdamW) in the
+same run, on the same shapes:
+
+    python tasks/benchmark.py train
+    python tasks/benchmark.py train --batch-sizes 16 --strategies baseline gp
+
+See `run_train` for what is timed and `train_flops` for the FLOPs formula.
 """
 
 import argparse
+import os
 import pathlib
 import statistics
 import sys
@@ -194,6 +207,404 @@ def add_decode_parser(subparsers):
     parser.set_defaults(run=run_decode)
 
 
+# --- train ------------------------------------------------------------------
+
+POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16",
+            "fp32": "float32"}
+COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def train_flops(layers, hidden, intermediate, vocab, maxlen, batch):
+    """Model FLOPs of one training step (forward + backward), no dropout.
+
+        FLOPs = 6 * N * T + 12 * layers * hidden * maxlen**2 * batch
+
+    with T = batch * maxlen tokens and N the weights used in matrix
+    products per token, the MLM head included and the embedding lookups
+    (token, segment, position: no multiplications) excluded:
+
+        N = layers * (4 * hidden**2 + 2 * hidden * intermediate)
+            + hidden**2            (MLM dense)
+            + hidden * vocab       (MLM output projection, tied to E)
+
+    A matrix product with a (k, n) weight costs 2*k*n FLOPs per token
+    forward and twice that backward (gradients of input and weight), hence
+    6 * N per token. The attention term is QK^T and A.V: 2 * 2 * maxlen *
+    hidden FLOPs per token and layer forward, times 3 for training. The
+    full maxlen x maxlen scores are counted (the UniLM mask saves nothing:
+    every position is computed, then masked). Biases, LayerNorm, softmax,
+    GELU and the loss are left out (a few percent at most). These are
+    *model* FLOPs: strategies that do extra passes (`gp` differentiates
+    twice, `fgm` runs two forward/backward passes) are credited with the
+    same count, so their MFU shows what the extra work costs.
+    """
+    tokens = batch * maxlen
+    weights = (layers * (4 * hidden**2 + 2 * hidden * intermediate)
+               + hidden**2 + hidden * vocab)
+    attention = 12 * layers * hidden * maxlen**2 * batch
+    return 6 * weights * tokens + attention
+
+
+def random_batch(batch, maxlen, vocab, seed=0):
+    """Random token ids in [1, vocab) with a source/target split: the last
+    quarter of each row (at least one token) is the target, segment 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(1, vocab, (batch, maxlen)).astype("int32")
+    segment_ids = np.zeros((batch, maxlen), "int32")
+    segment_ids[:, maxlen - max(1, maxlen // 4):] = 1
+    return token_ids, segment_ids
+
+
+def keras_device():
+    """(description, is_gpu) of the device Keras computes on."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"jax {device.platform}: {device.device_kind}", \
+            device.platform == "gpu"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        name = tf.config.experimental.get_device_details(gpus[0]).get(
+            "device_name", "GPU")
+        return f"tensorflow gpu: {name}", True
+    return "tensorflow cpu", False
+
+
+def keras_reset_peak():
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def keras_peak_bytes():
+    """Peak device memory in bytes, or None where not measurable (CPU).
+
+    TensorFlow's peak is reset before each row; JAX's cannot be reset, so
+    on JAX it is the process peak up to that row."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats()
+        return (stats or {}).get("peak_bytes_in_use")
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    return None
+
+
+def peak_matmul_flops(precision, gpu, size=None, repeats=None):
+    """Measured matmul FLOP/s of the Keras device in `precision`.
+
+    The best of `repeats` timings of a size x size product via keras.ops
+    (8192 on GPU, 1024 on CPU); the denominator of the MFU."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    size = size or (8192 if gpu else 1024)
+    repeats = repeats or (20 if gpu else 5)
+    dtype = COMPUTE_DTYPES[precision]
+    rng = np.random.default_rng(0)
+    a = ops.cast(rng.standard_normal((size, size), "float32"), dtype)
+    b = ops.cast(rng.standard_normal((size, size), "float32"), dtype)
+
+    def sync(x):
+        return keras.ops.convert_to_numpy(ops.cast(x[0, 0], "float32"))
+
+    sync(ops.matmul(a, b))  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            c = ops.matmul(a, b)
+        sync(c)
+        best = min(best, (time.perf_counter() - started) / repeats)
+    return 2 * size**3 / best
+
+
+def time_ours(args, batch_size, strategy, token_ids, segment_ids):
+    """(seconds per step, peak bytes or None) of `Seq2SeqTrainer`.
+
+    The timed `fit()` includes its per-call set-up (callbacks, iterator),
+    spread over `--steps` steps: use enough steps for it not to matter."""
+    import keras
+
+    from models.bert import build_transformer_model
+    from models.trainer import Seq2SeqTrainer
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    keras_reset_peak()
+    model = build_transformer_model(
+        None, application="unilm", dtype=POLICIES[args.precision],
+        vocab_size=args.vocab, hidden_size=args.hidden,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        intermediate_size=args.intermediate,
+        max_position_embeddings=max(512, args.maxlen),
+    )
+    trainer = Seq2SeqTrainer(model, strategy, seed=0)
+    optimizer = keras.optimizers.Adam(1e-5)
+    if args.precision == "fp16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    trainer.compile(optimizer=optimizer)
+    batch = (token_ids[:batch_size], segment_ids[:batch_size])
+
+    def batches():
+        while True:
+            yield batch
+
+    # fit() on one fixed batch: the trainer reads (token_ids, segment_ids)
+    # batches, which train_on_batch(x) would wrap as (x, None, None).
+    if args.warmup:
+        trainer.fit(batches(), steps_per_epoch=args.warmup,
+                    epochs=1, verbose=0, shuffle=False)
+    started = time.perf_counter()
+    history = trainer.fit(batches(), steps_per_epoch=args.steps, epochs=1,
+                          verbose=0, shuffle=False)
+    # fit() hands back python floats: the last step has finished.
+    float(history.history["loss"][-1])
+    elapsed = (time.perf_counter() - started) / args.steps
+    return elapsed, keras_peak_bytes()
+
+
+def unilm_additive_mask(token_ids, segment_ids, dtype):
+    """(batch, 1, L, L) additive mask: query i sees key j iff j is not
+    padding and (j is source or j <= i); 0 where seen, dtype min where not.
+    The same rule as tests/models/test_bert.py's loop, vectorised."""
+    import torch
+
+    length = token_ids.shape[1]
+    positions = torch.arange(length, device=token_ids.device)
+    causal = positions[None, :] <= positions[:, None]          # (L, L): j <= i
+    source = (segment_ids == 0)[:, None, None, :]              # key j source
+    seen = (source | causal[None, None]) & (token_ids != 0)[:, None, None, :]
+    mask = torch.zeros(seen.shape, dtype=dtype, device=token_ids.device)
+    return mask.masked_fill(~seen, torch.finfo(dtype).min)
+
+
+def time_peer(args, batch_size, token_ids, segment_ids):
+    """(seconds per step, peak bytes or None) of the PyTorch peer:
+    HF BertForMaskedLM with the UniLM mask, autocast, AdamW, the same
+    shifted target-only cross-entropy as `seq2seq_cross_entropy`."""
+    import torch
+    import transformers
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=args.vocab, hidden_size=args.hidden,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        intermediate_size=args.intermediate,
+        max_position_embeddings=max(512, args.maxlen), type_vocab_size=2,
+    )
+    model = transformers.BertForMaskedLM(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        args.precision)
+    scaler = torch.amp.GradScaler(
+        device, enabled=args.precision == "fp16" and device == "cuda")
+    tokens = torch.tensor(token_ids[:batch_size], dtype=torch.long,
+                          device=device)
+    segments = torch.tensor(segment_ids[:batch_size], dtype=torch.long,
+                            device=device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            mask = unilm_additive_mask(tokens, segments, torch.float32)
+            logits = model(input_ids=tokens, token_type_ids=segments,
+                           attention_mask=mask).logits
+        logits = logits[:, :-1].float()
+        weight = segments[:, 1:].float()
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+            reduction="none").view_as(weight)
+        loss = (nll * weight).sum() / weight.sum().clamp(min=1.0)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(args.warmup):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    loss.item()  # waits for the last step
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = (time.perf_counter() - started) / args.steps
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    del model, optimizer
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return elapsed, peak, device
+
+
+def gib(value):
+    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+TRAIN_HEADER = (
+    "| batch | strategy | ours ms/step | ours tokens/s | MFU | ours peak mem "
+    "| peer ms/step | peer tokens/s | peer peak mem | ours/peer (tokens/s) |",
+    "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
+)
+
+
+def train_table(rows):
+    """Markdown table lines; peer columns only on rows that have a peer."""
+    lines = list(TRAIN_HEADER)
+    for row in rows:
+        peer = row.get("peer")
+        if peer:
+            peer_cells = (f"{peer['step'] * 1e3:.1f} | {peer['tps']:.0f} "
+                          f"| {gib(peer['peak'])} "
+                          f"| {row['tps'] / peer['tps']:.2f}")
+        else:
+            peer_cells = "— | — | — | —"
+        lines.append(
+            f"| {row['batch']} | {row['strategy']} | {row['step'] * 1e3:.1f} "
+            f"| {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
+            f"| {gib(row['peak'])} | {peer_cells} |"
+        )
+    return lines
+
+
+def run_train(args):
+    """`train` subcommand.
+
+    Per batch size, the peer (baseline only: it implements teacher forcing)
+    runs first and frees its memory, then every strategy: a fresh UniLM
+    model and `Seq2SeqTrainer(model, strategy, seed=0)` compiled with
+    Adam, one untimed `fit()` of `--warmup` steps (compiling), then one
+    timed `fit()` of `--steps` steps on the same fixed random batch; fit
+    returns python floats, so the device has finished when the clock stops.
+    tokens/s = batch * maxlen / step; MFU = train_flops / step / the
+    matmul FLOP/s measured in this process (`peak_matmul_flops`).
+    """
+    # Allocate on demand, so JAX/TF and torch share one GPU in one process
+    # and the peaks are what each side used (set before keras is imported).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    import keras
+
+    from models import strategies as strategies_lib
+
+    device, gpu = keras_device()
+    args.precision = args.precision or ("bf16" if gpu else "fp32")
+    strategies = args.strategies or list(strategies_lib.STRATEGIES)
+    for name in strategies:
+        if name not in strategies_lib.STRATEGIES:
+            raise SystemExit(f"unknown strategy {name!r}; expected one of "
+                             f"{sorted(strategies_lib.STRATEGIES)}")
+    token_ids, segment_ids = random_batch(max(args.batch_sizes), args.maxlen,
+                                          args.vocab)
+    peak = peak_matmul_flops(args.precision, gpu)
+    print("command: python tasks/benchmark.py " + " ".join(sys.argv[1:]))
+    print(f"backend {keras.backend.backend()} on {device}; precision "
+          f"{args.precision}; measured {args.precision} matmul peak "
+          f"{peak / 1e12:.2f} TFLOP/s; model {args.layers} layers x "
+          f"{args.hidden} hidden, {args.heads} heads, intermediate "
+          f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
+          f"(target = last {max(1, args.maxlen // 4)} tokens); "
+          f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
+    rows = []
+    peer_device = None
+    for batch_size in args.batch_sizes:
+        tokens = batch_size * args.maxlen
+        flops = train_flops(args.layers, args.hidden, args.intermediate,
+                            args.vocab, args.maxlen, batch_size)
+        peer = None
+        if not args.no_peer:
+            step, peer_peak, peer_device = time_peer(
+                args, batch_size, token_ids, segment_ids)
+            peer = {"step": step, "tps": tokens / step, "peak": peer_peak,
+                    "device": peer_device}
+            print(f"peer (torch {peer_device}) batch {batch_size}: "
+                  f"{step * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
+        for strategy in strategies:
+            step, ours_peak = time_ours(args, batch_size, strategy,
+                                        token_ids, segment_ids)
+            rows.append({
+                "batch": batch_size, "strategy": strategy, "step": step,
+                "tps": tokens / step, "mfu": flops / step / peak,
+                "peak": ours_peak, "flops": flops,
+                "peer": peer if strategy == "baseline" else None,
+            })
+            print(f"ours batch {batch_size} {strategy}: "
+                  f"{step * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
+    lines = train_table(rows)
+    notes = [
+        "",
+        "MFU: model FLOPs (6 x matmul weights x tokens + 12 x layers x "
+        "hidden x maxlen^2 x batch, MLM projection included; see "
+        "train_flops) per second over the measured matmul peak.",
+        "Peer: Hugging Face BertForMaskedLM in PyTorch "
+        f"(torch {peer_device or 'not run'}), "
+        f"UniLM 4-D additive mask, {args.precision} (autocast unless fp32), "
+        "AdamW; teacher forcing, so "
+        "baseline rows only.",
+    ]
+    if keras.backend.backend() == "jax":
+        notes.append("JAX peak memory is the process peak up to that row "
+                     "(it cannot be reset).")
+    print("\n".join(lines + notes), flush=True)
+    if args.out:
+        pathlib.Path(args.out).write_text("\n".join(lines + notes) + "\n",
+                                          encoding="utf-8")
+    return rows
+
+
+def add_train_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train", help="training-step speed, MFU and memory vs HF/PyTorch",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--intermediate", type=int, default=3072)
+    parser.add_argument("--vocab", type=int, default=21128)
+    parser.add_argument("--maxlen", type=int, default=256)
+    parser.add_argument("--batch-sizes", type=int, nargs="+",
+                        default=[16, 64])
+    parser.add_argument("--strategies", nargs="+", default=None,
+                        help="default: every registered strategy")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps first (compiling)")
+    parser.add_argument("--precision", choices=sorted(POLICIES),
+                        default=None,
+                        help="default: bf16 with a GPU, else fp32")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="skip the PyTorch/transformers peer")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="also write the table here")
+    parser.set_defaults(run=run_train)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description=__doc__,
@@ -201,6 +612,7 @@ def build_parser():
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_decode_parser(subparsers)
+    add_train_parser(subparsers)
     return parser
 
 

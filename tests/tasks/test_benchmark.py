@@ -1,0 +1,114 @@
+"""tasks/benchmark.py train: the FLOPs formula and a tiny CPU run."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tasks.benchmark import random_batch
+from tasks.benchmark import train_flops
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = ["--layers", "1", "--hidden", "32", "--heads", "2",
+        "--intermediate", "64", "--vocab", "100", "--maxlen", "32",
+        "--batch-sizes", "4", "--strategies", "baseline", "gp",
+        "--steps", "2", "--warmup", "1"]
+
+
+def test_train_flops_matches_a_hand_count():
+    """Every matrix product of a 1-layer model, forward, then x3."""
+    layers, hidden, inter, vocab, length, batch = 1, 4, 8, 10, 3, 2
+    tokens = batch * length
+    forward = 0
+    forward += 3 * 2 * tokens * hidden * hidden      # Q, K, V projections
+    forward += 2 * batch * length * length * hidden  # Q K^T, all heads
+    forward += 2 * batch * length * length * hidden  # A V, all heads
+    forward += 2 * tokens * hidden * hidden          # attention output
+    forward += 2 * tokens * hidden * inter           # FFN in
+    forward += 2 * tokens * inter * hidden           # FFN out
+    forward += 2 * tokens * hidden * hidden          # MLM dense
+    forward += 2 * tokens * hidden * vocab           # MLM projection (E^T)
+    # Backward: input and weight gradients, each as costly as the forward.
+    assert train_flops(layers, hidden, inter, vocab, length, batch) == (
+        3 * forward
+    )
+    assert forward == 2 * (4 * 16 + 2 * 32 + 16 + 40) * 6 + 4 * 2 * 9 * 4
+
+
+def test_train_flops_scales_with_layers_and_batch():
+    one = train_flops(1, 768, 3072, 21128, 256, 16)
+    head = train_flops(0, 768, 3072, 21128, 256, 16)
+    assert train_flops(12, 768, 3072, 21128, 256, 16) == head + 12 * (
+        one - head
+    )
+    assert train_flops(12, 768, 3072, 21128, 256, 32) == 2 * train_flops(
+        12, 768, 3072, 21128, 256, 16
+    )
+
+
+def test_random_batch_targets_the_last_quarter():
+    token_ids, segment_ids = random_batch(3, 32, 100)
+    assert token_ids.shape == segment_ids.shape == (3, 32)
+    assert token_ids.min() >= 1 and token_ids.max() < 100
+    assert (segment_ids[:, :24] == 0).all()
+    assert (segment_ids[:, 24:] == 1).all()
+
+
+def test_unilm_additive_mask_matches_the_rule():
+    torch = pytest.importorskip("torch")
+    from tasks.benchmark import unilm_additive_mask
+
+    tokens = torch.tensor([[5, 6, 7, 8, 0], [5, 6, 7, 8, 9]])
+    segments = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]])
+    mask = unilm_additive_mask(tokens, segments, torch.float32)
+    assert mask.shape == (2, 1, 5, 5)
+    for n in range(2):
+        for i in range(5):
+            for j in range(5):
+                seen = tokens[n, j] != 0 and (segments[n, j] == 0 or j <= i)
+                expected = 0.0 if seen else torch.finfo(torch.float32).min
+                assert mask[n, 0, i, j].item() == expected, (n, i, j)
+
+
+def table_rows(text):
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return header, [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        for line in lines[2:]
+    ]
+
+
+def number(cell):
+    return float(cell.rstrip("%"))
+
+
+def test_tiny_train_run_prints_a_table(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    out = tmp_path / "table.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tasks" / "benchmark.py"), "train",
+         *TINY, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, rows = table_rows(result.stdout)
+    assert "peer ms/step" in header and "ours/peer (tokens/s)" in header
+    assert [row["strategy"] for row in rows] == ["baseline", "gp"]
+    for row in rows:
+        assert row["batch"] == "4"
+        for column in ("ours ms/step", "ours tokens/s", "MFU"):
+            assert number(row[column]) > 0, (column, row)
+        assert row["ours peak mem"] == "n/a" or "GiB" in row["ours peak mem"]
+    baseline, gp = rows
+    for column in ("peer ms/step", "peer tokens/s", "ours/peer (tokens/s)"):
+        assert number(baseline[column]) > 0, (column, baseline)
+        assert gp[column] == "—"
+    ratio = number(baseline["ours tokens/s"]) / number(
+        baseline["peer tokens/s"])
+    assert number(baseline["ours/peer (tokens/s)"]) == pytest.approx(
+        ratio, rel=0.02)
+    assert out.read_text(encoding="utf-8").splitlines()[0].startswith(
+        "| batch |")
