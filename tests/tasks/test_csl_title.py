@@ -123,3 +123,16 @@ def test_help_lists_strategies():
     for name in STRATEGIES:
         assert name in result.stdout
     assert "(default: 256)" in result.stdout
+
+
+def test_built_in_default_runs_without_model_or_data(tmp_path):
+    """The README's first command: no model, no data, no ../shared."""
+    out = tmp_path / "default"
+    result = run_task([sys.executable, str(SCRIPT), "--out", str(out),
+                       "--epochs", "1", "--beams", "1", "--no-progress"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "built-in tiny default" in result.stdout
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    assert results["data"]["train"]["path"].startswith("synthetic")
+    assert results["test"]["1"]["titles"] == 120
+    assert (out / "vocab.txt").exists()
