@@ -212,7 +212,7 @@ def load_tokenizer(args, files, out):
     """Tokenizer and keep_tokens (None when the vocabulary is kept whole)."""
     vocab = files.vocab
     if vocab is None:
-        if files.config or args.train or args.data:
+        if not is_tiny_default(args, files):
             raise SystemExit("error: a vocabulary is needed: give --vocab "
                              "or --model-dir")
         vocab = synthetic.write_vocab(out / "vocab.txt")
