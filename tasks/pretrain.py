@@ -24,7 +24,6 @@ Usage:
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
@@ -38,6 +37,8 @@ from data import load_vocab  # noqa: E402
 from data import save_vocab  # noqa: E402
 from data import pretraining as corpus  # noqa: E402
 from tasks.rundir import RunDirectory  # noqa: E402
+from tasks.rundir import atomic_save_optimizer  # noqa: E402
+from tasks.rundir import load_optimizer  # noqa: E402
 from tasks.rundir import atomic_save_weights  # noqa: E402
 from tasks.rundir import atomic_write_json  # noqa: E402
 from tasks.rundir import atomic_write_text  # noqa: E402
@@ -347,11 +348,7 @@ def load_state(out):
 def save_checkpoint(trainer, out, state):
     name = f"step-{state['step']}"
     atomic_save_weights(trainer.model, out / f"{name}.weights.h5")
-    values = [np.asarray(v) for v in trainer.optimizer.variables]
-    temporary = out / f".{name}.optimizer.npz.tmp"
-    with open(temporary, "wb") as handle:
-        np.savez(handle, *values)
-    os.replace(temporary, out / f"{name}.optimizer.npz")
+    atomic_save_optimizer(trainer.optimizer, out / f"{name}.optimizer.npz")
     previous, state["checkpoint"] = state["checkpoint"], name
     atomic_write_json(out / "state.json", state)
     if previous and previous != name:
@@ -363,18 +360,7 @@ def restore_checkpoint(trainer, out, state):
     """Weights and optimizer state (moments, step: the schedule) of a run."""
     name = state["checkpoint"]
     trainer.model.load_weights(str(out / f"{name}.weights.h5"))
-    trainer.optimizer.build(trainer.trainable_variables)
-    with np.load(out / f"{name}.optimizer.npz") as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    variables = trainer.optimizer.variables
-    if len(values) != len(variables):
-        raise SystemExit(
-            f"error: {name}.optimizer.npz holds "
-            f"{len(values)} variables, the optimizer has "
-            f"{len(variables)}"
-        )
-    for variable, value in zip(variables, values):
-        variable.assign(value)
+    load_optimizer(trainer, out / f"{name}.optimizer.npz")
     print(f"Resuming {out.path} after step {state['step']}.")
 
 
