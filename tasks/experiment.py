@@ -13,7 +13,6 @@ import dataclasses
 import pathlib
 import sys
 import time
-import warnings
 
 from data import Seq2SeqBatches
 from data import Tokenizer
