@@ -480,7 +480,7 @@ def train_table(rows):
         if peer:
             peer_cells = (f"{peer['step'] * 1e3:.1f} | {peer['tps']:.0f} "
                           f"| {gib(peer['peak'])} "
-                          f"| {row['tps'] / peer['tps']:.2f}")
+                          f"| {row['tps'] / peer['tps']:.3g}")
         else:
             peer_cells = "— | — | — | —"
         lines.append(
