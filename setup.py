@@ -25,6 +25,6 @@ setup(
         "tensorflow": ["tensorflow-cpu>=2.16"],
         "jax": ["jax>=0.4.30"],
         "torch": ["torch"],
-        "test": ["pytest", "transformers", "torch"],
+        "test": ["pytest", "transformers", "torch", "ruff"],
     },
 )

@@ -131,8 +131,9 @@ class Seq2SeqBatches(keras.utils.PyDataset):
             return None
         longest = max(len(sample[0]) for sample in batch)
         multiple = self.length_multiple
-        return max(longest, min(-(-longest // multiple) * multiple,
-                                self.maxlen))
+        return max(
+            longest, min(-(-longest // multiple) * multiple, self.maxlen)
+        )
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)

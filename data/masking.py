@@ -48,8 +48,9 @@ def mask_tokens(
     token_ids = np.asarray(token_ids)
     special = np.isin(token_ids, [0, *special_ids])
     selected = select_tokens(special, rng, rate, word_starts)
-    input_ids = corrupt(token_ids, selected, rng, vocab_size, mask_id,
-                        special_ids)
+    input_ids = corrupt(
+        token_ids, selected, rng, vocab_size, mask_id, special_ids
+    )
     return input_ids, np.where(selected, token_ids, 0)
 
 
@@ -98,8 +99,9 @@ def _word_groups(special, word_starts):
     starts[:1] = True
     boundaries = np.flatnonzero(starts)
     ends = np.append(boundaries[1:], len(special))
-    return [(int(s), int(e)) for s, e in zip(boundaries, ends)
-            if not special[s]]
+    return [
+        (int(s), int(e)) for s, e in zip(boundaries, ends) if not special[s]
+    ]
 
 
 def corrupt(
@@ -113,12 +115,14 @@ def corrupt(
     """Apply 80/10/10 to the selected tokens (each token draws its own)."""
     draw = rng.random(token_ids.shape)
     to_mask = selected & (draw < MASK_SHARE)
-    to_random = selected & (draw >= MASK_SHARE) & (
-        draw < MASK_SHARE + RANDOM_SHARE)
+    to_random = (
+        selected & (draw >= MASK_SHARE) & (draw < MASK_SHARE + RANDOM_SHARE)
+    )
     output = token_ids.copy()
     output[to_mask] = mask_id
-    output[to_random] = random_tokens(int(to_random.sum()), rng, vocab_size,
-                                      [0, mask_id, *special_ids])
+    output[to_random] = random_tokens(
+        int(to_random.sum()), rng, vocab_size, [0, mask_id, *special_ids]
+    )
     return output
 
 
@@ -157,9 +161,13 @@ def jieba_word_starts(
     tokens = tokenizer.tokenize(text)[1:-1]
     char_word = _char_word_index(text, cut(text))
     # A token without characters gets a word id no other token has.
-    words = np.array([char_word[chars[0]] if chars else -1 - i
-                      for i, chars in
-                      enumerate(tokenizer.rematch(text, tokens))], int)
+    words = np.array(
+        [
+            char_word[chars[0]] if chars else -1 - i
+            for i, chars in enumerate(tokenizer.rematch(text, tokens))
+        ],
+        int,
+    )
     starts = np.ones(len(words), dtype=bool)
     starts[1:] = words[1:] != words[:-1]
     return tokenizer.tokens_to_ids(tokens), starts
@@ -168,6 +176,8 @@ def jieba_word_starts(
 def _char_word_index(text, words):
     """For each character of `text`, the index of the word covering it."""
     if sum(map(len, words)) != len(text):
-        raise ValueError("the word segmentation does not cover the text "
-                         "exactly (characters lost or added)")
+        raise ValueError(
+            "the word segmentation does not cover the text "
+            "exactly (characters lost or added)"
+        )
     return np.repeat(np.arange(len(words)), [len(w) for w in words])

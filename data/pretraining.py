@@ -92,8 +92,9 @@ def pack_documents(documents, seq_len: int, start_id: int, end_id: int):
     return token_ids.astype(np.int32), word_starts
 
 
-def cut_pairs(token_ids, rng: np.random.Generator, source_len: int,
-              target_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def cut_pairs(
+    token_ids, rng: np.random.Generator, source_len: int, target_len: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cut one document into `(source, target)` pairs of adjacent spans.
 
     The document is walked from its start in windows: each target has
@@ -111,25 +112,28 @@ def cut_pairs(token_ids, rng: np.random.Generator, source_len: int,
         target = int(rng.integers(1, min(target_len, left - 1) + 1))
         source = min(source_len, left - target)
         split = position + source
-        pairs.append((token_ids[position:split],
-                      token_ids[split:split + target]))
+        pairs.append(
+            (token_ids[position:split], token_ids[split : split + target])
+        )
         position = split + target
     return pairs
 
 
 def mlm_row(token_ids, word_starts, rng, masking):
     """`(token_ids, segment_ids, labels)` of one packed row."""
-    input_ids, labels = mask_tokens(token_ids, rng, word_starts=word_starts,
-                                    **masking)
+    input_ids, labels = mask_tokens(
+        token_ids, rng, word_starts=word_starts, **masking
+    )
     return input_ids, np.zeros_like(input_ids), labels
 
 
 def unilm_row(source, target, start_id, end_id):
     """`(token_ids, segment_ids, labels)` of one source -> target pair."""
-    token_ids = np.concatenate([[start_id], source, [end_id], target,
-                                [end_id]]).astype(np.int32)
+    token_ids = np.concatenate(
+        [[start_id], source, [end_id], target, [end_id]]
+    ).astype(np.int32)
     segment_ids = np.zeros_like(token_ids)
-    segment_ids[len(source) + 2:] = 1
+    segment_ids[len(source) + 2 :] = 1
     labels = np.zeros_like(token_ids)
     labels[:-1] = np.where(segment_ids[1:] == 1, token_ids[1:], 0)
     return token_ids, segment_ids, labels
@@ -152,23 +156,42 @@ class PretrainingBatches(keras.utils.PyDataset):
             special_ids, rate.
     """
 
-    def __init__(self, rows, pairs, steps: int, batch_size: int,
-                 seq_len: int, masking: dict, start_id: int, end_id: int,
-                 unilm_ratio: float = 0.0, seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        rows,
+        pairs,
+        steps: int,
+        batch_size: int,
+        seq_len: int,
+        masking: dict,
+        start_id: int,
+        end_id: int,
+        unilm_ratio: float = 0.0,
+        seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if unilm_ratio < 1 and (rows is None or not len(rows[0])):
             raise ValueError("the MLM objective needs packed rows")
         if unilm_ratio > 0 and not pairs:
-            raise ValueError("the UniLM objective needs pairs (documents "
-                             "of at least 2 tokens)")
+            raise ValueError(
+                "the UniLM objective needs pairs (documents "
+                "of at least 2 tokens)"
+            )
         self.rows, self.pairs, self.steps = rows, pairs, steps
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.masking, self.start_id, self.end_id = masking, start_id, end_id
         draw = np.random.default_rng([seed, _OBJECTIVE_STREAM]).random(steps)
         self.is_unilm = draw < unilm_ratio
         # Index of each step within its own objective's stream.
-        self._rank = np.where(self.is_unilm, np.cumsum(self.is_unilm),
-                              np.cumsum(~self.is_unilm)) - 1
+        self._rank = (
+            np.where(
+                self.is_unilm,
+                np.cumsum(self.is_unilm),
+                np.cumsum(~self.is_unilm),
+            )
+            - 1
+        )
 
     def __len__(self) -> int:
         return self.steps
@@ -195,14 +218,19 @@ class PretrainingBatches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, _MASK_STREAM, step])
         if self.is_unilm[step]:
             picked = self._pick(len(self.pairs), step, _UNILM_ORDER)
-            samples = [unilm_row(*self.pairs[i], self.start_id, self.end_id)
-                       for i in picked]
+            samples = [
+                unilm_row(*self.pairs[i], self.start_id, self.end_id)
+                for i in picked
+            ]
         else:
             picked = self._pick(len(self.rows[0]), step, _MLM_ORDER)
-            samples = [mlm_row(self.rows[0][i], self.rows[1][i], rng,
-                               self.masking) for i in picked]
-        token_ids, segment_ids, labels = (self._pad([s[k] for s in samples])
-                                          for k in range(3))
+            samples = [
+                mlm_row(self.rows[0][i], self.rows[1][i], rng, self.masking)
+                for i in picked
+            ]
+        token_ids, segment_ids, labels = (
+            self._pad([s[k] for s in samples]) for k in range(3)
+        )
         return (token_ids, segment_ids), labels
 
     def _pick(self, pool: int, step: int, stream: int) -> np.ndarray:
@@ -219,9 +247,11 @@ class PretrainingBatches(keras.utils.PyDataset):
         output = np.zeros((len(arrays), self.seq_len), np.int32)
         for i, array in enumerate(arrays):
             if len(array) > self.seq_len:
-                raise ValueError(f"a sample of {len(array)} tokens does "
-                                 f"not fit seq_len {self.seq_len}")
-            output[i, :len(array)] = array
+                raise ValueError(
+                    f"a sample of {len(array)} tokens does "
+                    f"not fit seq_len {self.seq_len}"
+                )
+            output[i, : len(array)] = array
         return output
 
 

@@ -26,8 +26,12 @@ def make_pairs(count, seed=0, sentences=(2, 4), sentence_length=(3, 8)):
     pairs = []
     for _ in range(count):
         parts = [
-            "".join(rng.choice(list(CHARACTERS),
-                               rng.integers(*sentence_length, endpoint=True)))
+            "".join(
+                rng.choice(
+                    list(CHARACTERS),
+                    rng.integers(*sentence_length, endpoint=True),
+                )
+            )
             for _ in range(rng.integers(*sentences, endpoint=True))
         ]
         title = parts[0]

@@ -125,8 +125,12 @@ class BertNetwork:
         init = keras.initializers.TruncatedNormal(
             stddev=config.initializer_range
         )
-        return cls(_create_layers(config, application, mlm, init, dtype),
-                   config, application, mlm)
+        return cls(
+            _create_layers(config, application, mlm, init, dtype),
+            config,
+            application,
+            mlm,
+        )
 
     @classmethod
     def from_model(cls, model):
@@ -143,8 +147,14 @@ class BertNetwork:
     def __getitem__(self, name):
         return self.layers[name]
 
-    def embed(self, token_ids, segment_ids, token_embeddings=None,
-              offset=0, training=False):
+    def embed(
+        self,
+        token_ids,
+        segment_ids,
+        token_embeddings=None,
+        offset=0,
+        training=False,
+    ):
         """Token + segment + position embeddings, normalised.
 
         `token_embeddings` replaces the lookup of `token_ids` (shape
@@ -174,16 +184,23 @@ class BertNetwork:
         x = self["Embedding-Token"](x, mode="dense")
         return self["MLM-Bias"](x)
 
-    def __call__(self, token_ids, segment_ids, token_embeddings=None,
-                 training=False, output=None):
+    def __call__(
+        self,
+        token_ids,
+        segment_ids,
+        token_embeddings=None,
+        training=False,
+        output=None,
+    ):
         """Run the whole network.
 
         `output`: 'hidden', 'logits' or 'probas'; by default what the model
         was built to return.
         """
         output = output or self.default_output
-        x = self.embed(token_ids, segment_ids, token_embeddings,
-                       training=training)
+        x = self.embed(
+            token_ids, segment_ids, token_embeddings, training=training
+        )
         bias = self["Attention-Bias"]([token_ids, segment_ids])
         for index in range(self.config.num_hidden_layers):
             x = self.block(index, x, bias, training=training)
@@ -205,45 +222,71 @@ def _create_layers(config, application, mlm, init, dtype):
     """Every layer of the network, keyed by its bert4keras name."""
     hidden, eps = config.hidden_size, config.layer_norm_eps
     made = [
-        L.Embedding(config.vocab_size, hidden, embeddings_initializer=init,
-                    name="Embedding-Token"),
-        keras.layers.Embedding(config.type_vocab_size, hidden,
-                               embeddings_initializer=init,
-                               name="Embedding-Segment"),
-        L.PositionEmbedding(config.max_position_embeddings, hidden,
-                            initializer=init, name="Embedding-Position"),
+        L.Embedding(
+            config.vocab_size,
+            hidden,
+            embeddings_initializer=init,
+            name="Embedding-Token",
+        ),
+        keras.layers.Embedding(
+            config.type_vocab_size,
+            hidden,
+            embeddings_initializer=init,
+            name="Embedding-Segment",
+        ),
+        L.PositionEmbedding(
+            config.max_position_embeddings,
+            hidden,
+            initializer=init,
+            name="Embedding-Position",
+        ),
         keras.layers.LayerNormalization(epsilon=eps, name="Embedding-Norm"),
-        keras.layers.Dropout(config.hidden_dropout_prob,
-                             name="Embedding-Dropout"),
+        keras.layers.Dropout(
+            config.hidden_dropout_prob, name="Embedding-Dropout"
+        ),
         L.AttentionBias(application, name="Attention-Bias"),
     ]
     for index in range(config.num_hidden_layers):
         name = f"Transformer-{index}-MultiHeadSelfAttention"
         made += [
-            L.MultiHeadAttention(config.num_attention_heads, config.head_size,
-                                 config.attention_probs_dropout_prob,
-                                 kernel_initializer=init, name=name),
-            keras.layers.Dropout(config.hidden_dropout_prob,
-                                 name=f"{name}-Dropout"),
+            L.MultiHeadAttention(
+                config.num_attention_heads,
+                config.head_size,
+                config.attention_probs_dropout_prob,
+                kernel_initializer=init,
+                name=name,
+            ),
+            keras.layers.Dropout(
+                config.hidden_dropout_prob, name=f"{name}-Dropout"
+            ),
             keras.layers.LayerNormalization(epsilon=eps, name=f"{name}-Norm"),
         ]
         name = f"Transformer-{index}-FeedForward"
         made += [
-            L.FeedForward(config.intermediate_size, config.hidden_act,
-                          kernel_initializer=init, name=name),
-            keras.layers.Dropout(config.hidden_dropout_prob,
-                                 name=f"{name}-Dropout"),
+            L.FeedForward(
+                config.intermediate_size,
+                config.hidden_act,
+                kernel_initializer=init,
+                name=name,
+            ),
+            keras.layers.Dropout(
+                config.hidden_dropout_prob, name=f"{name}-Dropout"
+            ),
             keras.layers.LayerNormalization(epsilon=eps, name=f"{name}-Norm"),
         ]
     if mlm:
         made += [
-            keras.layers.Dense(hidden,
-                               activation=L.get_activation(config.hidden_act),
-                               kernel_initializer=init, name="MLM-Dense"),
+            keras.layers.Dense(
+                hidden,
+                activation=L.get_activation(config.hidden_act),
+                kernel_initializer=init,
+                name="MLM-Dense",
+            ),
             keras.layers.LayerNormalization(epsilon=eps, name="MLM-Norm"),
             L.BiasAdd(name="MLM-Bias"),
-            keras.layers.Activation("softmax", dtype="float32",
-                                    name="MLM-Activation"),
+            keras.layers.Activation(
+                "softmax", dtype="float32", name="MLM-Activation"
+            ),
         ]
     if dtype is not None:
         for layer in made:
@@ -252,10 +295,16 @@ def _create_layers(config, application, mlm, init, dtype):
     return {layer.name: layer for layer in made}
 
 
-def build_transformer_model(config_path=None, checkpoint_path=None,
-                            model="bert", application="encoder",
-                            with_mlm=False, keep_tokens=None, dtype=None,
-                            **overrides):
+def build_transformer_model(
+    config_path=None,
+    checkpoint_path=None,
+    model="bert",
+    application="encoder",
+    with_mlm=False,
+    keep_tokens=None,
+    dtype=None,
+    **overrides,
+):
     """Build a BERT-family model, optionally loading a checkpoint.
 
     Args:
@@ -294,8 +343,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None,
     token_ids = keras.Input((None,), dtype="int32", name="Input-Token")
     segment_ids = keras.Input((None,), dtype="int32", name="Input-Segment")
     outputs = network(token_ids, segment_ids)
-    built = keras.Model([token_ids, segment_ids], outputs,
-                        name=f"{model}_{application}")
+    built = keras.Model(
+        [token_ids, segment_ids], outputs, name=f"{model}_{application}"
+    )
     built.bert_network = network
     built.bert_config = config
     if checkpoint_path is not None:

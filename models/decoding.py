@@ -66,8 +66,11 @@ class Repetition:
         """Penalised copy of `logp` (candidates as in `BeamState.advance`)."""
         logp = np.array(logp, dtype=float)
         for row, ids in enumerate(output_ids):
-            tokens = (np.arange(logp.shape[1]) if token_ids is None
-                      else token_ids[row])
+            tokens = (
+                np.arange(logp.shape[1])
+                if token_ids is None
+                else token_ids[row]
+            )
             if self.penalty != 1.0:
                 logp[row, np.isin(tokens, ids)] *= self.penalty
             banned = self.banned(list(ids))
@@ -80,10 +83,11 @@ class Repetition:
         n = self.no_repeat_ngram_size
         if n == 0 or len(ids) < n - 1:
             return set()
-        prefix = ids[len(ids) - n + 1:]
+        prefix = ids[len(ids) - n + 1 :]
         return {
-            ids[j + n - 1] for j in range(len(ids) - n + 1)
-            if ids[j:j + n - 1] == prefix
+            ids[j + n - 1]
+            for j in range(len(ids) - n + 1)
+            if ids[j : j + n - 1] == prefix
         }
 
 
@@ -95,8 +99,9 @@ class BeamState:
     drift apart in the bookkeeping.
     """
 
-    def __init__(self, first_ids, topk, end_id, minlen=1, min_ends=1,
-                 repetition=None):
+    def __init__(
+        self, first_ids, topk, end_id, minlen=1, min_ends=1, repetition=None
+    ):
         self.repetition = repetition
         self.output_ids = np.asarray(first_ids, dtype=int)
         self.scores = np.zeros(len(self.output_ids))
@@ -248,8 +253,14 @@ class AutoRegressiveDecoder:
         """
 
         def actual_decorator(predict):
-            def new_predict(self, inputs, output_ids, states, temperature=1,
-                            rtype=default_rtype):
+            def new_predict(
+                self,
+                inputs,
+                output_ids,
+                states,
+                temperature=1,
+                rtype=default_rtype,
+            ):
                 assert rtype in ("probas", "logits")
                 prediction = predict(self, inputs, output_ids, states)
                 if not use_states:
@@ -282,19 +293,25 @@ class AutoRegressiveDecoder:
         """Next-token prediction for every row; write it in a subclass."""
         raise NotImplementedError
 
-    def beam_search(self, inputs, topk, states=None, temperature=1,
-                    min_ends=1):
+    def beam_search(self, inputs, topk, states=None, temperature=1, min_ends=1):
         """The best sequence found with a beam of `topk` (see module doc)."""
         return self.run_beam_search(
             inputs, topk, states, temperature, min_ends
         ).result
 
-    def run_beam_search(self, inputs, topk, states=None, temperature=1,
-                        min_ends=1):
+    def run_beam_search(
+        self, inputs, topk, states=None, temperature=1, min_ends=1
+    ):
         """`beam_search`, returning the whole `BeamState` (for n-best)."""
         inputs = [np.array([i]) for i in inputs]
-        beams = BeamState(self.first_output_ids, topk, self.end_id,
-                          self.minlen, min_ends, self.repetition)
+        beams = BeamState(
+            self.first_output_ids,
+            topk,
+            self.end_id,
+            self.minlen,
+            min_ends,
+            self.repetition,
+        )
         for _ in range(self.maxlen):
             scores, states = self.predict(
                 inputs, beams.output_ids, states, temperature, "logits"
@@ -311,8 +328,16 @@ class AutoRegressiveDecoder:
         """Greedy decoding: bert4keras's beam search with `topk=1`."""
         return self.beam_search(inputs, 1, states, temperature, min_ends)
 
-    def random_sample(self, inputs, n, topk=None, topp=None, states=None,
-                      temperature=1, min_ends=1):
+    def random_sample(
+        self,
+        inputs,
+        n,
+        topk=None,
+        topp=None,
+        states=None,
+        temperature=1,
+        min_ends=1,
+    ):
         """n sampled sequences, from the top-k / top-p tokens when given.
 
         Draws with NumPy's global generator, as bert4keras does, so
@@ -365,16 +390,16 @@ class RecomputeDecoder(AutoRegressiveDecoder):
     def predict(self, inputs, output_ids, states):
         token_ids, segment_ids = inputs
         token_ids = np.concatenate([token_ids, output_ids], 1)
-        segment_ids = np.concatenate(
-            [segment_ids, np.ones_like(output_ids)], 1
-        )
+        segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
         length = token_ids.shape[1]
         padding = ((0, 0), (0, self.padded_length(length) - length))
-        return self.position_model(self.model).predict_on_batch([
-            np.pad(token_ids, padding).astype("int32"),
-            np.pad(segment_ids, padding).astype("int32"),
-            np.full(len(token_ids), length - 1, dtype="int32"),
-        ])
+        return self.position_model(self.model).predict_on_batch(
+            [
+                np.pad(token_ids, padding).astype("int32"),
+                np.pad(segment_ids, padding).astype("int32"),
+                np.full(len(token_ids), length - 1, dtype="int32"),
+            ]
+        )
 
     def padded_length(self, length):
         limit = self.model.bert_config.max_position_embeddings
@@ -440,18 +465,36 @@ class CachedUniLM:
         flat = ops.reshape(x, (batch * length, -1))
         last = ops.take(flat, ops.arange(batch) * length + lengths - 1, axis=0)
         key_bias = ops.where(ops.not_equal(token_ids, 0), 0.0, MASK_BIAS)
-        return (ops.stack(cache, axis=1), ops.cast(key_bias, "float32"),
-                self.head(last, k))
+        return (
+            ops.stack(cache, axis=1),
+            ops.cast(key_bias, "float32"),
+            self.head(last, k),
+        )
 
-    def step(self, source_cache, key_bias, cache, rows, tokens, positions,
-             index, k=None):
+    def step(
+        self,
+        source_cache,
+        key_bias,
+        cache,
+        rows,
+        tokens,
+        positions,
+        index,
+        k=None,
+    ):
         """Reorder the output cache by `rows`, feed `tokens` at `index`."""
         cache = ops.take(cache, rows, axis=0)
         x = self.embed_output(tokens, positions + index)
         new = []
         for layer in range(self.layers):
-            x, kv = self.cached_block(layer, x, source_cache[:, layer],
-                                      key_bias, cache[:, layer], index)
+            x, kv = self.cached_block(
+                layer,
+                x,
+                source_cache[:, layer],
+                key_bias,
+                cache[:, layer],
+                index,
+            )
             new.append(kv)
         slots = ops.arange(cache.shape[4])
         here = ops.equal(slots, index)[None, None, None, None, :, None]
@@ -474,12 +517,14 @@ class CachedUniLM:
         attention = self.attention(layer)
         q, k, v = attention.project(x)
         q, k, v = q[:, 0], k[:, 0], v[:, 0]
-        y = self.attend_cached(attention, q, k, v, source_kv, key_bias,
-                               past_kv, index)
+        y = self.attend_cached(
+            attention, q, k, v, source_kv, key_bias, past_kv, index
+        )
         return self.finish_block(layer, x, y), ops.stack([k, v], axis=1)
 
-    def attend_cached(self, attention, q, k, v, source_kv, key_bias, past_kv,
-                      index):
+    def attend_cached(
+        self, attention, q, k, v, source_kv, key_bias, past_kv, index
+    ):
         """`MultiHeadAttention.attend` for one query per row.
 
         Keys come in three parts: the row's source (padding hidden), its
@@ -496,31 +541,43 @@ class CachedUniLM:
             x = ops.reshape(x, (sources, beams) + tuple(x.shape[1:]))
             return ops.swapaxes(x, 1, 2)
 
-        scores = ops.concatenate([
-            ops.einsum("bhkd,bhpd->bhkp", by_source(q), source_kv[:, 0]),
-            by_source(ops.einsum("rhd,rhtd->rht", q, past_kv[:, 0])),
-            by_source(ops.sum(q * k, axis=-1)[..., None]),
-        ], axis=-1)
+        scores = ops.concatenate(
+            [
+                ops.einsum("bhkd,bhpd->bhkp", by_source(q), source_kv[:, 0]),
+                by_source(ops.einsum("rhd,rhtd->rht", q, past_kv[:, 0])),
+                by_source(ops.sum(q * k, axis=-1)[..., None]),
+            ],
+            axis=-1,
+        )
         scores = ops.cast(scores, "float32") / math.sqrt(attention.head_size)
         past_bias = ops.where(ops.arange(slots) < index, 0.0, MASK_BIAS)
-        bias = ops.concatenate([
-            key_bias,
-            ops.broadcast_to(ops.cast(past_bias, "float32"), (sources, slots)),
-            ops.zeros((sources, 1), "float32"),
-        ], axis=-1)
+        bias = ops.concatenate(
+            [
+                key_bias,
+                ops.broadcast_to(
+                    ops.cast(past_bias, "float32"), (sources, slots)
+                ),
+                ops.zeros((sources, 1), "float32"),
+            ],
+            axis=-1,
+        )
         probs = ops.softmax(scores + bias[:, None, None, :], axis=-1)
         probs = ops.cast(probs, attention.compute_dtype)
-        past_v = ops.reshape(past_kv[:, 1], (sources, beams, heads, slots,
-                                             size))
+        past_v = ops.reshape(
+            past_kv[:, 1], (sources, beams, heads, slots, size)
+        )
         mixed = (
-            ops.einsum("bhkp,bhpd->bhkd", probs[..., :source_len],
-                       source_kv[:, 1])
-            + ops.einsum("bhkt,bkhtd->bhkd",
-                         probs[..., source_len:source_len + slots], past_v)
+            ops.einsum(
+                "bhkp,bhpd->bhkd", probs[..., :source_len], source_kv[:, 1]
+            )
+            + ops.einsum(
+                "bhkt,bkhtd->bhkd",
+                probs[..., source_len : source_len + slots],
+                past_v,
+            )
             + probs[..., -1:] * by_source(v)
         )
-        mixed = ops.reshape(ops.swapaxes(mixed, 1, 2),
-                            (rows, 1, heads * size))
+        mixed = ops.reshape(ops.swapaxes(mixed, 1, 2), (rows, 1, heads * size))
         return attention.o_dense(mixed)
 
     def finish_block(self, index, x, y):
@@ -558,9 +615,19 @@ class Seq2SeqDecoder:
     apply to beam search and greedy decoding on both paths, not to sampling.
     """
 
-    def __init__(self, model, end_id, maxlen, minlen=1, reference=False,
-                 batch_size=32, bucket=32, jit_compile=True,
-                 no_repeat_ngram_size=0, repetition_penalty=1.0):
+    def __init__(
+        self,
+        model,
+        end_id,
+        maxlen,
+        minlen=1,
+        reference=False,
+        batch_size=32,
+        bucket=32,
+        jit_compile=True,
+        no_repeat_ngram_size=0,
+        repetition_penalty=1.0,
+    ):
         network = getattr(model, "bert_network", None)
         if network is None or network.application != "unilm":
             raise ValueError(
@@ -588,18 +655,19 @@ class Seq2SeqDecoder:
         Compiled for batches of one, so that a loop over sources does not
         pay for `batch_size` rows each time.
         """
-        return self.beam_search_batch([token_ids], topk, nbest,
-                                      batch_size=1)[0]
+        return self.beam_search_batch([token_ids], topk, nbest, batch_size=1)[0]
 
     def generate(self, text, tokenizer, topk=1, max_source_len=None):
         """bert4keras's `AutoTitle.generate`: text in, decoded title out."""
-        return self.generate_batch([text], tokenizer, topk, batch_size=1,
-                                   max_source_len=max_source_len)[0]
+        return self.generate_batch(
+            [text], tokenizer, topk, batch_size=1, max_source_len=max_source_len
+        )[0]
 
     # Many sources -----------------------------------------------------------
 
-    def beam_search_batch(self, sources, topk=1, nbest=False, progress=False,
-                          batch_size=None):
+    def beam_search_batch(
+        self, sources, topk=1, nbest=False, progress=False, batch_size=None
+    ):
         """Title ids per source; with `nbest`, `(ids, score)` lists instead.
 
         The n-best list starts with the title `beam_search` returns, then
@@ -616,8 +684,10 @@ class Seq2SeqDecoder:
             ]
         else:
             states = self.over_batches(
-                sources, lambda batch, size: self.beam_batch(batch, topk, size),
-                progress, batch_size,
+                sources,
+                lambda batch, size: self.beam_batch(batch, topk, size),
+                progress,
+                batch_size,
             )
         if nbest:
             return [state.nbest() for state in states]
@@ -625,11 +695,20 @@ class Seq2SeqDecoder:
 
     def greedy_batch(self, sources, progress=False, batch_size=None):
         """Greedy titles: the bert4keras beam search with `topk=1`."""
-        return self.beam_search_batch(sources, 1, progress=progress,
-                                      batch_size=batch_size)
+        return self.beam_search_batch(
+            sources, 1, progress=progress, batch_size=batch_size
+        )
 
-    def sample_batch(self, sources, n=1, topk=None, topp=None, seed=None,
-                     progress=False, batch_size=None):
+    def sample_batch(
+        self,
+        sources,
+        n=1,
+        topk=None,
+        topp=None,
+        seed=None,
+        progress=False,
+        batch_size=None,
+    ):
         """n sampled titles per source, with bert4keras's top-k / top-p.
 
         The fast path draws from `np.random.default_rng(seed)`; the
@@ -640,29 +719,41 @@ class Seq2SeqDecoder:
             if seed is not None:
                 np.random.seed(seed)
             samples = [
-                self.recompute.random_sample([ids, [0] * len(ids)], n,
-                                             topk, topp)
+                self.recompute.random_sample(
+                    [ids, [0] * len(ids)], n, topk, topp
+                )
                 for ids in self.progress(sources, progress)
             ]
         else:
             rng = np.random.default_rng(seed)
             samples = self.over_batches(
                 sources,
-                lambda batch, size: self.sample_rows(batch, n, topk, topp,
-                                                     rng, size),
-                progress, batch_size,
+                lambda batch, size: self.sample_rows(
+                    batch, n, topk, topp, rng, size
+                ),
+                progress,
+                batch_size,
             )
         return [[[int(i) for i in ids] for ids in per] for per in samples]
 
-    def generate_batch(self, texts, tokenizer, topk=1, batch_size=None,
-                       max_source_len=None, progress=False):
+    def generate_batch(
+        self,
+        texts,
+        tokenizer,
+        topk=1,
+        batch_size=None,
+        max_source_len=None,
+        progress=False,
+    ):
         """Decoded titles for many texts (sources cut to fit positions)."""
         if max_source_len is None:
             max_source_len = self.max_positions - self.maxlen
-        sources = [tokenizer.encode(text, maxlen=max_source_len)[0]
-                   for text in texts]
-        titles = self.beam_search_batch(sources, topk, progress=progress,
-                                        batch_size=batch_size)
+        sources = [
+            tokenizer.encode(text, maxlen=max_source_len)[0] for text in texts
+        ]
+        titles = self.beam_search_batch(
+            sources, topk, progress=progress, batch_size=batch_size
+        )
         return [tokenizer.decode(ids) for ids in titles]
 
     # Batching ---------------------------------------------------------------
@@ -699,7 +790,7 @@ class Seq2SeqDecoder:
         starts = range(0, len(order), size)
         results = [None] * len(sources)
         for start in self.progress(starts, progress, unit="batch"):
-            chosen = order[start:start + size]
+            chosen = order[start : start + size]
             batch = [sources[i] for i in chosen]
             for i, result in zip(chosen, decode(batch, size)):
                 results[i] = result
@@ -714,7 +805,7 @@ class Seq2SeqDecoder:
         length = min(length, self.max_positions)
         token_ids = np.zeros((len(batch), length), dtype="int32")
         for row, ids in enumerate(batch):
-            token_ids[row, :len(ids)] = ids
+            token_ids[row, : len(ids)] = ids
         return token_ids, lengths
 
     def function(self, name, k):
@@ -733,8 +824,14 @@ class Seq2SeqDecoder:
 
     def empty_cache(self, rows):
         attention = self.cached.attention(0)
-        shape = (rows, self.cached.layers, 2, attention.heads, self.maxlen,
-                 attention.head_size)
+        shape = (
+            rows,
+            self.cached.layers,
+            2,
+            attention.heads,
+            self.maxlen,
+            attention.head_size,
+        )
         return ops.zeros(shape, dtype=attention.compute_dtype)
 
     # Fast beam search -------------------------------------------------------
@@ -747,15 +844,24 @@ class Seq2SeqDecoder:
         a row, so the best `topk` after them are among those.
         """
         token_ids, lengths = self.pack(batch, size)
-        k = min(topk + self.maxlen * self.repetition.active,
-                self.network.config.vocab_size)
+        k = min(
+            topk + self.maxlen * self.repetition.active,
+            self.network.config.vocab_size,
+        )
         source_cache, key_bias, (logp, ids) = self.function("encode", k)(
             token_ids, lengths
         )
         logp, ids = self.as_beams(logp, ids, 1, k)
-        states = [BeamState(np.empty((1, 0), dtype=int), topk, self.end_id,
-                            self.minlen, repetition=self.repetition)
-                  for _ in batch]
+        states = [
+            BeamState(
+                np.empty((1, 0), dtype=int),
+                topk,
+                self.end_id,
+                self.minlen,
+                repetition=self.repetition,
+            )
+            for _ in batch
+        ]
         cache = self.empty_cache(len(token_ids) * topk)
         positions = np.repeat(lengths, topk)
         step = self.function("step", k)
@@ -763,8 +869,15 @@ class Seq2SeqDecoder:
             rows, tokens = self.advance(states, logp, ids, topk)
             if rows is None or index == self.maxlen - 1:
                 break
-            cache, (logp, ids) = step(source_cache, key_bias, cache, rows,
-                                      tokens, positions, np.int32(index))
+            cache, (logp, ids) = step(
+                source_cache,
+                key_bias,
+                cache,
+                rows,
+                tokens,
+                positions,
+                np.int32(index),
+            )
             logp, ids = self.as_beams(logp, ids, topk, k)
         for state in states:
             if not state.done:
@@ -797,8 +910,8 @@ class Seq2SeqDecoder:
                 continue
             live = True
             start = source * topk
-            rows[start:start + len(state)] = start + state.parents
-            tokens[start:start + len(state)] = state.output_ids[:, -1]
+            rows[start : start + len(state)] = start + state.parents
+            tokens[start : start + len(state)] = state.output_ids[:, -1]
         return (rows, tokens) if live else (None, None)
 
     # Fast sampling ----------------------------------------------------------
@@ -833,9 +946,15 @@ class Seq2SeqDecoder:
             if not alive.any() or index == self.maxlen - 1:
                 break
             tokens[:real] = picked[:, 0]
-            cache, probas = step(source_cache, key_bias, cache,
-                                 np.arange(rows, dtype="int32"), tokens,
-                                 positions, np.int32(index))
+            cache, probas = step(
+                source_cache,
+                key_bias,
+                cache,
+                np.arange(rows, dtype="int32"),
+                tokens,
+                positions,
+                np.int32(index),
+            )
             probas = ops.convert_to_numpy(probas)[:real]
         for row in np.flatnonzero(alive):
             results[row // n].append(output_ids[row])

@@ -123,8 +123,9 @@ class PositionEmbedding(keras.layers.Layer):
     one token at a time at its true position.
     """
 
-    def __init__(self, input_dim, output_dim, initializer="glorot_uniform",
-                 **kwargs):
+    def __init__(
+        self, input_dim, output_dim, initializer="glorot_uniform", **kwargs
+    ):
         super().__init__(**kwargs)
         self.input_dim = input_dim
         self.output_dim = output_dim
@@ -161,8 +162,14 @@ class MultiHeadAttention(keras.layers.Layer):
     applies the output projection.
     """
 
-    def __init__(self, heads, head_size, dropout_rate=0.0,
-                 kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        heads,
+        head_size,
+        dropout_rate=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         # Keras casts every float argument of `__call__` to the compute
         # dtype, the float32 bias too (-1e9 -> -inf in float16, and a
@@ -178,7 +185,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.k_dense = self._dense(width, "key")
         self.v_dense = self._dense(width, "value")
         self.o_dense = self._dense(width, "output")
-        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.dropout = keras.layers.Dropout(
+            dropout_rate, dtype=self.dtype_policy
+        )
 
     def _dense(self, units, name):
         return keras.layers.Dense(
@@ -208,8 +217,9 @@ class MultiHeadAttention(keras.layers.Layer):
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
         scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
         probs = ops.softmax(scores + bias, axis=-1)
-        probs = self.dropout(ops.cast(probs, self.compute_dtype),
-                             training=training)
+        probs = self.dropout(
+            ops.cast(probs, self.compute_dtype), training=training
+        )
         mixed = ops.einsum("bhqk,bkhd->bqhd", probs, v)
         batch, length = ops.shape(mixed)[0], ops.shape(mixed)[1]
         mixed = ops.reshape(mixed, (batch, length, self.heads * self.head_size))
@@ -234,8 +244,13 @@ class MultiHeadAttention(keras.layers.Layer):
 class FeedForward(keras.layers.Layer):
     """The position-wise two-layer network of a Transformer block."""
 
-    def __init__(self, units, activation="gelu",
-                 kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        units,
+        activation="gelu",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.units = units
         self.activation = activation

@@ -134,8 +134,14 @@ def gather_labelled(hidden, labels, count):
     return ops.take_along_axis(hidden, positions[..., None], axis=1), picked
 
 
-def learning_rate(step, peak: float, warmup_steps: int, total_steps: int,
-                  decay: str = "linear", floor: float = 0.0):
+def learning_rate(
+    step,
+    peak: float,
+    warmup_steps: int,
+    total_steps: int,
+    decay: str = "linear",
+    floor: float = 0.0,
+):
     """Linear warm-up to `peak`, then linear or cosine decay to `floor`.
 
     Warm-up reaches `peak` at `warmup_steps` (and is not 0 at step 0, so
@@ -164,17 +170,28 @@ def _check_decay(decay):
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """`learning_rate` as a Keras schedule (serialisable with its config)."""
 
-    def __init__(self, peak, warmup_steps, total_steps, decay="linear",
-                 floor=0.0):
+    def __init__(
+        self, peak, warmup_steps, total_steps, decay="linear", floor=0.0
+    ):
         _check_decay(decay)  # now, not at the first step
         self.peak, self.warmup_steps = peak, warmup_steps
         self.total_steps, self.decay, self.floor = total_steps, decay, floor
 
     def __call__(self, step):
-        return learning_rate(step, self.peak, self.warmup_steps,
-                             self.total_steps, self.decay, self.floor)
+        return learning_rate(
+            step,
+            self.peak,
+            self.warmup_steps,
+            self.total_steps,
+            self.decay,
+            self.floor,
+        )
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps, "decay": self.decay,
-                "floor": self.floor}
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "decay": self.decay,
+            "floor": self.floor,
+        }

@@ -72,12 +72,16 @@ def build_random_unilm(args, vocab_size, end_id):
 
     keras.utils.set_random_seed(args.seed)
     model = build_transformer_model(
-        None, application="unilm", vocab_size=vocab_size,
-        hidden_size=args.hidden, num_hidden_layers=args.layers,
+        None,
+        application="unilm",
+        vocab_size=vocab_size,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
         intermediate_size=args.intermediate or 4 * args.hidden,
         max_position_embeddings=args.max_positions,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     bias = np.zeros(vocab_size, dtype="float32")
     bias[end_id] = args.end_bias
@@ -96,44 +100,54 @@ def decode_rows(args, model, end_id, sources):
     from models.decoding import Seq2SeqDecoder
 
     common = dict(end_id=end_id, maxlen=args.maxlen)
-    fast = Seq2SeqDecoder(model, batch_size=args.batch_size,
-                          bucket=args.bucket, **common)
+    fast = Seq2SeqDecoder(
+        model, batch_size=args.batch_size, bucket=args.bucket, **common
+    )
     reference = Seq2SeqDecoder(model, reference=True, **common)
-    subset = sources[:args.reference_n or len(sources)]
+    subset = sources[: args.reference_n or len(sources)]
     reference.beam_search(subset[0], 1)  # one-off tracing, not timed
     rows = []
     for beam in args.beams:
+
         def fast_decode(batch):
-            return fast.beam_search_batch(batch, beam,
-                                          progress=args.progress)
+            return fast.beam_search_batch(batch, beam, progress=args.progress)
 
         _, cold = timed(fast_decode, sources)
         titles, warm = timed(fast_decode, sources)
         expected, slow = timed(
             lambda batch: reference.beam_search_batch(
-                batch, beam, progress=args.progress),
+                batch, beam, progress=args.progress
+            ),
             subset,
         )
-        rows.append({
-            "beam": beam, "ref_n": len(subset),
-            "ref": len(subset) / slow, "fast": len(sources) / warm,
-            "first": len(sources) / cold,
-            "same": titles[:len(subset)] == expected,
-            "lengths": [len(t) for t in titles],
-        })
+        rows.append(
+            {
+                "beam": beam,
+                "ref_n": len(subset),
+                "ref": len(subset) / slow,
+                "fast": len(sources) / warm,
+                "first": len(sources) / cold,
+                "same": titles[: len(subset)] == expected,
+                "lengths": [len(t) for t in titles],
+            }
+        )
         print_row(rows[-1], header=len(rows) == 1)
     return rows
 
 
 def print_row(row, header):
     if header:
-        print("| beam | ref n | ref titles/s | fast titles/s | speed-up "
-              "| fast 1st run titles/s (with compile) | identical |")
+        print(
+            "| beam | ref n | ref titles/s | fast titles/s | speed-up "
+            "| fast 1st run titles/s (with compile) | identical |"
+        )
         print("|---:|---:|---:|---:|---:|---:|:---:|")
-    print(f"| {row['beam']} | {row['ref_n']} | {row['ref']:.2f} "
-          f"| {row['fast']:.1f} | {row['fast'] / row['ref']:.0f}x "
-          f"| {row['first']:.1f} | {'yes' if row['same'] else 'NO'} |",
-          flush=True)
+    print(
+        f"| {row['beam']} | {row['ref_n']} | {row['ref']:.2f} "
+        f"| {row['fast']:.1f} | {row['fast'] / row['ref']:.0f}x "
+        f"| {row['first']:.1f} | {'yes' if row['same'] else 'NO'} |",
+        flush=True,
+    )
 
 
 def run_decode(args):
@@ -152,65 +166,105 @@ def run_decode(args):
     model = build_random_unilm(args, tokenizer.vocab_size, end_id)
     lengths = [len(ids) for ids in sources]
     print("command: python tasks/benchmark.py " + " ".join(sys.argv[1:]))
-    print(f"backend {keras.backend.backend()}; model {args.layers} layers x "
-          f"{args.hidden} hidden, {args.heads} heads, vocab "
-          f"{tokenizer.vocab_size}; {len(sources)} CSL abstracts from "
-          f"{args.data.name}, source tokens mean "
-          f"{statistics.mean(lengths):.0f} (max {max(lengths)}, cut at "
-          f"{source_maxlen}); title maxlen {args.maxlen}; fast batch "
-          f"{args.batch_size} sources, bucket {args.bucket}")
+    print(
+        f"backend {keras.backend.backend()}; model {args.layers} layers x "
+        f"{args.hidden} hidden, {args.heads} heads, vocab "
+        f"{tokenizer.vocab_size}; {len(sources)} CSL abstracts from "
+        f"{args.data.name}, source tokens mean "
+        f"{statistics.mean(lengths):.0f} (max {max(lengths)}, cut at "
+        f"{source_maxlen}); title maxlen {args.maxlen}; fast batch "
+        f"{args.batch_size} sources, bucket {args.bucket}"
+    )
     rows = decode_rows(args, model, end_id, sources)
     for row in rows:
         lengths = row["lengths"]
-        print(f"beam {row['beam']}: title tokens mean "
-              f"{statistics.mean(lengths):.1f}, min {min(lengths)}, "
-              f"max {max(lengths)}")
+        print(
+            f"beam {row['beam']}: title tokens mean "
+            f"{statistics.mean(lengths):.1f}, min {min(lengths)}, "
+            f"max {max(lengths)}"
+        )
     return rows
 
 
 def add_decode_parser(subparsers):
     parser = subparsers.add_parser(
-        "decode", help="cached batched decoding vs full recompute",
+        "decode",
+        help="cached batched decoding vs full recompute",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--n", type=int, default=200,
-                        help="CSL abstracts decoded by the fast path")
-    parser.add_argument("--reference-n", type=int, default=None,
-                        help="decode only the first N with the reference "
-                             "(slow); identity is checked on those")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=200,
+        help="CSL abstracts decoded by the fast path",
+    )
+    parser.add_argument(
+        "--reference-n",
+        type=int,
+        default=None,
+        help="decode only the first N with the reference "
+        "(slow); identity is checked on those",
+    )
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--maxlen", type=int, default=32,
-                        help="title tokens at most")
-    parser.add_argument("--source-maxlen", type=int, default=None,
-                        help="source tokens at most (default: "
-                             "max-positions - maxlen)")
+    parser.add_argument(
+        "--maxlen", type=int, default=32, help="title tokens at most"
+    )
+    parser.add_argument(
+        "--source-maxlen",
+        type=int,
+        default=None,
+        help="source tokens at most (default: max-positions - maxlen)",
+    )
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate", type=int, default=None,
-                        help="feed-forward width (default 4 x hidden)")
-    parser.add_argument("--max-positions", type=int, default=256,
-                        help="max_position_embeddings; bert4keras's CSL "
-                             "script uses sources + titles of 256")
-    parser.add_argument("--end-bias", type=float, default=0.1,
-                        help="MLM bias of [SEP], so titles end at varied "
-                             "lengths (0: almost all run to maxlen)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="sources per fast batch")
-    parser.add_argument("--bucket", type=int, default=32,
-                        help="source lengths padded to a multiple of this")
+    parser.add_argument(
+        "--intermediate",
+        type=int,
+        default=None,
+        help="feed-forward width (default 4 x hidden)",
+    )
+    parser.add_argument(
+        "--max-positions",
+        type=int,
+        default=256,
+        help="max_position_embeddings; bert4keras's CSL "
+        "script uses sources + titles of 256",
+    )
+    parser.add_argument(
+        "--end-bias",
+        type=float,
+        default=0.1,
+        help="MLM bias of [SEP], so titles end at varied "
+        "lengths (0: almost all run to maxlen)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="sources per fast batch"
+    )
+    parser.add_argument(
+        "--bucket",
+        type=int,
+        default=32,
+        help="source lengths padded to a multiple of this",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=pathlib.Path, default=CSL_DEV)
     parser.add_argument("--vocab", type=pathlib.Path, default=VOCAB)
-    parser.add_argument("--progress", action="store_true",
-                        help="tqdm bars over batches / sources")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="tqdm bars over batches / sources",
+    )
     parser.set_defaults(run=run_decode)
 
 
 # --- train ------------------------------------------------------------------
 
-POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16",
-            "fp32": "float32"}
+POLICIES = {
+    "bf16": "mixed_bfloat16",
+    "fp16": "mixed_float16",
+    "fp32": "float32",
+}
 COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -239,8 +293,11 @@ def train_flops(layers, hidden, intermediate, vocab, maxlen, batch):
     same count, so their MFU shows what the extra work costs.
     """
     tokens = batch * maxlen
-    weights = (layers * (4 * hidden**2 + 2 * hidden * intermediate)
-               + hidden**2 + hidden * vocab)
+    weights = (
+        layers * (4 * hidden**2 + 2 * hidden * intermediate)
+        + hidden**2
+        + hidden * vocab
+    )
     attention = 12 * layers * hidden * maxlen**2 * batch
     return 6 * weights * tokens + attention
 
@@ -253,7 +310,7 @@ def random_batch(batch, maxlen, vocab, seed=0):
     rng = np.random.default_rng(seed)
     token_ids = rng.integers(1, vocab, (batch, maxlen)).astype("int32")
     segment_ids = np.zeros((batch, maxlen), "int32")
-    segment_ids[:, maxlen - max(1, maxlen // 4):] = 1
+    segment_ids[:, maxlen - max(1, maxlen // 4) :] = 1
     return token_ids, segment_ids
 
 
@@ -265,14 +322,17 @@ def keras_device():
         import jax
 
         device = jax.devices()[0]
-        return f"jax {device.platform}: {device.device_kind}", \
-            device.platform == "gpu"
+        return (
+            f"jax {device.platform}: {device.device_kind}",
+            device.platform == "gpu",
+        )
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         name = tf.config.experimental.get_device_details(gpus[0]).get(
-            "device_name", "GPU")
+            "device_name", "GPU"
+        )
         return f"tensorflow gpu: {name}", True
     return "tensorflow cpu", False
 
@@ -350,9 +410,13 @@ def time_ours(args, batch_size, strategy, token_ids, segment_ids):
     keras.utils.set_random_seed(0)
     keras_reset_peak()
     model = build_transformer_model(
-        None, application="unilm", dtype=POLICIES[args.precision],
-        vocab_size=args.vocab, hidden_size=args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        None,
+        application="unilm",
+        dtype=POLICIES[args.precision],
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
         intermediate_size=args.intermediate,
         max_position_embeddings=max(512, args.maxlen),
     )
@@ -370,11 +434,21 @@ def time_ours(args, batch_size, strategy, token_ids, segment_ids):
     # fit() on one fixed batch: the trainer reads (token_ids, segment_ids)
     # batches, which train_on_batch(x) would wrap as (x, None, None).
     if args.warmup:
-        trainer.fit(batches(), steps_per_epoch=args.warmup,
-                    epochs=1, verbose=0, shuffle=False)
+        trainer.fit(
+            batches(),
+            steps_per_epoch=args.warmup,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+        )
     started = time.perf_counter()
-    history = trainer.fit(batches(), steps_per_epoch=args.steps, epochs=1,
-                          verbose=0, shuffle=False)
+    history = trainer.fit(
+        batches(),
+        steps_per_epoch=args.steps,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+    )
     # fit() hands back python floats: the last step has finished.
     float(history.history["loss"][-1])
     elapsed = (time.perf_counter() - started) / args.steps
@@ -389,8 +463,8 @@ def unilm_additive_mask(token_ids, segment_ids, dtype):
 
     length = token_ids.shape[1]
     positions = torch.arange(length, device=token_ids.device)
-    causal = positions[None, :] <= positions[:, None]          # (L, L): j <= i
-    source = (segment_ids == 0)[:, None, None, :]              # key j source
+    causal = positions[None, :] <= positions[:, None]  # (L, L): j <= i
+    source = (segment_ids == 0)[:, None, None, :]  # key j source
     seen = (source | causal[None, None]) & (token_ids != 0)[:, None, None, :]
     mask = torch.zeros(seen.shape, dtype=dtype, device=token_ids.device)
     return mask.masked_fill(~seen, torch.finfo(dtype).min)
@@ -406,34 +480,45 @@ def time_peer(args, batch_size, token_ids, segment_ids):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=args.vocab, hidden_size=args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
         intermediate_size=args.intermediate,
-        max_position_embeddings=max(512, args.maxlen), type_vocab_size=2,
+        max_position_embeddings=max(512, args.maxlen),
+        type_vocab_size=2,
     )
     model = transformers.BertForMaskedLM(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-        args.precision)
+        args.precision
+    )
     scaler = torch.amp.GradScaler(
-        device, enabled=args.precision == "fp16" and device == "cuda")
-    tokens = torch.tensor(token_ids[:batch_size], dtype=torch.long,
-                          device=device)
-    segments = torch.tensor(segment_ids[:batch_size], dtype=torch.long,
-                            device=device)
+        device, enabled=args.precision == "fp16" and device == "cuda"
+    )
+    tokens = torch.tensor(
+        token_ids[:batch_size], dtype=torch.long, device=device
+    )
+    segments = torch.tensor(
+        segment_ids[:batch_size], dtype=torch.long, device=device
+    )
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=autocast_dtype,
-                            enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device, dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
             mask = unilm_additive_mask(tokens, segments, torch.float32)
-            logits = model(input_ids=tokens, token_type_ids=segments,
-                           attention_mask=mask).logits
+            logits = model(
+                input_ids=tokens, token_type_ids=segments, attention_mask=mask
+            ).logits
         logits = logits[:, :-1].float()
         weight = segments[:, 1:].float()
         nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
-            reduction="none").view_as(weight)
+            logits.reshape(-1, logits.shape[-1]),
+            tokens[:, 1:].reshape(-1),
+            reduction="none",
+        ).view_as(weight)
         loss = (nll * weight).sum() / weight.sum().clamp(min=1.0)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -455,7 +540,7 @@ def time_peer(args, batch_size, token_ids, segment_ids):
         torch.cuda.synchronize()
     elapsed = (time.perf_counter() - started) / args.steps
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-    del model, optimizer
+    model = optimizer = None  # frees GPU memory before empty_cache
     if device == "cuda":
         torch.cuda.empty_cache()
     return elapsed, peak, device
@@ -478,9 +563,11 @@ def train_table(rows):
     for row in rows:
         peer = row.get("peer")
         if peer:
-            peer_cells = (f"{peer['step'] * 1e3:.1f} | {peer['tps']:.0f} "
-                          f"| {gib(peer['peak'])} "
-                          f"| {row['tps'] / peer['tps']:.3g}")
+            peer_cells = (
+                f"{peer['step'] * 1e3:.1f} | {peer['tps']:.0f} "
+                f"| {gib(peer['peak'])} "
+                f"| {row['tps'] / peer['tps']:.3g}"
+            )
         else:
             peer_cells = "— | — | — | —"
         lines.append(
@@ -516,44 +603,75 @@ def run_train(args):
     strategies = args.strategies or list(strategies_lib.STRATEGIES)
     for name in strategies:
         if name not in strategies_lib.STRATEGIES:
-            raise SystemExit(f"unknown strategy {name!r}; expected one of "
-                             f"{sorted(strategies_lib.STRATEGIES)}")
-    token_ids, segment_ids = random_batch(max(args.batch_sizes), args.maxlen,
-                                          args.vocab)
+            raise SystemExit(
+                f"unknown strategy {name!r}; expected one of "
+                f"{sorted(strategies_lib.STRATEGIES)}"
+            )
+    token_ids, segment_ids = random_batch(
+        max(args.batch_sizes), args.maxlen, args.vocab
+    )
     peak = peak_matmul_flops(args.precision, gpu)
     print("command: python tasks/benchmark.py " + " ".join(sys.argv[1:]))
-    print(f"backend {keras.backend.backend()} on {device}; precision "
-          f"{args.precision}; measured {args.precision} matmul peak "
-          f"{peak / 1e12:.2f} TFLOP/s; model {args.layers} layers x "
-          f"{args.hidden} hidden, {args.heads} heads, intermediate "
-          f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
-          f"(target = last {max(1, args.maxlen // 4)} tokens); "
-          f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
+    print(
+        f"backend {keras.backend.backend()} on {device}; precision "
+        f"{args.precision}; measured {args.precision} matmul peak "
+        f"{peak / 1e12:.2f} TFLOP/s; model {args.layers} layers x "
+        f"{args.hidden} hidden, {args.heads} heads, intermediate "
+        f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
+        f"(target = last {max(1, args.maxlen // 4)} tokens); "
+        f"{args.warmup} warm-up + {args.steps} timed steps",
+        flush=True,
+    )
     rows = []
     peer_device = None
     for batch_size in args.batch_sizes:
         tokens = batch_size * args.maxlen
-        flops = train_flops(args.layers, args.hidden, args.intermediate,
-                            args.vocab, args.maxlen, batch_size)
+        flops = train_flops(
+            args.layers,
+            args.hidden,
+            args.intermediate,
+            args.vocab,
+            args.maxlen,
+            batch_size,
+        )
         peer = None
         if not args.no_peer:
             step, peer_peak, peer_device = time_peer(
-                args, batch_size, token_ids, segment_ids)
-            peer = {"step": step, "tps": tokens / step, "peak": peer_peak,
-                    "device": peer_device}
-            print(f"peer (torch {peer_device}) batch {batch_size}: "
-                  f"{step * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
+                args, batch_size, token_ids, segment_ids
+            )
+            peer = {
+                "step": step,
+                "tps": tokens / step,
+                "peak": peer_peak,
+                "device": peer_device,
+            }
+            print(
+                f"peer (torch {peer_device}) batch {batch_size}: "
+                f"{step * 1e3:.1f} ms/step",
+                file=sys.stderr,
+                flush=True,
+            )
         for strategy in strategies:
-            step, ours_peak = time_ours(args, batch_size, strategy,
-                                        token_ids, segment_ids)
-            rows.append({
-                "batch": batch_size, "strategy": strategy, "step": step,
-                "tps": tokens / step, "mfu": flops / step / peak,
-                "peak": ours_peak, "flops": flops,
-                "peer": peer if strategy == "baseline" else None,
-            })
-            print(f"ours batch {batch_size} {strategy}: "
-                  f"{step * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
+            step, ours_peak = time_ours(
+                args, batch_size, strategy, token_ids, segment_ids
+            )
+            rows.append(
+                {
+                    "batch": batch_size,
+                    "strategy": strategy,
+                    "step": step,
+                    "tps": tokens / step,
+                    "mfu": flops / step / peak,
+                    "peak": ours_peak,
+                    "flops": flops,
+                    "peer": peer if strategy == "baseline" else None,
+                }
+            )
+            print(
+                f"ours batch {batch_size} {strategy}: {step * 1e3:.1f} ms/step",
+                file=sys.stderr,
+                flush=True,
+            )
     lines = train_table(rows)
     notes = [
         "",
@@ -567,18 +685,22 @@ def run_train(args):
         "baseline rows only.",
     ]
     if keras.backend.backend() == "jax":
-        notes.append("JAX peak memory is the process peak up to that row "
-                     "(it cannot be reset).")
+        notes.append(
+            "JAX peak memory is the process peak up to that row "
+            "(it cannot be reset)."
+        )
     print("\n".join(lines + notes), flush=True)
     if args.out:
-        pathlib.Path(args.out).write_text("\n".join(lines + notes) + "\n",
-                                          encoding="utf-8")
+        pathlib.Path(args.out).write_text(
+            "\n".join(lines + notes) + "\n", encoding="utf-8"
+        )
     return rows
 
 
 def add_train_parser(subparsers):
     parser = subparsers.add_parser(
-        "train", help="training-step speed, MFU and memory vs HF/PyTorch",
+        "train",
+        help="training-step speed, MFU and memory vs HF/PyTorch",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--layers", type=int, default=12)
@@ -587,21 +709,36 @@ def add_train_parser(subparsers):
     parser.add_argument("--intermediate", type=int, default=3072)
     parser.add_argument("--vocab", type=int, default=21128)
     parser.add_argument("--maxlen", type=int, default=256)
-    parser.add_argument("--batch-sizes", type=int, nargs="+",
-                        default=[16, 64])
-    parser.add_argument("--strategies", nargs="+", default=None,
-                        help="default: every registered strategy")
-    parser.add_argument("--steps", type=int, default=20,
-                        help="timed steps per row")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="untimed steps first (compiling)")
-    parser.add_argument("--precision", choices=sorted(POLICIES),
-                        default=None,
-                        help="default: bf16 with a GPU, else fp32")
-    parser.add_argument("--no-peer", action="store_true",
-                        help="skip the PyTorch/transformers peer")
-    parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="also write the table here")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        help="default: every registered strategy",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed steps per row"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps first (compiling)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=sorted(POLICIES),
+        default=None,
+        help="default: bf16 with a GPU, else fp32",
+    )
+    parser.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="skip the PyTorch/transformers peer",
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="also write the table here",
+    )
     parser.set_defaults(run=run_train)
 
 

@@ -37,8 +37,15 @@ LENGTH_MULTIPLE = 32
 PUBLISHED = {"epochs": 20, "lr": 1e-5}
 # The built-in default: a tiny model that learns the synthetic task on a CPU
 # in about a minute.
-TINY = {"epochs": 8, "lr": 1e-3, "layers": 2, "hidden": 64, "heads": 4,
-        "intermediate": 128, "pairs": 1200}
+TINY = {
+    "epochs": 8,
+    "lr": 1e-3,
+    "layers": 2,
+    "hidden": 64,
+    "heads": 4,
+    "intermediate": 128,
+    "pairs": 1200,
+}
 
 
 def build_parser(description, defaults):
@@ -50,67 +57,128 @@ def build_parser(description, defaults):
     from models.strategies import STRATEGIES
 
     add = parser.add_argument
-    add("--strategy", default="baseline", choices=sorted(STRATEGIES),
-        help="training strategy against exposure bias")
-    add("--strategy-option", action="append", default=[], metavar="K=V",
-        help="strategy option, e.g. token_rate=0.3 or epsilon=1 (repeat)")
+    add(
+        "--strategy",
+        default="baseline",
+        choices=sorted(STRATEGIES),
+        help="training strategy against exposure bias",
+    )
+    add(
+        "--strategy-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="strategy option, e.g. token_rate=0.3 or epsilon=1 (repeat)",
+    )
     group = parser.add_argument_group("model (none given: tiny random BERT)")
-    group.add_argument("--model-dir", help="directory with config, vocab.txt "
-                       "and a checkpoint (Google, Hugging Face or ours)")
+    group.add_argument(
+        "--model-dir",
+        help="directory with config, vocab.txt "
+        "and a checkpoint (Google, Hugging Face or ours)",
+    )
     group.add_argument("--config", help="bert_config.json / config.json")
     group.add_argument("--checkpoint", help="checkpoint file or prefix")
     group.add_argument("--vocab", help="vocab.txt")
-    group.add_argument("--no-simplify", action="store_true",
-                       help="keep the whole vocabulary (no keep_tokens)")
+    group.add_argument(
+        "--no-simplify",
+        action="store_true",
+        help="keep the whole vocabulary (no keep_tokens)",
+    )
     for name in ("layers", "hidden", "heads", "intermediate"):
-        group.add_argument(f"--{name}", type=int, default=TINY[name],
-                           help=f"{name} of a randomly initialised model "
-                           "(used only without --config/--model-dir)")
+        group.add_argument(
+            f"--{name}",
+            type=int,
+            default=TINY[name],
+            help=f"{name} of a randomly initialised model "
+            "(used only without --config/--model-dir)",
+        )
     group = parser.add_argument_group("data (none given: synthetic pairs)")
     group.add_argument("--train", help="training pairs file")
     group.add_argument("--valid", help="validation pairs file")
     group.add_argument("--test", help="test pairs file")
-    group.add_argument("--data", help="one pairs file to split into "
-                       "train/valid/test by --seed")
+    group.add_argument(
+        "--data", help="one pairs file to split into train/valid/test by --seed"
+    )
     group.add_argument("--valid-fraction", type=float, default=0.1)
     group.add_argument("--test-fraction", type=float, default=0.1)
-    group.add_argument("--limit", type=int,
-                       help="use only the first N pairs of each file")
-    group.add_argument("--format", default="auto",
-                       choices=["auto", "clge", "csl"],
-                       help="clge: title<TAB>content; csl: "
-                       "prefix<TAB>abstract<TAB>title")
-    group.add_argument("--skip-bad-lines", action="store_true",
-                       help="skip and count malformed lines instead of "
-                       "stopping at the first")
+    group.add_argument(
+        "--limit", type=int, help="use only the first N pairs of each file"
+    )
+    group.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "clge", "csl"],
+        help="clge: title<TAB>content; csl: prefix<TAB>abstract<TAB>title",
+    )
+    group.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip and count malformed lines instead of stopping at the first",
+    )
     group = parser.add_argument_group("training and evaluation")
-    group.add_argument("--maxlen", type=int, default=defaults["maxlen"],
-                       help="max tokens of source + title")
-    group.add_argument("--title-maxlen", type=int,
-                       default=defaults["title_maxlen"],
-                       help="max generated tokens")
+    group.add_argument(
+        "--maxlen",
+        type=int,
+        default=defaults["maxlen"],
+        help="max tokens of source + title",
+    )
+    group.add_argument(
+        "--title-maxlen",
+        type=int,
+        default=defaults["title_maxlen"],
+        help="max generated tokens",
+    )
     group.add_argument("--batch-size", type=int, default=16)
-    group.add_argument("--epochs", type=int, help=f"default "
-                       f"{PUBLISHED['epochs']} with a checkpoint, "
-                       f"{TINY['epochs']} for a random model")
-    group.add_argument("--lr", type=float, help=f"Adam learning rate, "
-                       f"default {PUBLISHED['lr']} with a checkpoint, "
-                       f"{TINY['lr']} for a random model")
-    group.add_argument("--beams", type=int, nargs="+", default=[1, 2, 3],
-                       help="beam sizes scored on the test set")
-    group.add_argument("--valid-limit", type=int,
-                       help="score at most N validation pairs per epoch")
-    group.add_argument("--eval-batch-size", type=int, default=64,
-                       help="sources decoded together")
-    group.add_argument("--data-parallel", action="store_true",
-                       help="train on all local devices (JAX: "
-                       "keras.distribution.DataParallel; TensorFlow: "
-                       "MirroredStrategy); --batch-size is the global batch")
+    group.add_argument(
+        "--epochs",
+        type=int,
+        help=f"default "
+        f"{PUBLISHED['epochs']} with a checkpoint, "
+        f"{TINY['epochs']} for a random model",
+    )
+    group.add_argument(
+        "--lr",
+        type=float,
+        help=f"Adam learning rate, "
+        f"default {PUBLISHED['lr']} with a checkpoint, "
+        f"{TINY['lr']} for a random model",
+    )
+    group.add_argument(
+        "--beams",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        help="beam sizes scored on the test set",
+    )
+    group.add_argument(
+        "--valid-limit",
+        type=int,
+        help="score at most N validation pairs per epoch",
+    )
+    group.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=64,
+        help="sources decoded together",
+    )
+    group.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="train on all local devices (JAX: "
+        "keras.distribution.DataParallel; TensorFlow: "
+        "MirroredStrategy); --batch-size is the global batch",
+    )
     group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--out", help="run directory (default "
-                       "runs/<task>-<strategy>-seed<seed>)")
-    group.add_argument("--no-progress", dest="progress",
-                       action="store_false", help="no progress bars")
+    group.add_argument(
+        "--out",
+        help="run directory (default runs/<task>-<strategy>-seed<seed>)",
+    )
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars",
+    )
     return parser
 
 
@@ -120,8 +188,9 @@ def parse_strategy_options(items):
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --strategy-option {item!r}: "
-                             "expected KEY=VALUE")
+            raise SystemExit(
+                f"error: --strategy-option {item!r}: expected KEY=VALUE"
+            )
         options[key] = _parse_value(value)
     return options
 
@@ -148,8 +217,7 @@ def resolve_model_files(args):
     if args.model_dir:
         directory = pathlib.Path(args.model_dir)
         if not directory.is_dir():
-            raise SystemExit(f"error: --model-dir {directory}: not a "
-                             "directory")
+            raise SystemExit(f"error: --model-dir {directory}: not a directory")
         from models.bert import find_config_file
 
         files.config = files.config or str(find_config_file(directory))
@@ -157,8 +225,9 @@ def resolve_model_files(args):
         # load_checkpoint finds the weights file of a directory itself.
         files.checkpoint = files.checkpoint or str(directory)
     if files.checkpoint and not files.config:
-        raise SystemExit("error: --checkpoint needs --config (or use "
-                         "--model-dir)")
+        raise SystemExit(
+            "error: --checkpoint needs --config (or use --model-dir)"
+        )
     return files
 
 
@@ -170,21 +239,32 @@ def load_splits(args, out):
     """(train, valid, test) pairs and a description of their files."""
     if args.data:
         pairs = _read(args.data, args)
-        splits = split_pairs(pairs, args.valid_fraction, args.test_fraction,
-                             args.seed)
+        splits = split_pairs(
+            pairs, args.valid_fraction, args.test_fraction, args.seed
+        )
         info = _file_info(args.data, len(pairs))
-        return splits, {"train": info, "valid": info, "test": info,
-                        "split": {"seed": args.seed,
-                                  "valid_fraction": args.valid_fraction,
-                                  "test_fraction": args.test_fraction}}
+        return splits, {
+            "train": info,
+            "valid": info,
+            "test": info,
+            "split": {
+                "seed": args.seed,
+                "valid_fraction": args.valid_fraction,
+                "test_fraction": args.test_fraction,
+            },
+        }
     if args.train:
         if not (args.valid and args.test):
-            raise SystemExit("error: --train needs --valid and --test "
-                             "(or give one file with --data)")
+            raise SystemExit(
+                "error: --train needs --valid and --test "
+                "(or give one file with --data)"
+            )
         names = ("train", "valid", "test")
         splits = [_read(getattr(args, name), args) for name in names]
-        return splits, {name: _file_info(getattr(args, name), len(pairs))
-                        for name, pairs in zip(names, splits)}
+        return splits, {
+            name: _file_info(getattr(args, name), len(pairs))
+            for name, pairs in zip(names, splits)
+        }
     pairs = synthetic.make_pairs(TINY["pairs"], seed=1234)
     splits = split_pairs(pairs, 0.1, 0.1, seed=0)
     info = {"path": "synthetic (data/synthetic.py)", "pairs": len(pairs)}
@@ -197,8 +277,11 @@ def _read(path, args):
     else:
         report = read_pairs_with_report(path, fmt=args.format)
         if report.skipped:
-            print(f"{path}: skipped {len(report.skipped)} malformed lines, "
-                  f"first: {report.skipped[0]}", file=sys.stderr)
+            print(
+                f"{path}: skipped {len(report.skipped)} malformed lines, "
+                f"first: {report.skipped[0]}",
+                file=sys.stderr,
+            )
         pairs = report.pairs
     return pairs[: args.limit] if args.limit else pairs
 
@@ -212,13 +295,15 @@ def load_tokenizer(args, files, out):
     vocab = files.vocab
     if vocab is None:
         if not is_tiny_default(args, files):
-            raise SystemExit("error: a vocabulary is needed: give --vocab "
-                             "or --model-dir")
+            raise SystemExit(
+                "error: a vocabulary is needed: give --vocab or --model-dir"
+            )
         vocab = synthetic.write_vocab(out / "vocab.txt")
     if args.no_simplify:
         return Tokenizer(load_vocab(vocab), do_lower_case=True), None
     token_dict, keep_tokens = load_vocab(
-        vocab, simplified=True,
+        vocab,
+        simplified=True,
         startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
     )
     return Tokenizer(token_dict, do_lower_case=True), keep_tokens
@@ -228,23 +313,32 @@ def build_model(args, files, keep_tokens, vocab_size):
     from models import build_transformer_model
 
     if files.config:
-        return build_transformer_model(files.config, files.checkpoint,
-                                       application="unilm",
-                                       keep_tokens=keep_tokens)
+        return build_transformer_model(
+            files.config,
+            files.checkpoint,
+            application="unilm",
+            keep_tokens=keep_tokens,
+        )
     heads = args.heads
     return build_transformer_model(
-        None, application="unilm", vocab_size=vocab_size,
-        hidden_size=args.hidden, num_hidden_layers=args.layers,
-        num_attention_heads=heads, intermediate_size=args.intermediate,
+        None,
+        application="unilm",
+        vocab_size=vocab_size,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=heads,
+        intermediate_size=args.intermediate,
         max_position_embeddings=max(512, args.maxlen),
     )
 
 
 def describe_model(files, model):
     config = model.bert_config
-    shape = (f"{config.num_hidden_layers} layers, {config.hidden_size} "
-             f"hidden, {config.num_attention_heads} heads, vocab "
-             f"{config.vocab_size}")
+    shape = (
+        f"{config.num_hidden_layers} layers, {config.hidden_size} "
+        f"hidden, {config.num_attention_heads} heads, vocab "
+        f"{config.vocab_size}"
+    )
     if files.checkpoint:
         return f"{files.checkpoint} ({shape})"
     return f"random init ({shape})"
@@ -255,14 +349,16 @@ def decode_titles(decoder, tokenizer, contents, beam, args, label):
     from tqdm import tqdm
 
     source_maxlen = args.maxlen - args.title_maxlen
-    sources = [tokenizer.encode(text, maxlen=source_maxlen)[0]
-               for text in contents]
+    sources = [
+        tokenizer.encode(text, maxlen=source_maxlen)[0] for text in contents
+    ]
     titles = []
     step = args.eval_batch_size
     chunks = range(0, len(sources), step)
-    for start in tqdm(chunks, desc=label, unit="batch",
-                      disable=not args.progress, leave=False):
-        ids = decoder.beam_search_batch(sources[start:start + step], beam)
+    for start in tqdm(
+        chunks, desc=label, unit="batch", disable=not args.progress, leave=False
+    ):
+        ids = decoder.beam_search_batch(sources[start : start + step], beam)
         titles += [tokenizer.decode(output) for output in ids]
     return titles
 
@@ -270,21 +366,26 @@ def decode_titles(decoder, tokenizer, contents, beam, args, label):
 def evaluate(decoder, tokenizer, pairs, beam, args, label):
     """Decode and score; returns (metrics, predictions)."""
     started = time.perf_counter()
-    titles = decode_titles(decoder, tokenizer, [c for _, c in pairs], beam,
-                           args, label)
+    titles = decode_titles(
+        decoder, tokenizer, [c for _, c in pairs], beam, args, label
+    )
     decoded = time.perf_counter()
     metrics = score_titles(titles, [t for t, _ in pairs])
-    metrics.update(seconds=round(time.perf_counter() - started, 3),
-                   decode_seconds=round(decoded - started, 3),
-                   titles=len(pairs))
+    metrics.update(
+        seconds=round(time.perf_counter() - started, 3),
+        decode_seconds=round(decoded - started, 3),
+        titles=len(pairs),
+    )
     warn_if_collapsed(titles)
     return metrics, titles
 
 
 def write_predictions(path, pairs, titles):
     lines = ["source\treference\tprediction"]
-    lines += [f"{_one_line(c)}\t{_one_line(t)}\t{_one_line(p)}"
-              for (t, c), p in zip(pairs, titles)]
+    lines += [
+        f"{_one_line(c)}\t{_one_line(t)}\t{_one_line(p)}"
+        for (t, c), p in zip(pairs, titles)
+    ]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -299,8 +400,9 @@ def run(args, task):
     from models.distribution import data_parallel
     from models.distribution import global_batch_check
 
-    out = RunDirectory(args.out or f"runs/{task}-{args.strategy}-"
-                       f"seed{args.seed}")
+    out = RunDirectory(
+        args.out or f"runs/{task}-{args.strategy}-seed{args.seed}"
+    )
     files = resolve_model_files(args)
     tiny = is_tiny_default(args, files)
     # The published hyper-parameters fine-tune a pretrained checkpoint; a
@@ -309,9 +411,11 @@ def run(args, task):
     args.epochs = args.epochs or defaults["epochs"]
     args.lr = args.lr or defaults["lr"]
     if tiny:
-        print("No model or data given: running the built-in tiny default "
-              "(a small random BERT on synthetic pairs; see --help for "
-              "real checkpoints and data).")
+        print(
+            "No model or data given: running the built-in tiny default "
+            "(a small random BERT on synthetic pairs; see --help for "
+            "real checkpoints and data)."
+        )
     settings = {k: v for k, v in vars(args).items()}
     settings["task"] = task
     out.check_settings(settings)
@@ -322,8 +426,17 @@ def run(args, task):
         keras.utils.set_random_seed(args.seed)
         model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
         trainer = build_trainer(model, args)
-        summary = train_and_test(args, task, out, files, model, trainer,
-                                 tokenizer, (train, valid, test), data_info)
+        summary = train_and_test(
+            args,
+            task,
+            out,
+            files,
+            model,
+            trainer,
+            tokenizer,
+            (train, valid, test),
+            data_info,
+        )
     print_results(summary, out)
     return summary
 
@@ -334,26 +447,35 @@ def build_trainer(model, args):
     from models.strategies import get as get_strategy
     from models.trainer import Seq2SeqTrainer
 
-    strategy = get_strategy(args.strategy,
-                            **parse_strategy_options(args.strategy_option))
+    strategy = get_strategy(
+        args.strategy, **parse_strategy_options(args.strategy_option)
+    )
     trainer = Seq2SeqTrainer(model, strategy, seed=args.seed)
     trainer.compile(optimizer=keras.optimizers.Adam(args.lr))
     return trainer
 
 
-def train_and_test(args, task, out, files, model, trainer, tokenizer, splits,
-                   data_info):
+def train_and_test(
+    args, task, out, files, model, trainer, tokenizer, splits, data_info
+):
     """Train epoch by epoch (resuming), then score the best weights."""
     from models.decoding import Seq2SeqDecoder
     from models.distribution import DivisibleBatches
 
     train, valid, test = splits
-    decoder = Seq2SeqDecoder(model, end_id=tokenizer._token_end_id,
-                             maxlen=args.title_maxlen)
-    batches = Seq2SeqBatches(train, tokenizer, maxlen=args.maxlen,
-                             batch_size=args.batch_size, shuffle=True,
-                             seed=args.seed, bucket=True,
-                             length_multiple=LENGTH_MULTIPLE)
+    decoder = Seq2SeqDecoder(
+        model, end_id=tokenizer._token_end_id, maxlen=args.title_maxlen
+    )
+    batches = Seq2SeqBatches(
+        train,
+        tokenizer,
+        maxlen=args.maxlen,
+        batch_size=args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+        bucket=True,
+        length_multiple=LENGTH_MULTIPLE,
+    )
     if args.data_parallel:
         batches = DivisibleBatches(batches)
     state = out.load_state()
@@ -361,19 +483,25 @@ def train_and_test(args, task, out, files, model, trainer, tokenizer, splits,
     valid = valid[: args.valid_limit] if args.valid_limit else valid
     for epoch in range(state["epochs_done"], args.epochs):
         figures = train_one_epoch(trainer, batches, epoch, args)
-        metrics, _ = evaluate(decoder, tokenizer, valid, 1, args,
-                              f"valid epoch {epoch + 1}")
+        metrics, _ = evaluate(
+            decoder, tokenizer, valid, 1, args, f"valid epoch {epoch + 1}"
+        )
         record_epoch(trainer, model, out, state, metrics, figures)
     if state["best"]:
         model.load_weights(str(out / "best.weights.h5"))
     results = score_test(decoder, tokenizer, test, args, out)
     summary = {
-        "task": task, "strategy": args.strategy,
+        "task": task,
+        "strategy": args.strategy,
         "strategy_options": parse_strategy_options(args.strategy_option),
-        "seed": args.seed, "model": describe_model(files, model),
-        "data": data_info, "commit": git_commit(), "scoring": SCORING,
+        "seed": args.seed,
+        "model": describe_model(files, model),
+        "data": data_info,
+        "commit": git_commit(),
+        "scoring": SCORING,
         "best_epoch": state["best"]["epoch"] if state["best"] else None,
-        "history": state["history"], "test": results,
+        "history": state["history"],
+        "test": results,
     }
     atomic_write_json(out / "results.json", summary)
     return summary
@@ -394,8 +522,12 @@ def train_one_epoch(trainer, batches, epoch, args):
 
     batches.set_epoch(epoch)
     verbose = 1 if args.progress else 2
-    history = trainer.fit(as_fit_input(batches), epochs=epoch + 1,
-                          initial_epoch=epoch, verbose=verbose)
+    history = trainer.fit(
+        as_fit_input(batches),
+        epochs=epoch + 1,
+        initial_epoch=epoch,
+        verbose=verbose,
+    )
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
@@ -403,9 +535,13 @@ def record_epoch(trainer, model, out, state, metrics, figures):
     """Append the epoch's scores, keep the best weights, then checkpoint."""
     epoch = state["epochs_done"] + 1
     entry = {"epoch": epoch, "train": figures, **metrics}
-    print(f"epoch {epoch}: valid " + ", ".join(
-        f"{k} {metrics[k]:.4f}" for k in ("rouge-1", "rouge-2", "rouge-l",
-                                          "bleu")))
+    print(
+        f"epoch {epoch}: valid "
+        + ", ".join(
+            f"{k} {metrics[k]:.4f}"
+            for k in ("rouge-1", "rouge-2", "rouge-l", "bleu")
+        )
+    )
     state["history"].append(entry)
     if state["best"] is None or metrics["bleu"] > state["best"]["bleu"]:
         from tasks.rundir import atomic_save_weights
@@ -419,20 +555,25 @@ def record_epoch(trainer, model, out, state, metrics, figures):
 def score_test(decoder, tokenizer, test, args, out):
     results = {}
     for beam in args.beams:
-        metrics, titles = evaluate(decoder, tokenizer, test, beam, args,
-                                   f"test beam {beam}")
+        metrics, titles = evaluate(
+            decoder, tokenizer, test, beam, args, f"test beam {beam}"
+        )
         write_predictions(out / f"predictions-beam{beam}.tsv", test, titles)
         results[str(beam)] = metrics
     return results
 
 
 def print_results(summary, out):
-    print(f"\nTest results ({summary['strategy']}, best epoch "
-          f"{summary['best_epoch']}), written to {out.path}/results.json:")
+    print(
+        f"\nTest results ({summary['strategy']}, best epoch "
+        f"{summary['best_epoch']}), written to {out.path}/results.json:"
+    )
     print("beam  rouge-1  rouge-2  rouge-l  bleu    seconds")
     for beam, m in summary["test"].items():
-        print(f"{beam:>4}  {m['rouge-1']:.4f}   {m['rouge-2']:.4f}   "
-              f"{m['rouge-l']:.4f}   {m['bleu']:.4f}  {m['seconds']:.1f}")
+        print(
+            f"{beam:>4}  {m['rouge-1']:.4f}   {m['rouge-2']:.4f}   "
+            f"{m['rouge-l']:.4f}   {m['bleu']:.4f}  {m['seconds']:.1f}"
+        )
 
 
 def main(argv, task, description, defaults):
@@ -445,8 +586,10 @@ def main(argv, task, description, defaults):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("\nInterrupted: run the same command again to resume after "
-              "the last finished epoch.", file=sys.stderr)
+        print(
+            "\nInterrupted: run the same command again to resume after "
+            "the last finished epoch.",
+            file=sys.stderr,
+        )
         sys.exit(130)
     return 0
-

@@ -34,14 +34,14 @@ import numpy as np  # noqa: E402
 
 from data import Tokenizer  # noqa: E402
 from data import load_vocab  # noqa: E402
-from data import save_vocab  # noqa: E402
 from data import pretraining as corpus  # noqa: E402
+from data import save_vocab  # noqa: E402
 from tasks.rundir import RunDirectory  # noqa: E402
 from tasks.rundir import atomic_save_optimizer  # noqa: E402
-from tasks.rundir import load_optimizer  # noqa: E402
 from tasks.rundir import atomic_save_weights  # noqa: E402
 from tasks.rundir import atomic_write_json  # noqa: E402
 from tasks.rundir import atomic_write_text  # noqa: E402
+from tasks.rundir import load_optimizer  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PRECISIONS = {

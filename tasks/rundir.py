@@ -23,8 +23,9 @@ def atomic_write_text(path, text):
 
 
 def atomic_write_json(path, value):
-    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False)
-                      + "\n")
+    atomic_write_text(
+        path, json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    )
 
 
 def atomic_save_weights(model, path):
@@ -42,8 +43,10 @@ def atomic_save_optimizer(optimizer, path):
     import keras
 
     path = pathlib.Path(path)
-    values = {f"{i:05d}": keras.ops.convert_to_numpy(variable)
-              for i, variable in enumerate(optimizer.variables)}
+    values = {
+        f"{i:05d}": keras.ops.convert_to_numpy(variable)
+        for i, variable in enumerate(optimizer.variables)
+    }
     temporary = path.with_name(f"tmp-{path.name}")
     with open(temporary, "wb") as handle:
         np.savez(handle, **values)
@@ -55,8 +58,10 @@ def load_optimizer(trainer, path):
     optimizer.build(trainer.trainable_variables)
     with np.load(path) as values:
         if len(values.files) != len(optimizer.variables):
-            raise ValueError(f"{path}: {len(values.files)} optimizer "
-                             f"variables, expected {len(optimizer.variables)}")
+            raise ValueError(
+                f"{path}: {len(values.files)} optimizer "
+                f"variables, expected {len(optimizer.variables)}"
+            )
         for i, variable in enumerate(optimizer.variables):
             variable.assign(values[f"{i:05d}"])
 
@@ -66,12 +71,18 @@ def git_commit(directory=None):
     directory = directory or pathlib.Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=directory,
-            capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory, capture_output=True, text=True, check=True,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -92,15 +103,21 @@ class RunDirectory:
         """The saved state, or a fresh one when the run starts anew."""
         path = self / STATE_FILE
         if not path.exists():
-            return {"epochs_done": 0, "checkpoint": None, "best": None,
-                    "history": []}
+            return {
+                "epochs_done": 0,
+                "checkpoint": None,
+                "best": None,
+                "history": [],
+            }
         return json.loads(path.read_text(encoding="utf-8"))
 
     def save_epoch(self, trainer, state):
         """Weights and optimizer state first, then the state naming them."""
         epoch = state["epochs_done"]
-        names = {"weights": f"epoch-{epoch}.weights.h5",
-                 "optimizer": f"epoch-{epoch}.optimizer.npz"}
+        names = {
+            "weights": f"epoch-{epoch}.weights.h5",
+            "optimizer": f"epoch-{epoch}.optimizer.npz",
+        }
         atomic_save_weights(trainer, self / names["weights"])
         atomic_save_optimizer(trainer.optimizer, self / names["optimizer"])
         previous = state.get("checkpoint") or {}
@@ -120,9 +137,13 @@ class RunDirectory:
         path = self / "config.json"
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
-            changed = {key for key in settings
-                       if key in saved and saved[key] != settings[key]
-                       and key not in RESUMABLE_CHANGES}
+            changed = {
+                key
+                for key in settings
+                if key in saved
+                and saved[key] != settings[key]
+                and key not in RESUMABLE_CHANGES
+            }
             if changed:
                 details = ", ".join(
                     f"{key}: {saved[key]!r} -> {settings[key]!r}"

@@ -205,11 +205,16 @@ def test_fit_trains_on_inputs_only(tiny_tokenizer):
 def test_length_multiple_rounds_up_but_never_past_maxlen(tiny_tokenizer):
     pairs = [("标题", "内容" * n) for n in (1, 3, 9, 20)]
     for batch_size, maxlen in ((1, 64), (4, 30)):
-        batches = Seq2SeqBatches(pairs, tiny_tokenizer, maxlen=maxlen,
-                                 batch_size=batch_size, shuffle=False,
-                                 length_multiple=8)
+        batches = Seq2SeqBatches(
+            pairs,
+            tiny_tokenizer,
+            maxlen=maxlen,
+            batch_size=batch_size,
+            shuffle=False,
+            length_multiple=8,
+        )
         for index in range(len(batches)):
-            (token_ids, _), = batches[index]
+            ((token_ids, _),) = batches[index]
             longest = max(int((row != 0).sum()) for row in token_ids)
             width = token_ids.shape[1]
             assert width >= longest

@@ -86,7 +86,8 @@ def exhaustive(conditional, vocab, end_id, maxlen):
     """
     for length in range(1, maxlen + 1):
         candidates = [
-            ids for ids in itertools.product(range(vocab), repeat=length)
+            ids
+            for ids in itertools.product(range(vocab), repeat=length)
             if end_id not in ids[:-1]
         ]
         scores = [score(conditional, ids) for ids in candidates]
@@ -107,7 +108,7 @@ def test_wide_beam_equals_exhaustive_search(seed):
     vocab, end_id, maxlen = 3, 2, 4
     conditional = random_conditional(vocab, seed)
     decoder = TablePredictor(conditional, end_id, maxlen)
-    found = decoder.beam_search([], topk=vocab ** maxlen)
+    found = decoder.beam_search([], topk=vocab**maxlen)
     assert list(found) == exhaustive(conditional, vocab, end_id, maxlen)
 
 
@@ -136,8 +137,10 @@ def test_beam_state_with_candidate_ids():
     """The fast path hands each row's best few as (logp, ids)."""
     state = BeamState(np.empty((1, 0), dtype=int), 2, end_id=9)
     state.advance(np.log([[0.5, 0.3]]), np.array([[7, 5]]))
-    assert state.output_ids.tolist() == [[7], [5]] or \
-        state.output_ids.tolist() == [[5], [7]]
+    assert state.output_ids.tolist() == [
+        [7],
+        [5],
+    ] or state.output_ids.tolist() == [[5], [7]]
 
 
 # Sampling with toy predictors ----------------------------------------------
@@ -151,8 +154,13 @@ def fixed_conditional(prefix):
 
 @pytest.mark.parametrize(
     "topk, topp, allowed",
-    [(2, None, {0, 1}), (None, 0.6, {0, 1}), (None, 0.5, {0}),
-     (3, 0.8, {0, 1}), (None, None, {0, 1, 2, 3, 4})],
+    [
+        (2, None, {0, 1}),
+        (None, 0.6, {0, 1}),
+        (None, 0.5, {0}),
+        (3, 0.8, {0, 1}),
+        (None, None, {0, 1, 2, 3, 4}),
+    ],
 )
 def test_random_sample_stays_in_allowed_set(topk, topp, allowed):
     decoder = TablePredictor(fixed_conditional, end_id=4, maxlen=6)
@@ -180,16 +188,24 @@ def tiny_unilm():
     """Weights from a NumPy seed (same model on every backend); `[SEP]`'s
     MLM bias makes titles end at lengths 1 to MAXLEN."""
     model = build_transformer_model(
-        None, application="unilm", vocab_size=VOCAB, hidden_size=32,
-        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        None,
+        application="unilm",
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
         max_position_embeddings=64,
     )
     rng = np.random.default_rng(0)
-    model.set_weights([
-        np.ones(w.shape) if w.path.endswith("gamma")
-        else rng.normal(0, 0.2, w.shape)
-        for w in model.weights
-    ])
+    model.set_weights(
+        [
+            np.ones(w.shape)
+            if w.path.endswith("gamma")
+            else rng.normal(0, 0.2, w.shape)
+            for w in model.weights
+        ]
+    )
     bias = np.zeros(VOCAB)
     bias[END], bias[0] = 0.5, -30.0
     model.bert_network["MLM-Bias"].bias.assign(bias)
@@ -204,8 +220,10 @@ def model():
 @pytest.fixture(scope="module")
 def sources():
     rng = np.random.default_rng(1)
-    return [[CLS, *rng.integers(4, VOCAB, size=n).tolist(), END]
-            for n in SOURCE_LENGTHS]
+    return [
+        [CLS, *rng.integers(4, VOCAB, size=n).tolist(), END]
+        for n in SOURCE_LENGTHS
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +246,10 @@ def test_fast_equals_reference(fast, reference, sources, topk):
 
 def test_greedy_equals_reference_greedy(fast, reference, sources):
     expected = [
-        [int(i) for i in reference.recompute.greedy_search(
-            [ids, [0] * len(ids)])]
+        [
+            int(i)
+            for i in reference.recompute.greedy_search([ids, [0] * len(ids)])
+        ]
         for ids in sources
     ]
     assert fast.greedy_batch(sources) == expected
@@ -238,11 +258,13 @@ def test_greedy_equals_reference_greedy(fast, reference, sources):
 def test_nbest_equals_reference(fast, reference, sources):
     got = fast.beam_search_batch(sources, 3, nbest=True)
     expected = reference.beam_search_batch(sources, 3, nbest=True)
-    assert [[ids for ids, _ in n] for n in got] == \
-        [[ids for ids, _ in n] for n in expected]
+    assert [[ids for ids, _ in n] for n in got] == [
+        [ids for ids, _ in n] for n in expected
+    ]
     for mine, theirs in zip(got, expected):
         assert [s for _, s in mine] == pytest.approx(
-            [s for _, s in theirs], abs=1e-4)
+            [s for _, s in theirs], abs=1e-4
+        )
     assert any(len(n) > 1 for n in got)  # beams left ended on the way
     assert [n[0][0] for n in got] == fast.beam_search_batch(sources, 3)
 
@@ -257,10 +279,12 @@ def test_title_independent_of_batch(fast, sources):
 
 
 def test_progress_bar_changes_nothing(fast, reference, sources):
-    assert fast.greedy_batch(sources, progress=True) == \
-        fast.greedy_batch(sources)
-    assert reference.beam_search_batch(sources[:2], 1, progress=True) == \
-        reference.beam_search_batch(sources[:2], 1)
+    assert fast.greedy_batch(sources, progress=True) == fast.greedy_batch(
+        sources
+    )
+    assert reference.beam_search_batch(
+        sources[:2], 1, progress=True
+    ) == reference.beam_search_batch(sources[:2], 1)
 
 
 def test_source_too_long_is_an_error(fast):
@@ -294,15 +318,15 @@ def allowed_tokens(probas, topk, topp):
         order = order[:topk]
     if topp is not None:
         kept = probas[order] / probas[order].sum()
-        order = order[:int(np.searchsorted(np.cumsum(kept), topp)) + 1]
+        order = order[: int(np.searchsorted(np.cumsum(kept), topp)) + 1]
     return set(order.tolist())
 
 
 @pytest.mark.parametrize("topk, topp", [(3, None), (None, 0.3), (5, 0.5)])
-def test_sample_batch_stays_in_allowed_set(fast, reference, sources, topk,
-                                           topp):
-    samples = fast.sample_batch(sources[:4], n=2, topk=topk, topp=topp,
-                                seed=0)
+def test_sample_batch_stays_in_allowed_set(
+    fast, reference, sources, topk, topp
+):
+    samples = fast.sample_batch(sources[:4], n=2, topk=topk, topp=topp, seed=0)
     recompute = reference.recompute
     for source, per_source in zip(sources[:4], samples):
         assert len(per_source) == 2
@@ -310,7 +334,8 @@ def test_sample_batch_stays_in_allowed_set(fast, reference, sources, topk,
             for t, token in enumerate(ids):
                 probas, _ = recompute.predict(
                     [np.array([source]), np.zeros((1, len(source)), int)],
-                    np.array([ids[:t]], dtype=int), None,
+                    np.array([ids[:t]], dtype=int),
+                    None,
                 )
                 assert token in allowed_tokens(probas[0], topk, topp)
 
@@ -330,7 +355,7 @@ class CharTokenizer:
     def encode(self, text, maxlen=None):
         ids = [CLS] + [4 + ord(c) % (VOCAB - 4) for c in text] + [END]
         if maxlen is not None and len(ids) > maxlen:
-            ids = ids[:maxlen - 1] + [END]
+            ids = ids[: maxlen - 1] + [END]
         return ids, [0] * len(ids)
 
     def decode(self, ids):

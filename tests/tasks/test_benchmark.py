@@ -10,10 +10,29 @@ from tasks.benchmark import random_batch
 from tasks.benchmark import train_flops
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY = ["--layers", "1", "--hidden", "32", "--heads", "2",
-        "--intermediate", "64", "--vocab", "100", "--maxlen", "32",
-        "--batch-sizes", "4", "--strategies", "baseline", "gp",
-        "--steps", "2", "--warmup", "1"]
+TINY = [
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--heads",
+    "2",
+    "--intermediate",
+    "64",
+    "--vocab",
+    "100",
+    "--maxlen",
+    "32",
+    "--batch-sizes",
+    "4",
+    "--strategies",
+    "baseline",
+    "gp",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+]
 
 
 def test_train_flops_matches_a_hand_count():
@@ -21,14 +40,14 @@ def test_train_flops_matches_a_hand_count():
     layers, hidden, inter, vocab, length, batch = 1, 4, 8, 10, 3, 2
     tokens = batch * length
     forward = 0
-    forward += 3 * 2 * tokens * hidden * hidden      # Q, K, V projections
+    forward += 3 * 2 * tokens * hidden * hidden  # Q, K, V projections
     forward += 2 * batch * length * length * hidden  # Q K^T, all heads
     forward += 2 * batch * length * length * hidden  # A V, all heads
-    forward += 2 * tokens * hidden * hidden          # attention output
-    forward += 2 * tokens * hidden * inter           # FFN in
-    forward += 2 * tokens * inter * hidden           # FFN out
-    forward += 2 * tokens * hidden * hidden          # MLM dense
-    forward += 2 * tokens * hidden * vocab           # MLM projection (E^T)
+    forward += 2 * tokens * hidden * hidden  # attention output
+    forward += 2 * tokens * hidden * inter  # FFN in
+    forward += 2 * tokens * inter * hidden  # FFN out
+    forward += 2 * tokens * hidden * hidden  # MLM dense
+    forward += 2 * tokens * hidden * vocab  # MLM projection (E^T)
     # Backward: input and weight gradients, each as costly as the forward.
     assert train_flops(layers, hidden, inter, vocab, length, batch) == (
         3 * forward
@@ -89,9 +108,18 @@ def test_tiny_train_run_prints_a_table(tmp_path):
     pytest.importorskip("transformers")
     out = tmp_path / "table.md"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tasks" / "benchmark.py"), "train",
-         *TINY, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "tasks" / "benchmark.py"),
+            "train",
+            *TINY,
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     header, rows = table_rows(result.stdout)
@@ -107,8 +135,11 @@ def test_tiny_train_run_prints_a_table(tmp_path):
         assert number(baseline[column]) > 0, (column, baseline)
         assert gp[column] == "—"
     ratio = number(baseline["ours tokens/s"]) / number(
-        baseline["peer tokens/s"])
+        baseline["peer tokens/s"]
+    )
     assert number(baseline["ours/peer (tokens/s)"]) == pytest.approx(
-        ratio, rel=0.02)
-    assert out.read_text(encoding="utf-8").splitlines()[0].startswith(
-        "| batch |")
+        ratio, rel=0.02
+    )
+    assert (
+        out.read_text(encoding="utf-8").splitlines()[0].startswith("| batch |")
+    )

@@ -15,30 +15,72 @@ from tests.conftest import VOCAB_DIR
 
 SCRIPT = ROOT / "tasks" / "csl_title.py"
 TINY_ARGS = [
-    "--layers", "1", "--hidden", "32", "--heads", "2",
-    "--intermediate", "64", "--maxlen", "96", "--title-maxlen", "8",
-    "--batch-size", "8", "--eval-batch-size", "16", "--lr", "1e-3",
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--heads",
+    "2",
+    "--intermediate",
+    "64",
+    "--maxlen",
+    "96",
+    "--title-maxlen",
+    "8",
+    "--batch-size",
+    "8",
+    "--eval-batch-size",
+    "16",
+    "--lr",
+    "1e-3",
     "--no-progress",
 ]
 
 
 def task_command(csl_dev_path, out, *extra):
-    return [sys.executable, str(SCRIPT), "--data", str(csl_dev_path),
-            "--vocab", str(VOCAB_DIR / "vocab.txt"), "--out", str(out),
-            *TINY_ARGS, *extra]
+    return [
+        sys.executable,
+        str(SCRIPT),
+        "--data",
+        str(csl_dev_path),
+        "--vocab",
+        str(VOCAB_DIR / "vocab.txt"),
+        "--out",
+        str(out),
+        *TINY_ARGS,
+        *extra,
+    ]
 
 
 def run_task(command, **kwargs):
-    return subprocess.run(command, capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ}, **kwargs)
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_runs_end_to_end(strategy, csl_dev_path, tmp_path):
     out = tmp_path / strategy
-    result = run_task(task_command(csl_dev_path, out, "--strategy", strategy,
-                                   "--limit", "40", "--epochs", "1",
-                                   "--beams", "1", "2"))
+    result = run_task(
+        task_command(
+            csl_dev_path,
+            out,
+            "--strategy",
+            strategy,
+            "--limit",
+            "40",
+            "--epochs",
+            "1",
+            "--beams",
+            "1",
+            "2",
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text("utf-8"))
     assert results["strategy"] == strategy
@@ -54,13 +96,14 @@ def test_every_strategy_runs_end_to_end(strategy, csl_dev_path, tmp_path):
     assert not list(out.glob("*tmp*")), "a temporary file was left behind"
 
 
-def test_killed_run_resumes_after_last_finished_epoch(csl_dev_path,
-                                                      tmp_path):
+def test_killed_run_resumes_after_last_finished_epoch(csl_dev_path, tmp_path):
     out = tmp_path / "run"
-    command = task_command(csl_dev_path, out, "--limit", "160",
-                           "--epochs", "3", "--beams", "1")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    command = task_command(
+        csl_dev_path, out, "--limit", "160", "--epochs", "3", "--beams", "1"
+    )
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     state_path = out / "state.json"
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
@@ -92,18 +135,33 @@ def write(path, text):
     return path
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("", "empty file"),
-    ("标题\t内容\n只有一列\n", ":2:"),
-    ("\t内容\n", ":1:"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "empty file"),
+        ("标题\t内容\n只有一列\n", ":2:"),
+        ("\t内容\n", ":1:"),
+    ],
+)
 def test_bad_data_is_one_clear_error(content, expected, tmp_path):
     data = write(tmp_path / "pairs.tsv", content)
-    vocab = write(tmp_path / "vocab.txt",
-                  "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n标\n题\n内\n容\n")
-    result = run_task([sys.executable, str(SCRIPT), "--data", str(data),
-                       "--vocab", str(vocab), "--out", str(tmp_path / "o"),
-                       *TINY_ARGS])
+    vocab = write(
+        tmp_path / "vocab.txt",
+        "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n标\n题\n内\n容\n",
+    )
+    result = run_task(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--data",
+            str(data),
+            "--vocab",
+            str(vocab),
+            "--out",
+            str(tmp_path / "o"),
+            *TINY_ARGS,
+        ]
+    )
     assert result.returncode == 2
     assert expected in result.stderr
     assert str(data) in result.stderr
@@ -111,8 +169,9 @@ def test_bad_data_is_one_clear_error(content, expected, tmp_path):
 
 
 def test_missing_model_files_are_clear_errors(tmp_path):
-    result = run_task([sys.executable, str(SCRIPT), "--model-dir",
-                       str(tmp_path / "nowhere")])
+    result = run_task(
+        [sys.executable, str(SCRIPT), "--model-dir", str(tmp_path / "nowhere")]
+    )
     assert result.returncode != 0
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr
 
@@ -128,8 +187,19 @@ def test_help_lists_strategies():
 def test_built_in_default_runs_without_model_or_data(tmp_path):
     """The README's first command: no model, no data, no ../shared."""
     out = tmp_path / "default"
-    result = run_task([sys.executable, str(SCRIPT), "--out", str(out),
-                       "--epochs", "1", "--beams", "1", "--no-progress"])
+    result = run_task(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--beams",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "built-in tiny default" in result.stdout
     results = json.loads((out / "results.json").read_text("utf-8"))

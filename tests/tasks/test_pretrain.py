@@ -135,10 +135,19 @@ def test_trainer_fits_mixed_batches_with_one_step_function():
 
 
 # A tiny model on 200 CSL documents: seconds per run on a CPU.
-TINY_RUN = {"--limit": 200, "--layers": 2, "--hidden": 64, "--heads": 4,
-            "--intermediate": 128, "--seq-len": 64, "--batch-size": 8,
-            "--lr": 3e-3, "--warmup": 3, "--log-every": 8,
-            "--objective": "mix"}
+TINY_RUN = {
+    "--limit": 200,
+    "--layers": 2,
+    "--hidden": 64,
+    "--heads": 4,
+    "--intermediate": 128,
+    "--seq-len": 64,
+    "--batch-size": 8,
+    "--lr": 3e-3,
+    "--warmup": 3,
+    "--log-every": 8,
+    "--objective": "mix",
+}
 
 
 def run_pretrain(out, *extra):
@@ -147,8 +156,15 @@ def run_pretrain(out, *extra):
     vocab = require_shared(VOCAB_DIR / "vocab.txt")
     text = require_shared(CSL_CORPUS / "abstracts.txt")
     titles = require_shared(CSL_CORPUS / "titles.txt")
-    argv = ["--text", str(text), str(titles), "--whole-word", "--no-progress",
-            "--out", str(out)]
+    argv = [
+        "--text",
+        str(text),
+        str(titles),
+        "--whole-word",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     for flag, value in TINY_RUN.items():
         argv += [flag, str(value)]
     # An --init directory brings its own (simplified) vocabulary.
@@ -279,9 +295,15 @@ def test_max_predictions_gives_the_full_loss(ratio):
     from models.pretraining import PretrainingTrainer
 
     model = build_transformer_model(
-        None, application="unilm", vocab_size=40, hidden_size=16,
-        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16)
+        None,
+        application="unilm",
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     batches = tiny_batches(3, ratio)
     full = PretrainingTrainer(model)
     gathered = PretrainingTrainer(model, max_predictions=batches.max_labels)
@@ -307,32 +329,49 @@ def test_init_from_a_full_vocabulary_checkpoint_keeps_its_rows(tmp_path):
     from weights import save_safetensors
 
     vocab = require_shared(VOCAB_DIR / "vocab.txt")
-    shape = {"hidden_size": 16, "num_hidden_layers": 1,
-             "num_attention_heads": 2, "intermediate_size": 32}
-    original = build_transformer_model(None, application="unilm",
-                                       vocab_size=21128, **shape)
+    shape = {
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+    }
+    original = build_transformer_model(
+        None, application="unilm", vocab_size=21128, **shape
+    )
     original.bert_config.save(tmp_path / "bert_config.json")
     save_safetensors(original, tmp_path / "model.safetensors")
     shutil.copy(vocab, tmp_path / "vocab.txt")
     args = pretrain.build_parser().parse_args(
-        ["--text", "unused.txt", "--init", str(tmp_path)])
+        ["--text", "unused.txt", "--init", str(tmp_path)]
+    )
     config, checkpoint, vocab_path = pretrain.model_paths(args)
     token_dict, keep_tokens = pretrain.load_simplified_vocab(vocab_path)
-    model = pretrain.build_model(args, config, checkpoint, keep_tokens,
-                                 len(token_dict), "float32")
+    model = pretrain.build_model(
+        args, config, checkpoint, keep_tokens, len(token_dict), "float32"
+    )
     assert token_dict["[MASK]"] == 4 and keep_tokens[4] == 103
     rows = keras.ops.convert_to_numpy(
-        original.get_layer("Embedding-Token").embeddings)
+        original.get_layer("Embedding-Token").embeddings
+    )
     kept = keras.ops.convert_to_numpy(
-        model.get_layer("Embedding-Token").embeddings)
+        model.get_layer("Embedding-Token").embeddings
+    )
     np.testing.assert_array_equal(kept, rows[keep_tokens])
 
 
-def test_pretraining_continues_from_an_exported_directory(pretrained,
-                                                          tmp_path):
+def test_pretraining_continues_from_an_exported_directory(pretrained, tmp_path):
     out, exported = pretrained
-    run_pretrain(tmp_path / "again", "--init", str(exported), "--steps", "4",
-                 "--log-every", "4", "--objective", "mlm")
+    run_pretrain(
+        tmp_path / "again",
+        "--init",
+        str(exported),
+        "--steps",
+        "4",
+        "--log-every",
+        "4",
+        "--objective",
+        "mlm",
+    )
     first = read_log(tmp_path / "again")[0]["mlm_loss"]
     # A fresh model starts near ln(13585) = 9.5: this one starts where the
     # first run ended.
@@ -348,11 +387,19 @@ def test_fp16_training_scales_its_loss():
     from tasks import pretrain
 
     model = build_transformer_model(
-        None, application="unilm", vocab_size=40, hidden_size=16,
-        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, dtype="mixed_float16")
+        None,
+        application="unilm",
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        dtype="mixed_float16",
+    )
     args = pretrain.build_parser().parse_args(
-        ["--text", "unused.txt", "--steps", "2"])
+        ["--text", "unused.txt", "--steps", "2"]
+    )
     batches = tiny_batches(2, 0.5)
     trainer = pretrain.make_trainer(model, args, "fp16", batches.max_labels)
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
