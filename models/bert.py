@@ -5,7 +5,10 @@ returns a functional `keras.Model` taking `[token_ids, segment_ids]`. The
 network itself is written once, in `BertNetwork.__call__`: the functional
 model is that call traced on symbolic inputs, and training strategies that
 need a custom pass (TeaForN, scheduled sampling, FGM) call the same method on
-real tensors with their own token embeddings. Layer names follow bert4keras
+real tensors with their own token embeddings. Decoders run the same blocks
+one token at a time on a key/value cache (`build_cache`, `call_with_cache`,
+keras-hub's shape), so a block is written once, in `BertNetwork.block`, for
+every pass. Layer names follow bert4keras
 (`Embedding-Token`, `Transformer-0-MultiHeadSelfAttention`, `MLM-Bias`, ...)
 so that `model.get_layer(...)` in ported scripts keeps working.
 """
@@ -13,6 +16,7 @@ so that `model.get_layer(...)` in ported scripts keeps working.
 import dataclasses
 import json
 import pathlib
+from typing import NamedTuple
 
 import keras
 from keras import ops
@@ -111,6 +115,37 @@ def resolve_config(config_path, overrides):
     return dataclasses.replace(config, **overrides)
 
 
+class DecodingCache(NamedTuple):
+    """Keys and values a UniLM decoding step attends to, every layer.
+
+    keras-hub's cache is one tensor `[batch, layers, 2, length, heads,
+    head_size]`; here a source's keys and values are kept once for all its
+    rows (beams or samples), and heads come before length (see
+    `layers.AttentionCache`). Rows are source-major.
+    """
+
+    source: object  # (sources, layers, 2, heads, source_len, head_size)
+    source_bias: object  # (sources, source_len): 0, or MASK_BIAS for padding
+    outputs: object  # (rows, layers, 2, heads, slots, head_size)
+    starts: object  # (rows,) int32: position of each row's first output
+
+    def layer(self, layer, index):
+        """The `AttentionCache` of one layer, outputs before `index`."""
+        return L.AttentionCache(
+            self.source[:, layer],
+            self.source_bias,
+            self.outputs[:, layer],
+            index,
+        )
+
+    def reorder(self, rows):
+        """Row r of the result continues row `rows[r]` (beams kept)."""
+        return self._replace(
+            outputs=ops.take(self.outputs, rows, axis=0),
+            starts=ops.take(self.starts, rows, axis=0),
+        )
+
+
 class BertNetwork:
     """The layers of one BERT and the single function that wires them."""
 
@@ -167,16 +202,30 @@ class BertNetwork:
         x = self["Embedding-Norm"](x)
         return self["Embedding-Dropout"](x, training=training)
 
-    def block(self, index, x, bias, training=False):
-        """One post-LayerNorm Transformer block."""
+    def block(
+        self, index, x, bias=None, training=False, cache=None, return_kv=False
+    ):
+        """One post-LayerNorm Transformer block: the only place one is built.
+
+        Full pass: every position of `x` attends to every position under
+        the attention `bias`. Decoding (`call_with_cache`): `x` holds one
+        new token per row, which attends to an `AttentionCache` and itself.
+        With `return_kv` or a cache, returns `(x, (keys, values))`: the
+        keys and values of `x`, which a decoder stores in its cache.
+        """
         name = f"Transformer-{index}-MultiHeadSelfAttention"
-        y = self[name](x, bias, training=training)
+        return_kv = return_kv or cache is not None
+        y = self[name](
+            x, bias, training=training, cache=cache, return_kv=return_kv
+        )
+        y, kv = y if return_kv else (y, None)
         y = self[f"{name}-Dropout"](y, training=training)
         x = self[f"{name}-Norm"](x + y)
         name = f"Transformer-{index}-FeedForward"
         y = self[name](x)
         y = self[f"{name}-Dropout"](y, training=training)
-        return self[f"{name}-Norm"](x + y)
+        x = self[f"{name}-Norm"](x + y)
+        return (x, kv) if return_kv else x
 
     def mlm_logits(self, hidden):
         """The MLM head up to the logits, tied to the token embeddings."""
@@ -210,6 +259,76 @@ class BertNetwork:
         if output == "logits":
             return ops.cast(logits, "float32")
         return self["MLM-Activation"](logits)
+
+    # Decoding with a key/value cache (keras-hub's `call_with_cache`) ------
+
+    def build_cache(self, token_ids, lengths, rows_per_source, slots):
+        """Encode sources once; the cache that decoding steps attend to.
+
+        `token_ids` (sources, length) are segment-0 sources padded with 0,
+        `lengths` their lengths. Each source gets `rows_per_source` output
+        rows (beams or samples) with `slots` output positions each. Runs
+        the full pass over the sources (the same blocks, keeping each
+        layer's keys and values); returns the MLM logits after each
+        source's last token, (sources, vocab), and the `DecodingCache`.
+        """
+        segment_ids = ops.zeros_like(token_ids)
+        x = self.embed(token_ids, segment_ids)
+        bias = self["Attention-Bias"]([token_ids, segment_ids])
+        source = []
+        for index in range(self.config.num_hidden_layers):
+            x, (k, v) = self.block(index, x, bias, return_kv=True)
+            # (sources, length, heads, size) x 2 -> (sources, 2, heads, ...)
+            source.append(ops.transpose(ops.stack([k, v], 1), (0, 1, 3, 2, 4)))
+        batch, length = token_ids.shape
+        flat = ops.reshape(x, (batch * length, -1))
+        last = ops.take(flat, ops.arange(batch) * length + lengths - 1, axis=0)
+        source_bias = ops.where(ops.not_equal(token_ids, 0), 0.0, L.MASK_BIAS)
+        attention = self["Transformer-0-MultiHeadSelfAttention"]
+        outputs = ops.zeros(
+            (
+                batch * rows_per_source,
+                self.config.num_hidden_layers,
+                2,
+                attention.heads,
+                slots,
+                attention.head_size,
+            ),
+            dtype=attention.compute_dtype,
+        )
+        cache = DecodingCache(
+            ops.stack(source, axis=1),
+            ops.cast(source_bias, "float32"),
+            outputs,
+            ops.repeat(ops.cast(lengths, "int32"), rows_per_source),
+        )
+        return self.mlm_logits(last[:, None])[:, 0], cache
+
+    def call_with_cache(self, token_ids, cache, index):
+        """One target token per row, at output slot `index`, on a cache.
+
+        `token_ids` (rows,) are read as segment 1 at position
+        `cache.starts + index`; they attend to their source, to the row's
+        outputs before `index` and to themselves, through the same blocks
+        as the full pass. Returns the MLM logits (rows, vocab), the hidden
+        states (rows, hidden) and the cache with this token's keys and
+        values written at `index`.
+        """
+        tokens = token_ids[:, None]
+        x = self.embed(
+            tokens,
+            ops.ones_like(tokens),
+            offset=(cache.starts + index)[:, None],
+        )
+        new = []
+        for layer in range(self.config.num_hidden_layers):
+            x, (k, v) = self.block(layer, x, cache=cache.layer(layer, index))
+            new.append(ops.stack([k[:, 0], v[:, 0]], axis=1))
+        slots = ops.arange(cache.outputs.shape[4])
+        here = ops.equal(slots, index)[None, None, None, None, :, None]
+        new = ops.stack(new, axis=1)[:, :, :, :, None]
+        cache = cache._replace(outputs=ops.where(here, new, cache.outputs))
+        return self.mlm_logits(x)[:, 0], x[:, 0], cache
 
     @property
     def default_output(self):

@@ -14,9 +14,9 @@ import pytest
 
 from models.bert import build_transformer_model
 from models.decoding import AutoRegressiveDecoder
-from models.decoding import BeamState
-from models.decoding import Repetition
 from models.decoding import Seq2SeqDecoder
+from models.search import BeamState
+from models.search import Repetition
 
 VOCAB, CLS, END = 48, 2, 3
 MAXLEN = 8
