@@ -167,28 +167,3 @@ class Seq2SeqBatches(keras.utils.PyDataset):
 
     def _length(self, index: int) -> int:
         return len(self.samples[index][0])
-
-
-def as_fit_input(batches: Seq2SeqBatches):
-    """What to hand `fit` for `batches` on the current Keras backend.
-
-    Keras's PyDataset adapter on TensorFlow guesses the output signature
-    from the first two batches: when they happen to share a length, every
-    later batch of another length fails. On TensorFlow the batches are
-    therefore wrapped in a `tf.data` generator whose signature leaves the
-    length free. The caller sets the epoch order with `set_epoch`, since
-    Keras calls no `on_epoch_end` on a `tf.data` pipeline.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return batches
-    import tensorflow as tf
-
-    spec = tf.TensorSpec((None, None), tf.int32)
-
-    def generate():
-        for index in range(len(batches)):
-            yield batches[index]
-
-    return tf.data.Dataset.from_generator(
-        generate, output_signature=((spec, spec),)
-    )

@@ -1,12 +1,18 @@
-"""The only module that imports TensorFlow or JAX.
+"""The only module of the training and decoding path that imports
+TensorFlow or JAX. (`weights/formats.py` imports TensorFlow too, only to
+read TensorFlow's own checkpoint format.)
 
-Training differs per backend in two places, and only there:
+Training differs per backend in these places, and only there:
 
 - the train/test step: a `GradientTape` on TensorFlow; on JAX a pure
   function of the variable values, differentiated with `jax.value_and_grad`
   and returning the updated state (keras-io `custom_train_step_in_jax.py`);
 - gradients taken *inside* a loss (gradient penalty, FGM), which must stay
-  differentiable for double backprop: a nested tape, or a nested `jax.grad`.
+  differentiable for double backprop: a nested tape, or a nested `jax.grad`;
+- feeding `fit` (`fit_input`: a `tf.data` pipeline on TensorFlow) and
+  compiling a function (`compile_function`: `tf.function` or `jax.jit`);
+- data parallelism's devices (`mirrored_strategy`, `replicas`,
+  `process_count`), used by `models/distribution.py`.
 
 Everything else (the loss, the strategies) is written once with
 `keras.ops` against `Variable`s: on JAX it runs inside a
@@ -168,14 +174,9 @@ class JaxSteps:
         )
 
 
-class UnsupportedSteps:
-    """Placeholder base, so that importing works on any backend; creating a
-    trainer raises (`check_supported`)."""
-
-
-Steps = {"tensorflow": TensorFlowSteps, "jax": JaxSteps}.get(
-    BACKEND, UnsupportedSteps
-)
+# On other backends importing still works; creating a trainer raises
+# (`check_supported`).
+Steps = TensorFlowSteps if BACKEND == "tensorflow" else JaxSteps
 
 
 def value_and_grad(fn, variable, state_variables):
@@ -251,14 +252,10 @@ def compile_function(fn, variables, jit_compile=True):
     `make_generate_function`), so weights changed after compiling are used
     without retracing; TensorFlow reads its variables by reference.
     """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
+    if BACKEND == "tensorflow":
         return tf.function(fn, jit_compile=jit_compile)
-    if backend != "jax" or not jit_compile:
+    if BACKEND != "jax" or not jit_compile:
         return fn
-    import jax
 
     def stateless(values, *args):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
@@ -266,3 +263,57 @@ def compile_function(fn, variables, jit_compile=True):
 
     compiled = jax.jit(stateless)
     return lambda *args: compiled([v.value for v in variables], *args)
+
+
+def fit_input(batches):
+    """What to hand `fit` for `batches` (a `Seq2SeqBatches`) here.
+
+    Keras's PyDataset adapter on TensorFlow guesses the output signature
+    from the first two batches: when they happen to share a length, every
+    later batch of another length fails. On TensorFlow the batches are
+    therefore wrapped in a `tf.data` generator whose signature leaves the
+    length free. The caller sets the epoch order with `set_epoch`, since
+    Keras calls no `on_epoch_end` on a `tf.data` pipeline.
+    """
+    if BACKEND != "tensorflow":
+        return batches
+    spec = tf.TensorSpec((None, None), tf.int32)
+
+    def generate():
+        for index in range(len(batches)):
+            yield batches[index]
+
+    return tf.data.Dataset.from_generator(
+        generate, output_signature=((spec, spec),)
+    )
+
+
+def mirrored_strategy():
+    """TensorFlow's MirroredStrategy over all GPUs, else all logical CPUs.
+
+    `MirroredStrategy()` alone takes the GPUs or, without any, CPU 0 only;
+    listing the CPUs lets logical CPU devices (tests) act as replicas.
+    Sums are taken on one device and copied back: with TensorFlow's
+    default, collective ops, the gradient penalty's step aborted ("Shape
+    mismatch in the collective instance": two replicas paired different
+    all-reduces).
+    """
+    devices = tf.config.list_logical_devices("GPU")
+    devices = devices or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy(
+        [device.name for device in devices],
+        cross_device_ops=tf.distribute.ReductionToOneDevice(),
+    )
+
+
+def replicas_in_scope():
+    """Replicas of the TensorFlow distribution strategy in scope (1 when
+    none); on other backends 1."""
+    if BACKEND != "tensorflow":
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def process_count():
+    """Processes (hosts) of a multi-host JAX job; 1 elsewhere."""
+    return jax.process_count() if BACKEND == "jax" else 1

@@ -43,6 +43,10 @@ import os
 import keras
 import numpy as np
 
+from models.backend import mirrored_strategy
+from models.backend import process_count
+from models.backend import replicas_in_scope
+
 # Read by `keras.distribution.initialize()`; any of them set means that this
 # process is one of several.
 MULTI_HOST_VARIABLES = (
@@ -105,7 +109,7 @@ def data_parallel(enabled: bool = True):
         finally:
             keras.distribution.set_distribution(previous)
     elif backend == "tensorflow":
-        strategy = _mirrored_strategy()
+        strategy = mirrored_strategy()
         with strategy.scope():
             yield strategy
     else:
@@ -113,26 +117,6 @@ def data_parallel(enabled: bool = True):
             f"data parallelism is implemented for the jax and tensorflow "
             f"backends, not {backend!r}"
         )
-
-
-def _mirrored_strategy():
-    """MirroredStrategy over all GPUs, else all logical CPUs.
-
-    `MirroredStrategy()` alone takes the GPUs or, without any, CPU 0 only;
-    listing the CPUs lets logical CPU devices (tests) act as replicas.
-    Sums are taken on one device and copied back: with TensorFlow's
-    default, collective ops, the gradient penalty's step aborted ("Shape
-    mismatch in the collective instance": two replicas paired different
-    all-reduces).
-    """
-    import tensorflow as tf
-
-    devices = tf.config.list_logical_devices("GPU")
-    devices = devices or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy(
-        [device.name for device in devices],
-        cross_device_ops=tf.distribute.ReductionToOneDevice(),
-    )
 
 
 def device_count() -> int:
@@ -146,14 +130,8 @@ def device_count() -> int:
         distribution = keras.distribution.distribution()
         if distribution is None:
             return 1
-        import jax
-
-        return distribution.device_mesh.devices.size // jax.process_count()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    return 1
+        return distribution.device_mesh.devices.size // process_count()
+    return replicas_in_scope()
 
 
 def global_batch_check(batch_size: int) -> int:

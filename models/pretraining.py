@@ -21,23 +21,15 @@ from keras import ops
 
 from models.trainer import Batch
 from models.trainer import Seq2SeqTrainer
+from models.trainer import token_cross_entropy
 
 DECAYS = ("linear", "cosine")
 
 
 def masked_cross_entropy(labels, logits):
-    """Mean cross-entropy over the positions whose label is not 0.
-
-    From float32 logits (log-softmax), as `seq2seq_cross_entropy`, so that
-    bf16/fp16 training neither underflows nor overflows here.
-    """
-    labels = ops.cast(labels, "int32")
-    mask = ops.cast(ops.not_equal(labels, 0), "float32")
-    logits = ops.cast(logits, "float32")
-    picked = ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    nll = ops.logsumexp(logits, axis=-1) - picked
-    # max(., 1) only matters for a batch without labels (0/0 otherwise).
-    return ops.sum(nll * mask) / ops.maximum(ops.sum(mask), 1.0)
+    """Mean cross-entropy over the positions whose label is not 0
+    (`token_cross_entropy`, the fine-tuning loss, on unshifted labels)."""
+    return token_cross_entropy(labels, logits, ops.not_equal(labels, 0))
 
 
 def unpack_labelled_batch(data):

@@ -46,19 +46,30 @@ def seq2seq_cross_entropy(token_ids, segment_ids, logits):
     """Mean cross-entropy over target tokens, shifted by one position.
 
     Equals bert4keras's `sum(ce(y_true, probas[:, :-1]) * mask) / sum(mask)`
-    with `y_true = token_ids[:, 1:]`, `mask = segment_ids[:, 1:]`, but is
-    computed from float32 logits (log-softmax, not log of a softmax) so it
-    neither underflows nor loses its second derivative.
+    with `y_true = token_ids[:, 1:]`, `mask = segment_ids[:, 1:]`.
     """
-    labels = ops.cast(token_ids[:, 1:], "int32")
-    mask = ops.cast(segment_ids[:, 1:], "float32")
-    logits = ops.cast(logits[:, :-1], "float32")
+    return token_cross_entropy(
+        token_ids[:, 1:], logits[:, :-1], segment_ids[:, 1:]
+    )
+
+
+def token_cross_entropy(labels, logits, weights):
+    """Cross-entropy of `labels` under `logits`, averaged over the tokens
+    that `weights` (0 or 1, the shape of `labels`) selects.
+
+    The one loss of every trainer. Computed from float32 logits
+    (log-softmax, not log of a softmax), so that it neither underflows in
+    bf16/fp16 nor loses its second derivative. The mean is over the
+    global batch's tokens, also when replicas each hold a part of it.
+    """
+    labels = ops.cast(labels, "int32")
+    weights = ops.cast(weights, "float32")
+    logits = ops.cast(logits, "float32")
     picked = ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
     nll = ops.logsumexp(logits, axis=-1) - picked
-    # Sums over the global batch, also when replicas hold parts of it.
-    count = backend.replica_sum(ops.sum(mask))
+    count = backend.replica_sum(ops.sum(weights))
     # max(., 1) only matters for a batch without targets (0/0 otherwise).
-    return backend.replica_sum(ops.sum(nll * mask)) / ops.maximum(count, 1.0)
+    return backend.replica_sum(ops.sum(nll * weights)) / ops.maximum(count, 1.0)
 
 
 def unpack_batch(data):

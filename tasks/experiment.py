@@ -518,12 +518,12 @@ def restore(trainer, out, state):
 def train_one_epoch(trainer, batches, epoch, args):
     """One epoch of `fit`; its order depends only on (seed, epoch), so a
     resumed run sees the same batches as an uninterrupted one."""
-    from data.batching import as_fit_input
+    from models.backend import fit_input
 
     batches.set_epoch(epoch)
     verbose = 1 if args.progress else 2
     history = trainer.fit(
-        as_fit_input(batches),
+        fit_input(batches),
         epochs=epoch + 1,
         initial_epoch=epoch,
         verbose=verbose,

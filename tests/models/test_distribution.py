@@ -105,6 +105,13 @@ def test_two_devices_equal_one_device(report, strategy):
     assert result["per_device_mean_vs_single"] > 100 * TOLERANCE, result
 
 
+def test_pretraining_two_devices_equal_one_device(report):
+    """The pretraining loss is the fine-tuning one: global over replicas."""
+    result = report["pretraining"]
+    assert result["parallel_vs_single"] < TOLERANCE, result
+    assert abs(result["loss_parallel"] - result["loss_single"]) < 1e-5
+
+
 def test_odd_last_batch_padded_equals_unpadded(report):
     assert report["odd_batch"]["parallel_vs_single"] < TOLERANCE
     assert report["batch_check"] == "ValueError"
@@ -199,9 +206,36 @@ def _one_step(trainer_class, init_path, strategy, batch):
     return weights, float(history.history["loss"][-1])
 
 
+def _pretraining_step(init_path, batch):
+    """`_one_step` for `PretrainingTrainer` on the UniLM labels of `batch`
+    (the next target token at each position, 0 elsewhere)."""
+    from models import build_transformer_model
+    from models.pretraining import PretrainingTrainer
+
+    token_ids, segment_ids = batch
+    labels = np.zeros_like(token_ids)
+    labels[:, :-1] = np.where(segment_ids[:, 1:] == 1, token_ids[:, 1:], 0)
+    model = build_transformer_model(None, application="unilm", **CONFIG)
+    model.load_weights(init_path)
+    trainer = PretrainingTrainer(model, seed=0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return (token_ids, segment_ids), labels
+
+    data = DivisibleBatches(Batches(), device_count())
+    history = trainer.fit(data, epochs=1, verbose=0)
+    weights = [np.asarray(w) for w in model.get_weights()]
+    return weights, float(history.history["loss"][-1])
+
+
 def _as_input(batches):
     """`batches` as `fit` input on the current backend, one per step."""
-    from data.batching import as_fit_input
+    from models.backend import fit_input
 
     class Batches(keras.utils.PyDataset):
         def __len__(self):
@@ -210,7 +244,7 @@ def _as_input(batches):
         def __getitem__(self, index):
             return (batches[index],)
 
-    return as_fit_input(DivisibleBatches(Batches(), device_count()))
+    return fit_input(DivisibleBatches(Batches(), device_count()))
 
 
 def _max_difference(a, b):
@@ -245,6 +279,14 @@ def worker(backend):
                 "loss_single": loss_single,
                 "loss_parallel": loss_parallel,
             }
+        single, loss_single = _pretraining_step(init_path, batch)
+        with data_parallel():
+            parallel, loss_parallel = _pretraining_step(init_path, batch)
+        report["pretraining"] = {
+            "parallel_vs_single": _max_difference(parallel, single),
+            "loss_single": loss_single,
+            "loss_parallel": loss_parallel,
+        }
         # Three samples: padded to four by DivisibleBatches under two
         # devices, which must not change the step.
         odd = _batch(ROWS[:3])
