@@ -1,5 +1,6 @@
 """Exposure-bias toolkit: Chinese BERT/UniLM seq2seq on Keras 3."""
 
+from setuptools import find_packages
 from setuptools import setup
 
 setup(
@@ -10,7 +11,9 @@ setup(
         "against exposure bias, fast decoding and Chinese ROUGE/BLEU."
     ),
     python_requires=">=3.10",
-    packages=["models", "data", "weights", "tasks"],
+    # Every package but the tests: models, data, weights, tasks (and
+    # tasks.lib), and any added later.
+    packages=find_packages(exclude=["tests", "tests.*"]),
     install_requires=[
         "keras>=3.6",
         "numpy",

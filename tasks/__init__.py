@@ -1,0 +1,2 @@
+"""Runnable experiments: each file here is a script (`python tasks/NAME.py
+--help`); what they share is the package `tasks.lib`."""

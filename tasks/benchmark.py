@@ -35,9 +35,6 @@ import sys
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 SHARED = REPO_ROOT.parent / "shared"
 CSL_DEV = SHARED / "data" / "csl_ts" / "dev.tsv"
 VOCAB = SHARED / "vocab" / "bert-base-chinese" / "vocab.txt"

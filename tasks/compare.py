@@ -30,12 +30,10 @@ import statistics
 import subprocess
 import sys
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tasks.lib.metrics import SCORING
+from tasks.lib.rundir import git_commit
 
-from tasks.metrics import SCORING  # noqa: E402
-from tasks.rundir import git_commit  # noqa: E402
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # (key in results.json, column title), in the article's column order.
 COLUMNS = (

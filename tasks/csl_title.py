@@ -12,12 +12,9 @@ Usage:
         --data ../shared/data/csl_ts/dev.tsv --out runs/csl-replace
 """
 
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from tasks.experiment import main  # noqa: E402
+from tasks.lib.experiment import main
 
 DEFAULTS = {"maxlen": 256, "title_maxlen": 32}
 

@@ -10,12 +10,9 @@ Usage:
         --train train.tsv --valid valid.tsv --test test.tsv
 """
 
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from tasks.experiment import main  # noqa: E402
+from tasks.lib.experiment import main
 
 # LCSTS texts are under 140 characters and summaries under about 30.
 DEFAULTS = {"maxlen": 192, "title_maxlen": 32}

@@ -28,20 +28,18 @@ import pathlib
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from data import Tokenizer  # noqa: E402
-from data import load_vocab  # noqa: E402
-from data import pretraining as corpus  # noqa: E402
-from data import save_vocab  # noqa: E402
-from tasks.rundir import RunDirectory  # noqa: E402
-from tasks.rundir import atomic_save_optimizer  # noqa: E402
-from tasks.rundir import atomic_save_weights  # noqa: E402
-from tasks.rundir import atomic_write_json  # noqa: E402
-from tasks.rundir import atomic_write_text  # noqa: E402
-from tasks.rundir import load_optimizer  # noqa: E402
+from data import Tokenizer
+from data import load_vocab
+from data import pretraining as corpus
+from data import save_vocab
+from tasks.lib.rundir import RunDirectory
+from tasks.lib.rundir import atomic_save_optimizer
+from tasks.lib.rundir import atomic_save_weights
+from tasks.lib.rundir import atomic_write_json
+from tasks.lib.rundir import atomic_write_text
+from tasks.lib.rundir import load_optimizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PRECISIONS = {

@@ -14,11 +14,11 @@ from nltk.translate.bleu_score import sentence_bleu
 from rouge import Rouge
 
 from tasks import metrics
-from tasks.metrics import SCORING
-from tasks.metrics import corpus_bleu_chars
-from tasks.metrics import score_titles
-from tasks.metrics import score_titles_words
-from tasks.metrics import warn_if_collapsed
+from tasks.lib.metrics import SCORING
+from tasks.lib.metrics import corpus_bleu_chars
+from tasks.lib.metrics import score_titles
+from tasks.lib.metrics import score_titles_words
+from tasks.lib.metrics import warn_if_collapsed
 
 CHARS = "我爱你他中国人民的科学研究与发展模型训练偏差ABCxyz0123 ."
 F_EPS = 1e-8  # rouge 1.0.1 computes F = 2PR / (P + R + 1e-8)

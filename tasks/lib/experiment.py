@@ -22,13 +22,13 @@ from data import read_pairs_with_report
 from data import sha256_of
 from data import split_pairs
 from data import synthetic
-from tasks.metrics import SCORING
-from tasks.metrics import score_titles
-from tasks.metrics import warn_if_collapsed
-from tasks.rundir import RunDirectory
-from tasks.rundir import atomic_write_json
-from tasks.rundir import atomic_write_text
-from tasks.rundir import git_commit
+from tasks.lib.metrics import SCORING
+from tasks.lib.metrics import score_titles
+from tasks.lib.metrics import warn_if_collapsed
+from tasks.lib.rundir import RunDirectory
+from tasks.lib.rundir import atomic_write_json
+from tasks.lib.rundir import atomic_write_text
+from tasks.lib.rundir import git_commit
 
 # Batches are padded to a multiple of this many tokens: a compiled train step
 # then sees a handful of shapes instead of one per length.
@@ -544,7 +544,7 @@ def record_epoch(trainer, model, out, state, metrics, figures):
     )
     state["history"].append(entry)
     if state["best"] is None or metrics["bleu"] > state["best"]["bleu"]:
-        from tasks.rundir import atomic_save_weights
+        from tasks.lib.rundir import atomic_save_weights
 
         atomic_save_weights(model, out / "best.weights.h5")
         state["best"] = {"epoch": epoch, "bleu": metrics["bleu"]}

@@ -68,7 +68,7 @@ def load_optimizer(trainer, path):
 
 def git_commit(directory=None):
     """Short hash of the code that ran, with '+dirty' for local changes."""
-    directory = directory or pathlib.Path(__file__).resolve().parents[1]
+    directory = directory or pathlib.Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
