@@ -35,11 +35,7 @@ from data import load_vocab
 from data import pretraining as corpus
 from data import save_vocab
 from tasks.lib.rundir import RunDirectory
-from tasks.lib.rundir import atomic_save_optimizer
-from tasks.lib.rundir import atomic_save_weights
-from tasks.lib.rundir import atomic_write_json
 from tasks.lib.rundir import atomic_write_text
-from tasks.lib.rundir import load_optimizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PRECISIONS = {
@@ -47,9 +43,6 @@ PRECISIONS = {
     "bf16": "mixed_bfloat16",
     "fp16": "mixed_float16",
 }
-# Settings that may change when resuming: they affect neither the model
-# nor the batches already seen (`steps` only stretches the decay).
-RESUMABLE = {"steps", "out", "progress", "log_every", "checkpoint_every"}
 
 
 def build_parser():
@@ -332,36 +325,6 @@ def make_trainer(model, args, precision, max_predictions):
     return trainer
 
 
-# Checkpoints: model weights, optimizer state, then the state that names
-# them, so an interrupted save leaves the previous checkpoint in charge.
-
-
-def load_state(out):
-    path = out / "state.json"
-    if not path.exists():
-        return {"step": 0, "tokens": 0, "checkpoint": None}
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def save_checkpoint(trainer, out, state):
-    name = f"step-{state['step']}"
-    atomic_save_weights(trainer.model, out / f"{name}.weights.h5")
-    atomic_save_optimizer(trainer.optimizer, out / f"{name}.optimizer.npz")
-    previous, state["checkpoint"] = state["checkpoint"], name
-    atomic_write_json(out / "state.json", state)
-    if previous and previous != name:
-        for suffix in (".weights.h5", ".optimizer.npz"):
-            (out / f"{previous}{suffix}").unlink(missing_ok=True)
-
-
-def restore_checkpoint(trainer, out, state):
-    """Weights and optimizer state (moments, step: the schedule) of a run."""
-    name = state["checkpoint"]
-    trainer.model.load_weights(str(out / f"{name}.weights.h5"))
-    load_optimizer(trainer, out / f"{name}.optimizer.npz")
-    print(f"Resuming {out.path} after step {state['step']}.")
-
-
 def trim_log(out, step):
     """Drop log lines written after the checkpoint we resume from."""
     path = out / "log.jsonl"
@@ -430,7 +393,7 @@ def train(trainer, batches, out, state, args):
             state["step"] % args.checkpoint_every == 0
             or state["step"] == args.steps
         ):
-            save_checkpoint(trainer, out, state)
+            out.save_checkpoint(trainer, state, f"step-{state['step']}")
     return state
 
 
@@ -455,9 +418,7 @@ def run(args):
     import keras
 
     out = RunDirectory(args.out)
-    out.check_settings(
-        {k: v for k, v in vars(args).items() if k not in RESUMABLE}
-    )
+    out.check_settings(vars(args))
     keras.utils.set_random_seed(args.seed)
     config, checkpoint, vocab = model_paths(args)
     token_dict, keep_tokens = load_simplified_vocab(vocab)
@@ -475,9 +436,10 @@ def run(args):
     )
     batches = make_batches(args, tokenizer)
     trainer = make_trainer(model, args, precision, batches.max_labels)
-    state = load_state(out)
+    state = out.load_state({"step": 0, "tokens": 0})
     if state["checkpoint"]:
-        restore_checkpoint(trainer, out, state)
+        out.restore_checkpoint(trainer, state)
+        print(f"Resuming {out.path} after step {state['step']}.")
     trim_log(out, state["step"])
     state = train(trainer, batches, out, state, args)
     exported = export_model(model, token_dict, out / "model")

@@ -478,7 +478,7 @@ def train_and_test(
     )
     if args.data_parallel:
         batches = DivisibleBatches(batches)
-    state = out.load_state()
+    state = out.load_state({"epochs_done": 0, "best": None, "history": []})
     restore(trainer, out, state)
     valid = valid[: args.valid_limit] if args.valid_limit else valid
     for epoch in range(state["epochs_done"], args.epochs):
@@ -511,7 +511,7 @@ def restore(trainer, out, state):
     """Load the weights and optimizer state of the last finished epoch."""
     if not state["checkpoint"]:
         return
-    out.load_epoch(trainer, state)
+    out.restore_checkpoint(trainer, state)
     print(f"Resuming {out.path} after epoch {state['epochs_done']}.")
 
 
@@ -549,7 +549,7 @@ def record_epoch(trainer, model, out, state, metrics, figures):
         atomic_save_weights(model, out / "best.weights.h5")
         state["best"] = {"epoch": epoch, "bleu": metrics["bleu"]}
     state["epochs_done"] = epoch
-    out.save_epoch(trainer, state)
+    out.save_checkpoint(trainer, state, f"epoch-{epoch}")
 
 
 def score_test(decoder, tokenizer, test, args, out):

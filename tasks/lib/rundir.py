@@ -99,41 +99,43 @@ class RunDirectory:
     def __truediv__(self, name):
         return self.path / name
 
-    def load_state(self):
-        """The saved state, or a fresh one when the run starts anew."""
+    def load_state(self, fresh):
+        """The saved state, or a copy of `fresh` when the run starts anew.
+
+        A state is the caller's dict (epochs done, steps, history...) plus
+        `checkpoint`: the files of the last checkpoint, or None.
+        """
         path = self / STATE_FILE
         if not path.exists():
-            return {
-                "epochs_done": 0,
-                "checkpoint": None,
-                "best": None,
-                "history": [],
-            }
+            return {**fresh, "checkpoint": None}
         return json.loads(path.read_text(encoding="utf-8"))
 
-    def save_epoch(self, trainer, state):
-        """Weights and optimizer state first, then the state naming them."""
-        epoch = state["epochs_done"]
-        names = {
-            "weights": f"epoch-{epoch}.weights.h5",
-            "optimizer": f"epoch-{epoch}.optimizer.npz",
+    def save_checkpoint(self, trainer, state, name):
+        """Weights and optimizer state as `name`, then the state naming
+        them; the previous checkpoint is deleted only after that, so an
+        interruption at any point leaves one complete checkpoint."""
+        files = {
+            "weights": f"{name}.weights.h5",
+            "optimizer": f"{name}.optimizer.npz",
         }
-        atomic_save_weights(trainer, self / names["weights"])
-        atomic_save_optimizer(trainer.optimizer, self / names["optimizer"])
+        atomic_save_weights(trainer, self / files["weights"])
+        atomic_save_optimizer(trainer.optimizer, self / files["optimizer"])
         previous = state.get("checkpoint") or {}
-        state["checkpoint"] = names
+        state["checkpoint"] = files
         atomic_write_json(self / STATE_FILE, state)
-        for name in previous.values():
-            if name not in names.values() and (self / name).exists():
-                (self / name).unlink()
+        for file in previous.values():
+            if file not in files.values():
+                (self / file).unlink(missing_ok=True)
 
-    def load_epoch(self, trainer, state):
-        names = state["checkpoint"]
-        trainer.load_weights(str(self / names["weights"]))
-        load_optimizer(trainer, self / names["optimizer"])
+    def restore_checkpoint(self, trainer, state):
+        """Weights and optimizer state (moments, step count: schedules)."""
+        files = state["checkpoint"]
+        trainer.load_weights(str(self / files["weights"]))
+        load_optimizer(trainer, self / files["optimizer"])
 
     def check_settings(self, settings):
-        """Refuse to resume a run made with different settings."""
+        """Refuse to resume a run made with other settings (`RESUMABLE`
+        may change); record the settings in `config.json`."""
         path = self / "config.json"
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -142,7 +144,7 @@ class RunDirectory:
                 for key in settings
                 if key in saved
                 and saved[key] != settings[key]
-                and key not in RESUMABLE_CHANGES
+                and key not in RESUMABLE
             }
             if changed:
                 details = ", ".join(
@@ -156,5 +158,17 @@ class RunDirectory:
         atomic_write_json(path, settings)
 
 
-# Settings a resumed run may change without invalidating what was learned.
-RESUMABLE_CHANGES = {"epochs", "out", "beams", "eval_batch_size", "progress"}
+# Settings (command-line names) that a resumed run may change: they change
+# neither the model nor the data already trained on. More `epochs` or
+# `steps` train on (pretraining's decay stretches to the new `steps`); the
+# others only say where and how often to write, or what to decode at the end.
+RESUMABLE = {
+    "epochs",
+    "steps",
+    "out",
+    "progress",
+    "beams",
+    "eval_batch_size",
+    "log_every",
+    "checkpoint_every",
+}
