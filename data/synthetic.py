@@ -10,7 +10,7 @@ model must learn to copy, and where to stop.
 
 import numpy as np
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+from data.vocab import SPECIAL_TOKENS
 
 # 60 common characters: enough variety for a non-trivial task, few enough
 # that a tiny model's embedding table stays small.

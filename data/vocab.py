@@ -11,6 +11,13 @@ simplification rule needs them and the tokenizer imports this module.
 import os
 import unicodedata
 
+# BERT's special tokens, defined here once. A vocabulary simplified for
+# seq2seq keeps the first four, as bert4keras's examples do
+# (`load_vocab(..., simplified=True, startswith=SEQ2SEQ_TOKENS)`); masked-LM
+# pretraining keeps [MASK] as well.
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SEQ2SEQ_TOKENS = SPECIAL_TOKENS[:4]
+
 # Ranges of CJK Unified Ideographs as in Google BERT's `_is_chinese_char`;
 # Japanese kana and Korean hangul are deliberately not in it.
 _CJK_RANGES = (

@@ -34,10 +34,10 @@ from data import Tokenizer
 from data import load_vocab
 from data import pretraining as corpus
 from data import save_vocab
+from data.vocab import SPECIAL_TOKENS
 from tasks.lib.rundir import RunDirectory
 from tasks.lib.rundir import atomic_write_text
 
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PRECISIONS = {
     "fp32": "float32",
     "bf16": "mixed_bfloat16",

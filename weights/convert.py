@@ -9,8 +9,8 @@ safetensors needs neither TensorFlow nor torch:
 Any checkpoint `weights.read_checkpoint` reads is accepted (Google TF
 checkpoint, Hugging Face safetensors or pytorch_model.bin). Optimizer state
 is left out. With --keep-tokens-from the vocabulary rows are sliced as
-`load_vocab(VOCAB, simplified=True, startswith=[PAD], [UNK], [CLS], [SEP])`
-does, and the kept ids are stored in the file.
+`load_vocab(VOCAB, simplified=True, startswith=SEQ2SEQ_TOKENS)` does
+([PAD], [UNK], [CLS], [SEP] first), and the kept ids are stored in the file.
 """
 
 import argparse
@@ -20,9 +20,6 @@ import numpy as np
 from weights.formats import read_checkpoint
 from weights.formats import write_safetensors
 from weights.loader import apply_keep_tokens
-
-# The special tokens bert4keras's seq2seq examples put first.
-STARTSWITH = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
 
 class _HelpFormatter(
@@ -58,10 +55,11 @@ def main(argv=None) -> None:
     arrays = read_checkpoint(args.checkpoint)
     keep_tokens = None
     if args.keep_tokens_from:
+        from data.vocab import SEQ2SEQ_TOKENS
         from data.vocab import load_vocab
 
         _, keep_tokens = load_vocab(
-            args.keep_tokens_from, simplified=True, startswith=STARTSWITH
+            args.keep_tokens_from, simplified=True, startswith=SEQ2SEQ_TOKENS
         )
         arrays = apply_keep_tokens(arrays, keep_tokens, args.checkpoint)
     path = write_safetensors(arrays, args.output, keep_tokens)

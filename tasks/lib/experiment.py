@@ -22,6 +22,7 @@ from data import read_pairs_with_report
 from data import sha256_of
 from data import split_pairs
 from data import synthetic
+from data.vocab import SEQ2SEQ_TOKENS
 from tasks.lib.metrics import SCORING
 from tasks.lib.metrics import score_titles
 from tasks.lib.metrics import warn_if_collapsed
@@ -302,9 +303,7 @@ def load_tokenizer(args, files, out):
     if args.no_simplify:
         return Tokenizer(load_vocab(vocab), do_lower_case=True), None
     token_dict, keep_tokens = load_vocab(
-        vocab,
-        simplified=True,
-        startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+        vocab, simplified=True, startswith=SEQ2SEQ_TOKENS
     )
     return Tokenizer(token_dict, do_lower_case=True), keep_tokens
 
