@@ -1,11 +1,14 @@
 """The well-known Chinese BERT checkpoints, as data, and a downloader.
 
-Nothing else in the toolkit needs this module: every loader works offline
-from local files. URLs are the ones Google and HFL publish (Google's zip of
-the TF checkpoint; the Hugging Face hub, to which HFL's README points, for
-the PyTorch weights). No checksums are published for these files, so
-`sha256` is None (not verified) until someone records them from a trusted
-download; pass `sha256=` to `download` to verify one yourself.
+The task scripts take `--model NAME`: without the files they print where
+to get them (`download_instructions`); with `--model-dir` they check the
+local copy (`checksums`). Every loader works offline from local files.
+URLs are the ones Google and HFL publish (Google's zip of the TF
+checkpoint; the Hugging Face hub, to which HFL's README points, for the
+PyTorch weights). No checksums are published for these files, so `sha256`
+is None (not verified) until someone records them from a trusted download;
+`checksums` reports each file's digest so that a run can record it, and
+`download(..., sha256=)` verifies one you trust.
 """
 
 import dataclasses
@@ -166,6 +169,45 @@ def verify_files(name: str, directory) -> pathlib.Path:
             f"weights.registry.download({name!r}, {str(directory)!r})"
         )
     return directory
+
+
+def download_instructions(name: str) -> str:
+    """Where to get preset `name`, as lines a user can act on."""
+    preset = get(name)
+    lines = [f"{name}: {preset.description}", "Files (into one directory):"]
+    lines += [
+        f"  {file}  {remote.url}" for file, remote in preset.files.items()
+    ]
+    lines += [
+        f"or the original release: {preset.original}",
+        'or, with Python: python -c "from weights.registry import '
+        f"download; download({name!r}, 'DIR')\"",
+    ]
+    return "\n".join(lines)
+
+
+def checksums(name: str, directory) -> dict[str, str]:
+    """sha256 of each file of the complete layout of `name` in `directory`.
+
+    Raises FileNotFoundError when no layout is complete (`verify_files`)
+    and ValueError when a file differs from a digest the registry knows.
+    """
+    preset = get(name)
+    directory = verify_files(name, directory)
+    layout = next(
+        layout
+        for layout in preset.layouts
+        if all((directory / file).is_file() for file in layout)
+    )
+    digests = {file: _sha256(directory / file) for file in layout}
+    for file, digest in digests.items():
+        remote = preset.files.get(file)
+        if remote and remote.sha256 and remote.sha256 != digest:
+            raise ValueError(
+                f"{directory / file}: sha256 {digest} is not the "
+                f"published {remote.sha256} of {name}; download it again"
+            )
+    return digests
 
 
 def _sha256(path):

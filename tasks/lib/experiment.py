@@ -30,6 +30,7 @@ from tasks.lib.rundir import RunDirectory
 from tasks.lib.rundir import atomic_write_json
 from tasks.lib.rundir import atomic_write_text
 from tasks.lib.rundir import git_commit
+from weights import registry
 
 # Batches are padded to a multiple of this many tokens: a compiled train step
 # then sees a handful of shapes instead of one per length.
@@ -72,6 +73,12 @@ def build_parser(description, defaults):
         help="strategy option, e.g. token_rate=0.3 or epsilon=1 (repeat)",
     )
     group = parser.add_argument_group("model (none given: tiny random BERT)")
+    group.add_argument(
+        "--model",
+        choices=sorted(registry.PRESETS),
+        help="a known Chinese checkpoint: alone, says where to download "
+        "it; with --model-dir, checks that copy (files, sha256)",
+    )
     group.add_argument(
         "--model-dir",
         help="directory with config, vocab.txt "
@@ -210,11 +217,14 @@ class ModelFiles:
     config: str | None
     checkpoint: str | None
     vocab: str | None
+    sha256: dict[str, str] | None = None  # of a known checkpoint's files
 
 
 def resolve_model_files(args):
     """Config, checkpoint and vocab from --model-dir or the single flags."""
     files = ModelFiles(args.config, args.checkpoint, args.vocab)
+    if args.model:
+        files.sha256 = check_known_model(args.model, args.model_dir)
     if args.model_dir:
         directory = pathlib.Path(args.model_dir)
         if not directory.is_dir():
@@ -230,6 +240,23 @@ def resolve_model_files(args):
             "error: --checkpoint needs --config (or use --model-dir)"
         )
     return files
+
+
+def check_known_model(name, directory):
+    """`--model NAME`: where to get it, or the sha256 of its local copy."""
+    if not directory:
+        raise SystemExit(
+            f"error: --model {name}: give the directory holding its files "
+            f"with --model-dir DIR. To get them:\n"
+            + registry.download_instructions(name)
+        )
+    try:
+        digests = registry.checksums(name, directory)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: --model {name}: {error}") from None
+    for file, digest in digests.items():
+        print(f"{name}: {file} sha256 {digest}")
+    return digests
 
 
 def is_tiny_default(args, files):
@@ -495,6 +522,7 @@ def train_and_test(
         "strategy_options": parse_strategy_options(args.strategy_option),
         "seed": args.seed,
         "model": describe_model(files, model),
+        "model_sha256": files.sha256,
         "data": data_info,
         "commit": git_commit(),
         "scoring": SCORING,

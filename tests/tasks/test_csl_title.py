@@ -1,5 +1,6 @@
 """End to end: tasks/csl_title.py on real CSL pairs with a tiny model."""
 
+import hashlib
 import json
 import os
 import signal
@@ -206,3 +207,24 @@ def test_built_in_default_runs_without_model_or_data(tmp_path):
     assert results["data"]["train"]["path"].startswith("synthetic")
     assert results["test"]["1"]["titles"] == 120
     assert (out / "vocab.txt").exists()
+
+
+def test_known_model_without_files_says_where_to_get_them(capsys):
+    from tasks.lib.experiment import check_known_model
+
+    with pytest.raises(SystemExit, match="huggingface.co/hfl/chinese-bert-wwm"):
+        check_known_model("chinese_wwm_L-12_H-768_A-12", None)
+
+
+def test_known_model_directory_is_checked(tmp_path, capsys):
+    from tasks.lib.experiment import check_known_model
+
+    name = "chinese_wwm_L-12_H-768_A-12"
+    with pytest.raises(SystemExit, match="lacks pytorch_model.bin"):
+        (tmp_path / "config.json").write_text("{}")
+        (tmp_path / "vocab.txt").write_text("[PAD]\n")
+        check_known_model(name, tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"weights")
+    digests = check_known_model(name, tmp_path)
+    assert digests["vocab.txt"] == hashlib.sha256(b"[PAD]\n").hexdigest()
+    assert f"{name}: pytorch_model.bin sha256" in capsys.readouterr().out

@@ -87,3 +87,36 @@ def test_verify_files_accepts_the_tf_zip_layout(tmp_path):
     for name in registry.TF_FILES:
         (tmp_path / name).write_text("")
     registry.verify_files("chinese_L-12_H-768_A-12", tmp_path)
+
+
+def test_download_instructions_name_every_file_and_the_release():
+    text = registry.download_instructions("chinese_wwm_L-12_H-768_A-12")
+    preset = registry.get("chinese_wwm_L-12_H-768_A-12")
+    for file, remote in preset.files.items():
+        assert f"{file}  {remote.url}" in text
+    assert preset.original in text
+
+
+def test_checksums_of_a_local_copy(tmp_path, local_preset):
+    contents, digests = local_preset
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    assert registry.checksums("local", tmp_path) == digests
+
+
+def test_checksums_reject_a_file_that_differs_from_a_known_digest(
+    tmp_path, local_preset, monkeypatch
+):
+    contents, digests = local_preset
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    preset = registry.PRESETS["local"]
+    files = {
+        **preset.files,
+        "vocab.txt": registry.RemoteFile("file:///vocab.txt", "0" * 64),
+    }
+    monkeypatch.setitem(
+        registry.PRESETS, "local", dataclasses.replace(preset, files=files)
+    )
+    with pytest.raises(ValueError, match="vocab.txt: sha256 .* published"):
+        registry.checksums("local", tmp_path)
