@@ -135,7 +135,8 @@ class DecodingCache(NamedTuple):
             self.source[:, layer],
             self.source_bias,
             self.outputs[:, layer],
-            index,
+            # A layer's nested arguments must all be tensors, also eagerly.
+            ops.convert_to_tensor(index, "int32"),
         )
 
     def reorder(self, rows):

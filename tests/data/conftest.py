@@ -3,28 +3,16 @@
 import pytest
 
 from data.tokenizer import Tokenizer
-from tests.conftest import VOCAB_DIR
-from tests.conftest import require_shared
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# Enough to write Chinese test sentences and a few Latin words.
-CHARACTERS = "一二三四五六七八九十甲乙丙丁戊己庚辛壬癸中文标题生成的，。"
-WORDS = [
-    "abc",
-    "##de",
-    "##f",
-    "##a",
-    "hello",
-    "world",
-    "bert",
-    "##4",
-    "##keras",
-]
+from data.vocab import SPECIAL_TOKENS
+from tests.common import CHARACTERS
+from tests.common import VOCAB_DIR
+from tests.common import WORDS
+from tests.common import require_shared
 
 
 @pytest.fixture
 def tiny_token_dict():
-    tokens = SPECIALS + list(CHARACTERS) + WORDS + list("abcdefghxyz")
+    tokens = [*SPECIAL_TOKENS, *CHARACTERS, *WORDS, *"abcdefghxyz"]
     return {token: i for i, token in enumerate(tokens)}
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from data.batching import Seq2SeqBatches
 from data.batching import sequence_padding
-from tests.data.conftest import CHARACTERS
+from tests.common import CHARACTERS
 
 CHINESE = CHARACTERS[:20]
 

@@ -11,8 +11,8 @@ from data.datasets import read_pairs
 from data.datasets import read_pairs_with_report
 from data.datasets import sha256_of
 from data.datasets import split_pairs
-from tests.conftest import CLGE_DIR
-from tests.conftest import require_shared
+from tests.common import CLGE_DIR
+from tests.common import require_shared
 
 CLGE_TEXT = "标题一\t内容一，很长。\n标题二\t内容二\n"
 CSL_TEXT = "to title\t摘要一\t标题一\nto title\t摘要二\t标题二\n"

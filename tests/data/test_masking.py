@@ -8,11 +8,11 @@ from data import load_vocab
 from data.masking import jieba_word_starts
 from data.masking import mask_tokens
 from data.masking import select_tokens
+from data.vocab import SPECIAL_TOKENS
 
 PAD, UNK, CLS, SEP, MASK = range(5)
 SPECIAL = [PAD, UNK, CLS, SEP]
 VOCAB_SIZE = 1000
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def random_sequences(count, rng, length=128):
@@ -123,8 +123,8 @@ def test_whole_word_masking_never_splits_a_word():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tests.conftest import VOCAB_DIR
-    from tests.conftest import require_shared
+    from tests.common import VOCAB_DIR
+    from tests.common import require_shared
 
     path = require_shared(VOCAB_DIR / "vocab.txt")
     token_dict, _ = load_vocab(

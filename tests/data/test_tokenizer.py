@@ -7,10 +7,10 @@ import pytest
 from data.datasets import read_pairs
 from data.tokenizer import Tokenizer
 from data.tokenizer import lowercase
-from tests.conftest import CLGE_DIR
-from tests.conftest import CSL_DEV
-from tests.conftest import VOCAB_DIR
-from tests.conftest import require_shared
+from tests.common import CLGE_DIR
+from tests.common import CSL_DEV
+from tests.common import VOCAB_DIR
+from tests.common import require_shared
 
 HAND_WRITTEN = [
     "Hello, World! BERT4Keras v0.11 is GREAT.",

@@ -2,12 +2,13 @@
 
 import pytest
 
+from data.vocab import SEQ2SEQ_TOKENS
 from data.vocab import is_cjk_character
 from data.vocab import is_punctuation
 from data.vocab import load_vocab
 from data.vocab import save_vocab
 
-STARTS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+STARTS = list(SEQ2SEQ_TOKENS)
 
 # (token, kept by simplification?) in file order; the reason is beside it.
 TINY_VOCAB = [

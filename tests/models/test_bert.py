@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from models import build_transformer_model
-from tests.weights.checkpoints import TINY
-from tests.weights.checkpoints import have_tensorflow
-from tests.weights.checkpoints import hf_masked_lm
-from tests.weights.checkpoints import hf_to_google_arrays
-from tests.weights.checkpoints import tiny_model
-from tests.weights.checkpoints import write_tf_checkpoint
+from tests.checkpoints import have_tensorflow
+from tests.checkpoints import hf_masked_lm
+from tests.checkpoints import hf_to_google_arrays
+from tests.checkpoints import tiny_model
+from tests.checkpoints import write_tf_checkpoint
+from tests.common import TINY
 from weights import CheckpointError
 from weights import save_safetensors
 from weights.convert import main as convert
@@ -326,3 +326,58 @@ def test_unknown_override():
         dict(TINY),
         hiden_size=64,
     )
+
+
+def test_call_with_cache_equals_the_full_pass():
+    """`build_cache` + `call_with_cache`, one token per row and step, give
+    the full pass's logits at the last position of [source + outputs],
+    also after rows are reordered (beams kept) and with padded sources."""
+    model = tiny_model("unilm")
+    network = model.bert_network
+    rng = np.random.default_rng(5)
+    lengths = np.array([3, 6], "int32")
+    token_ids = np.zeros((2, 6), "int32")
+    for row, length in enumerate(lengths):
+        token_ids[row, :length] = rng.integers(1, TINY["vocab_size"], length)
+    beams, steps = 2, 3
+    logits, cache = network.build_cache(token_ids, lengths, beams, steps)
+    expected = full_pass_last(model, [token_ids[0, :3], token_ids[1, :6]])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(logits), expected, atol=1e-4
+    )
+    outputs = [[] for _ in range(len(lengths) * beams)]
+    for index in range(steps):
+        # Each source's two rows swap places: row r continues row r ^ 1.
+        rows = np.arange(len(outputs), dtype="int32") ^ 1
+        outputs = [list(outputs[r]) for r in rows]
+        tokens = rng.integers(1, TINY["vocab_size"], len(outputs))
+        for row, token in enumerate(tokens):
+            outputs[row].append(int(token))
+        cache = cache.reorder(rows)
+        logits, hidden, cache = network.call_with_cache(
+            tokens.astype("int32"), cache, np.int32(index)
+        )
+        prefixes = [
+            (token_ids[row // beams, : lengths[row // beams]], ids)
+            for row, ids in enumerate(outputs)
+        ]
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(logits),
+            full_pass_last(model, *zip(*prefixes)),
+            atol=1e-4,
+        )
+        assert tuple(hidden.shape) == (len(outputs), TINY["hidden_size"])
+
+
+def full_pass_last(model, sources, targets=None):
+    """Logits at the last position of each [source (segment 0) + target
+    (segment 1)], one sequence at a time through the functional model."""
+    network = model.bert_network
+    logits = []
+    for n, source in enumerate(sources):
+        target = [] if targets is None else list(targets[n])
+        token_ids = np.array([[*source, *target]], "int32")
+        segment_ids = np.array([[0] * len(source) + [1] * len(target)], "int32")
+        out = network(token_ids, segment_ids, output="logits")
+        logits.append(keras.ops.convert_to_numpy(out)[0, -1])
+    return np.stack(logits)

@@ -15,10 +15,10 @@ import pytest
 from models.bert import build_transformer_model
 from models.decoding import AutoRegressiveDecoder
 from models.decoding import Seq2SeqDecoder
-from models.search import BeamState
 from models.search import Repetition
+from tests.common import TINY_DECODER
 
-VOCAB, CLS, END = 48, 2, 3
+VOCAB, CLS, END = TINY_DECODER["vocab_size"], 2, 3
 MAXLEN = 8
 SOURCE_LENGTHS = (1, 3, 5, 8, 11, 14, 18, 22, 26, 30, 35, 40)
 
@@ -133,16 +133,6 @@ def test_beam_state_nbest_starts_with_the_answer():
     assert [ids for ids, _ in nbest[1:]] == [[0, 1, 4]]
 
 
-def test_beam_state_with_candidate_ids():
-    """The fast path hands each row's best few as (logp, ids)."""
-    state = BeamState(np.empty((1, 0), dtype=int), 2, end_id=9)
-    state.advance(np.log([[0.5, 0.3]]), np.array([[7, 5]]))
-    assert state.output_ids.tolist() == [
-        [7],
-        [5],
-    ] or state.output_ids.tolist() == [[5], [7]]
-
-
 # Sampling with toy predictors ----------------------------------------------
 
 FIXED = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
@@ -187,16 +177,7 @@ def test_random_sample_reproducible_with_seed():
 def tiny_unilm():
     """Weights from a NumPy seed (same model on every backend); `[SEP]`'s
     MLM bias makes titles end at lengths 1 to MAXLEN."""
-    model = build_transformer_model(
-        None,
-        application="unilm",
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
+    model = build_transformer_model(None, application="unilm", **TINY_DECODER)
     rng = np.random.default_rng(0)
     model.set_weights(
         [
@@ -413,3 +394,24 @@ def test_fast_equals_reference_with_repetition_options(fast, model, sources):
     blocked = Repetition(no_repeat_ngram_size=2)
     for ids in got:
         assert not blocked.banned(ids[:-1]) & {ids[-1]}
+
+
+# The public face ------------------------------------------------------------
+
+
+def test_decoders_are_exported_from_models():
+    import models
+
+    assert models.Seq2SeqDecoder is Seq2SeqDecoder
+    assert models.AutoRegressiveDecoder is AutoRegressiveDecoder
+
+
+def test_uncompiled_decoder_gives_the_same_titles(model, fast, sources):
+    """jit_compile=False runs the cached pass eagerly on JAX."""
+    eager = Seq2SeqDecoder(model, END, MAXLEN, batch_size=16, jit_compile=False)
+    assert eager.beam_search_batch(sources[:4], 2) == fast.beam_search_batch(
+        sources[:4], 2
+    )
+    assert eager.sample_batch(sources[:2], n=2, seed=1) == fast.sample_batch(
+        sources[:2], n=2, seed=1
+    )

@@ -26,8 +26,9 @@ from models.distribution import DivisibleBatches
 from models.distribution import data_parallel
 from models.distribution import device_count
 from models.distribution import global_batch_check
+from tests.common import ROOT
+from tests.common import TINY_DISTRIBUTED
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 BACKENDS = ("jax", "tensorflow")
 TOLERANCE = 1e-6
 # gp: a second derivative through the replicas' gradient sum.
@@ -35,16 +36,6 @@ STRATEGIES = ("baseline", "gp")
 # (source length, target length): unequal targets, so that a mean of
 # per-device means weights tokens differently from the global mean.
 ROWS = [(3, 1), (2, 7), (4, 2), (1, 5)]
-CONFIG = dict(
-    vocab_size=40,
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=64,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
 
 
 # Tests, in the pytest process ------------------------------------------
@@ -91,11 +82,13 @@ def report():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_two_devices_really_used(report):
     assert report["devices"] == 2
     assert report["replicas_seen"] == 2, report["evidence"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_two_devices_equal_one_device(report, strategy):
     result = report[strategy]
@@ -105,6 +98,7 @@ def test_two_devices_equal_one_device(report, strategy):
     assert result["per_device_mean_vs_single"] > 100 * TOLERANCE, result
 
 
+@pytest.mark.slow
 def test_pretraining_two_devices_equal_one_device(report):
     """The pretraining loss is the fine-tuning one: global over replicas."""
     result = report["pretraining"]
@@ -112,6 +106,7 @@ def test_pretraining_two_devices_equal_one_device(report):
     assert abs(result["loss_parallel"] - result["loss_single"]) < 1e-5
 
 
+@pytest.mark.slow
 def test_odd_last_batch_padded_equals_unpadded(report):
     assert report["odd_batch"]["parallel_vs_single"] < TOLERANCE
     assert report["batch_check"] == "ValueError"
@@ -197,7 +192,9 @@ def _one_step(trainer_class, init_path, strategy, batch):
     """Weights and logged loss after one SGD step from `init_path`."""
     from models import build_transformer_model
 
-    model = build_transformer_model(None, application="unilm", **CONFIG)
+    model = build_transformer_model(
+        None, application="unilm", **TINY_DISTRIBUTED
+    )
     model.load_weights(init_path)
     trainer = trainer_class(model, strategy, seed=0)
     trainer.compile(optimizer=keras.optimizers.SGD(0.5))
@@ -215,7 +212,9 @@ def _pretraining_step(init_path, batch):
     token_ids, segment_ids = batch
     labels = np.zeros_like(token_ids)
     labels[:, :-1] = np.where(segment_ids[:, 1:] == 1, token_ids[:, 1:], 0)
-    model = build_transformer_model(None, application="unilm", **CONFIG)
+    model = build_transformer_model(
+        None, application="unilm", **TINY_DISTRIBUTED
+    )
     model.load_weights(init_path)
     trainer = PretrainingTrainer(model, seed=0)
     trainer.compile(optimizer=keras.optimizers.SGD(0.5))
@@ -262,7 +261,9 @@ def worker(backend):
     with tempfile.TemporaryDirectory() as directory:
         init_path = str(pathlib.Path(directory) / "init.weights.h5")
         keras.utils.set_random_seed(0)
-        model = build_transformer_model(None, application="unilm", **CONFIG)
+        model = build_transformer_model(
+            None, application="unilm", **TINY_DISTRIBUTED
+        )
         model.save_weights(init_path)
         for strategy in STRATEGIES:
             single, loss_single = _one_step(

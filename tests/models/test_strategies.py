@@ -14,11 +14,13 @@ from models import strategies
 from models.bert import BertNetwork
 from models.trainer import Batch
 from models.trainer import Seq2SeqTrainer
-from tests.models.test_trainer import NO_DROPOUT
-from tests.models.test_trainer import VOCAB
-from tests.models.test_trainer import mixed_batch
-from tests.models.test_trainer import numpy_loss
-from tests.models.test_trainer import tiny_model
+from tests.common import NO_DROPOUT
+from tests.common import TINY_TRAINER
+from tests.common import mixed_batch
+from tests.common import numpy_loss
+from tests.common import trainer_model as tiny_model
+
+VOCAB = TINY_TRAINER["vocab_size"]
 
 
 def test_registry_names_and_options():
@@ -662,7 +664,7 @@ def test_fgm_step_matches_explicit_reimplementation(fgm_steps):
 # soft and sampled inputs traced there.
 
 
-@pytest.mark.large
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, options",
     [

@@ -9,57 +9,20 @@ import keras
 import numpy as np
 import pytest
 
-from models import build_transformer_model
 from models import strategies
 from models.trainer import Seq2SeqTrainer
 from models.trainer import seq2seq_cross_entropy
 from models.trainer import unpack_batch
+from tests.common import NO_DROPOUT
+from tests.common import TINY_TRAINER
+from tests.common import mixed_batch
+from tests.common import numpy_loss
+from tests.common import trainer_model as tiny_model
 
-VOCAB = 16
 FIT_EPOCHS = 8
-NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 CORE = ("baseline", "replace", "gp")
 EXTRAS = tuple(sorted(set(strategies.STRATEGIES) - set(CORE)))
-
-
-def tiny_model(seed=0, **overrides):
-    """A 1-layer UniLM small enough to compile in seconds."""
-    keras.utils.set_random_seed(seed)
-    config = dict(
-        vocab_size=VOCAB,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-    )
-    config.update(overrides)
-    return build_transformer_model(None, application="unilm", **config)
-
-
-def mixed_batch():
-    """[CLS] source [SEP] target [SEP] rows of different lengths, padded."""
-    rows = [([5, 6, 7], [8, 9]), ([4], [10, 11, 12, 13]), ([5, 6, 7, 9], [4])]
-    length = max(len(s) + len(t) + 3 for s, t in rows)
-    token_ids = np.zeros((len(rows), length), "int32")
-    segment_ids = np.zeros((len(rows), length), "int32")
-    for row, (source, target) in enumerate(rows):
-        tokens = [2, *source, 3, *target, 3]
-        token_ids[row, : len(tokens)] = tokens
-        segment_ids[row, len(source) + 2 : len(tokens)] = 1
-    return token_ids, segment_ids
-
-
-def numpy_loss(probas, token_ids, segment_ids):
-    """bert4keras's loss, one position at a time, in float64."""
-    total, count = 0.0, 0
-    for row in range(token_ids.shape[0]):
-        for t in range(token_ids.shape[1] - 1):
-            if segment_ids[row, t + 1] == 1:
-                p = float(probas[row, t, token_ids[row, t + 1]])
-                total -= np.log(p)
-                count += 1
-    return total / count
+VOCAB = TINY_TRAINER["vocab_size"]
 
 
 def test_cross_entropy_matches_numpy_on_random_logits():
@@ -153,10 +116,10 @@ def fitted_extras():
 
 
 def each_strategy():
-    """The core strategies, then the others marked `large`: each compiled
+    """The core strategies, then the others marked `slow`: each compiled
     step costs ~5-10 s on JAX/CPU, and the others' hooks are also checked
     eagerly in test_strategies.py."""
-    extras = [pytest.param(name, marks=pytest.mark.large) for name in EXTRAS]
+    extras = [pytest.param(name, marks=pytest.mark.slow) for name in EXTRAS]
     return [*CORE, *extras]
 
 

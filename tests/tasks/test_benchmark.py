@@ -1,6 +1,5 @@
 """tasks/benchmark.py train: the FLOPs formula and a tiny CPU run."""
 
-import pathlib
 import subprocess
 import sys
 
@@ -8,31 +7,8 @@ import pytest
 
 from tasks.benchmark import random_batch
 from tasks.benchmark import train_flops
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY = [
-    "--layers",
-    "1",
-    "--hidden",
-    "32",
-    "--heads",
-    "2",
-    "--intermediate",
-    "64",
-    "--vocab",
-    "100",
-    "--maxlen",
-    "32",
-    "--batch-sizes",
-    "4",
-    "--strategies",
-    "baseline",
-    "gp",
-    "--steps",
-    "2",
-    "--warmup",
-    "1",
-]
+from tests.common import ROOT
+from tests.common import TINY_BENCHMARK_ARGS
 
 
 def test_train_flops_matches_a_hand_count():
@@ -103,6 +79,7 @@ def number(cell):
     return float(cell.rstrip("%"))
 
 
+@pytest.mark.slow
 def test_tiny_train_run_prints_a_table(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -112,7 +89,7 @@ def test_tiny_train_run_prints_a_table(tmp_path):
             sys.executable,
             str(ROOT / "tasks" / "benchmark.py"),
             "train",
-            *TINY,
+            *TINY_BENCHMARK_ARGS,
             "--out",
             str(out),
         ],

@@ -10,32 +10,13 @@ import time
 
 import pytest
 
+from data.vocab import SPECIAL_TOKENS
 from models.strategies import STRATEGIES
-from tests.conftest import ROOT
-from tests.conftest import VOCAB_DIR
+from tests.common import ROOT
+from tests.common import TINY_TASK_ARGS
+from tests.common import VOCAB_DIR
 
 SCRIPT = ROOT / "tasks" / "csl_title.py"
-TINY_ARGS = [
-    "--layers",
-    "1",
-    "--hidden",
-    "32",
-    "--heads",
-    "2",
-    "--intermediate",
-    "64",
-    "--maxlen",
-    "96",
-    "--title-maxlen",
-    "8",
-    "--batch-size",
-    "8",
-    "--eval-batch-size",
-    "16",
-    "--lr",
-    "1e-3",
-    "--no-progress",
-]
 
 
 def task_command(csl_dev_path, out, *extra):
@@ -48,7 +29,7 @@ def task_command(csl_dev_path, out, *extra):
         str(VOCAB_DIR / "vocab.txt"),
         "--out",
         str(out),
-        *TINY_ARGS,
+        *TINY_TASK_ARGS,
         *extra,
     ]
 
@@ -64,6 +45,7 @@ def run_task(command, **kwargs):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_runs_end_to_end(strategy, csl_dev_path, tmp_path):
     out = tmp_path / strategy
@@ -97,6 +79,7 @@ def test_every_strategy_runs_end_to_end(strategy, csl_dev_path, tmp_path):
     assert not list(out.glob("*tmp*")), "a temporary file was left behind"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_after_last_finished_epoch(csl_dev_path, tmp_path):
     out = tmp_path / "run"
     command = task_command(
@@ -144,37 +127,35 @@ def write(path, text):
         ("\t内容\n", ":1:"),
     ],
 )
-def test_bad_data_is_one_clear_error(content, expected, tmp_path):
+def test_bad_data_is_one_clear_error(content, expected, tmp_path, capsys):
     data = write(tmp_path / "pairs.tsv", content)
     vocab = write(
         tmp_path / "vocab.txt",
-        "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n标\n题\n内\n容\n",
+        "".join(f"{t}\n" for t in [*SPECIAL_TOKENS, *"标题内容"]),
     )
-    result = run_task(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--data",
-            str(data),
-            "--vocab",
-            str(vocab),
-            "--out",
-            str(tmp_path / "o"),
-            *TINY_ARGS,
-        ]
-    )
-    assert result.returncode == 2
-    assert expected in result.stderr
-    assert str(data) in result.stderr
-    assert "Traceback" not in result.stderr
+    argv = ["--data", str(data), "--vocab", str(vocab)]
+    with pytest.raises(SystemExit) as raised:
+        run_main([*argv, "--out", str(tmp_path / "o"), *TINY_TASK_ARGS])
+    stderr = capsys.readouterr().err
+    assert raised.value.code == 2
+    assert expected in stderr and str(data) in stderr
 
 
-def test_missing_model_files_are_clear_errors(tmp_path):
-    result = run_task(
-        [sys.executable, str(SCRIPT), "--model-dir", str(tmp_path / "nowhere")]
-    )
-    assert result.returncode != 0
-    assert "nowhere" in result.stderr and "Traceback" not in result.stderr
+def test_missing_model_files_are_clear_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        run_main(["--model-dir", str(tmp_path / "nowhere")])
+    assert raised.value.code != 0
+    assert "nowhere" in str(raised.value.code) + capsys.readouterr().err
+
+
+def run_main(argv):
+    """csl_title.py's `main` in this process (errors exit before any
+    training, so a subprocess would only add its start-up time)."""
+    from tasks.csl_title import DEFAULTS
+    from tasks.lib.experiment import main
+
+    return main(argv, "csl_title", "test", DEFAULTS)
 
 
 def test_help_lists_strategies():
@@ -185,6 +166,7 @@ def test_help_lists_strategies():
     assert "(default: 256)" in result.stdout
 
 
+@pytest.mark.slow
 def test_built_in_default_runs_without_model_or_data(tmp_path):
     """The README's first command: no model, no data, no ../shared."""
     out = tmp_path / "default"

@@ -9,13 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import CSL_CORPUS
-from tests.conftest import CSL_DEV
-from tests.conftest import ROOT
-from tests.conftest import VOCAB_DIR
-from tests.conftest import require_shared
-
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+from data.vocab import SPECIAL_TOKENS
+from tests.common import CSL_CORPUS
+from tests.common import CSL_DEV
+from tests.common import ROOT
+from tests.common import TINY_PRETRAIN
+from tests.common import TINY_PRETRAIN_ARGS
+from tests.common import VOCAB_DIR
+from tests.common import require_shared
 
 
 def test_learning_rate_warms_up_then_decays_linearly():
@@ -116,38 +117,13 @@ def test_trainer_fits_mixed_batches_with_one_step_function():
     from models import build_transformer_model
     from models.pretraining import PretrainingTrainer
 
-    model = build_transformer_model(
-        None,
-        application="unilm",
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-    )
+    model = build_transformer_model(None, application="unilm", **TINY_PRETRAIN)
     trainer = PretrainingTrainer(model, seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = trainer.fit(tiny_batches(4, 0.5), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     with pytest.raises(ValueError, match="labels"):
         trainer.train_on_batch([np.ones((1, 4)), np.zeros((1, 4))])
-
-
-# A tiny model on 200 CSL documents: seconds per run on a CPU.
-TINY_RUN = {
-    "--limit": 200,
-    "--layers": 2,
-    "--hidden": 64,
-    "--heads": 4,
-    "--intermediate": 128,
-    "--seq-len": 64,
-    "--batch-size": 8,
-    "--lr": 3e-3,
-    "--warmup": 3,
-    "--log-every": 8,
-    "--objective": "mix",
-}
 
 
 def run_pretrain(out, *extra):
@@ -165,7 +141,7 @@ def run_pretrain(out, *extra):
         "--out",
         str(out),
     ]
-    for flag, value in TINY_RUN.items():
+    for flag, value in TINY_PRETRAIN_ARGS.items():
         argv += [flag, str(value)]
     # An --init directory brings its own (simplified) vocabulary.
     if "--init" not in extra:
@@ -186,6 +162,7 @@ def read_log(out):
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_both_losses(pretrained):
     log = read_log(pretrained[0])
     assert [entry["step"] for entry in log] == [8, 16, 24, 32]
@@ -195,6 +172,7 @@ def test_pretraining_lowers_both_losses(pretrained):
     assert all(entry["tokens_per_s"] > 0 for entry in log)
 
 
+@pytest.mark.slow
 def test_export_is_a_model_directory(pretrained):
     import keras
 
@@ -231,6 +209,7 @@ def test_export_is_a_model_directory(pretrained):
     )
 
 
+@pytest.mark.slow
 def test_the_same_command_resumes_after_the_last_checkpoint(
     pretrained, tmp_path
 ):
@@ -252,6 +231,7 @@ def test_the_same_command_resumes_after_the_last_checkpoint(
         run_pretrain(out, "--steps", "40", "--mask-rate", "0.2")
 
 
+@pytest.mark.slow
 def test_csl_title_fine_tunes_from_the_export(pretrained, tmp_path):
     data = require_shared(CSL_DEV)
     command = [
@@ -298,16 +278,7 @@ def test_max_predictions_gives_the_full_loss(ratio):
     from models import build_transformer_model
     from models.pretraining import PretrainingTrainer
 
-    model = build_transformer_model(
-        None,
-        application="unilm",
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-    )
+    model = build_transformer_model(None, application="unilm", **TINY_PRETRAIN)
     batches = tiny_batches(3, ratio)
     full = PretrainingTrainer(model)
     gathered = PretrainingTrainer(model, max_predictions=batches.max_labels)
@@ -333,14 +304,8 @@ def test_init_from_a_full_vocabulary_checkpoint_keeps_its_rows(tmp_path):
     from weights import save_safetensors
 
     vocab = require_shared(VOCAB_DIR / "vocab.txt")
-    shape = {
-        "hidden_size": 16,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-    }
     original = build_transformer_model(
-        None, application="unilm", vocab_size=21128, **shape
+        None, application="unilm", **{**TINY_PRETRAIN, "vocab_size": 21128}
     )
     original.bert_config.save(tmp_path / "bert_config.json")
     save_safetensors(original, tmp_path / "model.safetensors")
@@ -363,6 +328,7 @@ def test_init_from_a_full_vocabulary_checkpoint_keeps_its_rows(tmp_path):
     np.testing.assert_array_equal(kept, rows[keep_tokens])
 
 
+@pytest.mark.slow
 def test_pretraining_continues_from_an_exported_directory(pretrained, tmp_path):
     out, exported = pretrained
     run_pretrain(
@@ -382,6 +348,7 @@ def test_pretraining_continues_from_an_exported_directory(pretrained, tmp_path):
     assert first < read_log(out)[0]["mlm_loss"] - 0.5
 
 
+@pytest.mark.slow
 def test_fp16_training_scales_its_loss():
     """fp16 gradients underflow without loss scaling: the script wraps the
     optimizer, and a step gives a finite loss."""
@@ -391,15 +358,7 @@ def test_fp16_training_scales_its_loss():
     from tasks import pretrain
 
     model = build_transformer_model(
-        None,
-        application="unilm",
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        dtype="mixed_float16",
+        None, application="unilm", dtype="mixed_float16", **TINY_PRETRAIN
     )
     args = pretrain.build_parser().parse_args(
         ["--text", "unused.txt", "--steps", "2"]

@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.weights.checkpoints import tiny_arrays
-from tests.weights.checkpoints import write_tf_checkpoint
+from data.vocab import SEQ2SEQ_TOKENS
+from tests.checkpoints import tiny_arrays
+from tests.checkpoints import write_tf_checkpoint
+from tests.common import ROOT
 from weights import read_checkpoint
 from weights import read_keep_tokens
 from weights.convert import main
@@ -32,7 +33,7 @@ def test_round_trip_gives_the_same_arrays(tmp_path, capsys):
 def test_keep_tokens_from_vocab(tmp_path):
     arrays = tiny_arrays()
     vocab = tmp_path / "vocab.txt"
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "##中", "abc", "##de"]
+    tokens = [*SEQ2SEQ_TOKENS, "##中", "abc", "##de"]
     tokens += [f"tok{i}" for i in range(128 - len(tokens))]
     vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
     full = write_safetensors(arrays, tmp_path / "full.safetensors")

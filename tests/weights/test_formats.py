@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from models import build_transformer_model
-from tests.weights.checkpoints import TINY
-from tests.weights.checkpoints import hf_masked_lm
-from tests.weights.checkpoints import hf_to_google_arrays
-from tests.weights.checkpoints import tiny_arrays
-from tests.weights.checkpoints import write_tf_checkpoint
+from tests.checkpoints import hf_masked_lm
+from tests.checkpoints import hf_to_google_arrays
+from tests.checkpoints import tiny_arrays
+from tests.checkpoints import write_tf_checkpoint
+from tests.common import TINY
 from weights import formats
 from weights import read_checkpoint
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from models import build_transformer_model
-from tests.weights.checkpoints import TINY
-from tests.weights.checkpoints import tiny_arrays
-from tests.weights.checkpoints import tiny_model
+from tests.checkpoints import tiny_arrays
+from tests.checkpoints import tiny_model
+from tests.common import TINY
 from weights import CheckpointError
 from weights import load_checkpoint
 from weights import read_keep_tokens

@@ -2,9 +2,9 @@
 
 import pytest
 
-from tests.weights.checkpoints import hf_masked_lm
-from tests.weights.checkpoints import hf_to_google_arrays
-from tests.weights.checkpoints import tiny_model
+from tests.checkpoints import hf_masked_lm
+from tests.checkpoints import hf_to_google_arrays
+from tests.checkpoints import tiny_model
 from weights import mapping
 
 

@@ -10,17 +10,8 @@ import numpy as np
 import pytest
 
 from models import build_transformer_model
+from tests.common import TINY
 from weights.formats import model_arrays
-
-TINY = {
-    "vocab_size": 128,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 37,
-    "max_position_embeddings": 64,
-    "hidden_act": "gelu",
-}
 
 
 def tiny_model(application="unilm", seed=0, **kwargs):
