@@ -98,6 +98,7 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
 def read_tf_checkpoint(prefix) -> dict[str, np.ndarray]:
     """A Google TF checkpoint (`bert_model.ckpt`), through TensorFlow."""
     try:
+        # TensorFlow's own format: the one import of it outside models/backend.
         import tensorflow as tf
     except ImportError:
         raise ImportError(
