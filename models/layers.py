@@ -158,10 +158,11 @@ class PositionEmbedding(keras.layers.Layer):
 class AttentionCache(NamedTuple):
     """What one new token per row attends to besides itself (decoding).
 
-    Rows are sources x beams (or samples), beam-major within a source; a
-    source's rows share its keys and values. Heads come before length, so
-    that each step's dot products read the cache without a transposed copy
-    (a third of a step's time on CPU otherwise).
+    Rows are source-major: with b rows (beams or samples) per source, row r
+    belongs to source r // b, and a source's rows share its keys and values.
+    Heads come before length, so that each step's dot products read the
+    cache without a transposed copy (a third of a step's time on CPU
+    otherwise).
     """
 
     source: object  # (sources, 2, heads, source_len, head_size): keys, values

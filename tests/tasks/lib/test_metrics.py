@@ -1,4 +1,5 @@
-"""tasks/metrics.py against the published loop, hand-derived values, edges."""
+"""tasks/lib/metrics.py against the published loop, hand-derived values and
+edge cases."""
 
 import json
 import math
