@@ -140,11 +140,9 @@ class DecodingCache(NamedTuple):
         )
 
     def reorder(self, rows):
-        """Row r of the result continues row `rows[r]` (beams kept)."""
-        return self._replace(
-            outputs=ops.take(self.outputs, rows, axis=0),
-            starts=ops.take(self.starts, rows, axis=0),
-        )
+        """Row r of the result continues row `rows[r]`, a row of the same
+        source (beams kept): a row always reads the source of its place."""
+        return self._replace(outputs=ops.take(self.outputs, rows, axis=0))
 
 
 class BertNetwork:

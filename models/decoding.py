@@ -496,7 +496,8 @@ class Seq2SeqDecoder:
             if search.done or index == self.maxlen - 1:
                 break
             rows, tokens = search.feed()
-            outputs, cache = step(cache, rows, tokens, np.int32(index))
+            outputs, kv = step(cache, rows, tokens, np.int32(index))
+            cache = cache._replace(outputs=kv)
         return search.finish()
 
     def encode(self, token_ids, lengths, width, k):
@@ -507,11 +508,16 @@ class Seq2SeqDecoder:
         return self.head(logits, k), cache
 
     def step(self, cache, rows, tokens, index, k):
-        """Row r continues row `rows[r]` and reads `tokens[r]` at `index`."""
+        """Row r continues row `rows[r]` and reads `tokens[r]` at `index`.
+
+        Returns the outputs and the outputs' part of the cache only: the
+        rest does not change, and a compiled function returning it would
+        copy the source cache every step.
+        """
         logits, _, cache = self.network.call_with_cache(
             tokens, cache.reorder(rows), index
         )
-        return self.head(logits, k), cache
+        return self.head(logits, k), cache.outputs
 
     def head(self, logits, k):
         """Probabilities (k None) or the top k of `log(p + 1e-12)`."""

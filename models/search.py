@@ -255,13 +255,13 @@ class SampleState:
 
     def advance(self, probas):
         """Draw a token for every live row from `probas` (one row each,
-        in order) and apply the stop rule."""
+        in order, normalised here in place) and apply the stop rule."""
         if not self.split:
             probas = np.repeat(probas, self.n, axis=0)
             self.output_ids = np.repeat(self.output_ids, self.n, axis=0)
             self.alive = np.repeat(self.alive, self.n)
             self.split = True
-        probas = probas / probas.sum(axis=1, keepdims=True)
+        probas /= probas.sum(axis=1, keepdims=True)
         filtered, ids = filter_probas(probas, self.topk, self.topp)
         picked = np.zeros((len(self.alive), 1), dtype=int)
         picked[self.alive] = draw(filtered, ids, self.choice)
