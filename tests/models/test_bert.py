@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from models import build_transformer_model
+from models.backend import compile_function
 from tests.checkpoints import have_tensorflow
 from tests.checkpoints import hf_masked_lm
 from tests.checkpoints import hf_to_google_arrays
@@ -340,8 +341,17 @@ def test_call_with_cache_equals_the_full_pass():
     for row, length in enumerate(lengths):
         token_ids[row, :length] = rng.integers(1, TINY["vocab_size"], length)
     beams, steps = 2, 3
-    logits, cache = network.build_cache(token_ids, lengths, beams, steps)
-    expected = full_pass_last(model, [token_ids[0, :3], token_ids[1, :6]])
+    build_cache = compile_function(
+        lambda ids, n: network.build_cache(ids, n, beams, steps),
+        model.variables,
+    )
+    call_with_cache = compile_function(network.call_with_cache, model.variables)
+    full_pass = compile_function(
+        lambda ids, segments: network(ids, segments, output="logits"),
+        model.variables,
+    )
+    logits, cache = build_cache(token_ids, lengths)
+    expected = full_pass_last(full_pass, [token_ids[0, :3], token_ids[1, :6]])
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(logits), expected, atol=1e-4
     )
@@ -354,7 +364,7 @@ def test_call_with_cache_equals_the_full_pass():
         for row, token in enumerate(tokens):
             outputs[row].append(int(token))
         cache = cache.reorder(rows)
-        logits, hidden, cache = network.call_with_cache(
+        logits, hidden, cache = call_with_cache(
             tokens.astype("int32"), cache, np.int32(index)
         )
         prefixes = [
@@ -363,21 +373,23 @@ def test_call_with_cache_equals_the_full_pass():
         ]
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(logits),
-            full_pass_last(model, *zip(*prefixes)),
+            full_pass_last(full_pass, *zip(*prefixes)),
             atol=1e-4,
         )
         assert tuple(hidden.shape) == (len(outputs), TINY["hidden_size"])
 
 
-def full_pass_last(model, sources, targets=None):
+def full_pass_last(full_pass, sources, targets=None, length=16):
     """Logits at the last position of each [source (segment 0) + target
-    (segment 1)], one sequence at a time through the functional model."""
-    network = model.bert_network
-    logits = []
+    (segment 1)], from `full_pass(token_ids, segment_ids)` over rows padded
+    to `length` (padding keys are masked)."""
+    token_ids = np.zeros((len(sources), length), "int32")
+    segment_ids = np.zeros((len(sources), length), "int32")
+    last = []
     for n, source in enumerate(sources):
         target = [] if targets is None else list(targets[n])
-        token_ids = np.array([[*source, *target]], "int32")
-        segment_ids = np.array([[0] * len(source) + [1] * len(target)], "int32")
-        out = network(token_ids, segment_ids, output="logits")
-        logits.append(keras.ops.convert_to_numpy(out)[0, -1])
-    return np.stack(logits)
+        token_ids[n, : len(source) + len(target)] = [*source, *target]
+        segment_ids[n, len(source) : len(source) + len(target)] = 1
+        last.append(len(source) + len(target) - 1)
+    out = keras.ops.convert_to_numpy(full_pass(token_ids, segment_ids))
+    return out[np.arange(len(sources)), last]

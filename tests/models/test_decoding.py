@@ -408,10 +408,10 @@ def test_decoders_are_exported_from_models():
 
 def test_uncompiled_decoder_gives_the_same_titles(model, fast, sources):
     """jit_compile=False runs the cached pass eagerly on JAX."""
-    eager = Seq2SeqDecoder(model, END, MAXLEN, batch_size=16, jit_compile=False)
-    assert eager.beam_search_batch(sources[:4], 2) == fast.beam_search_batch(
-        sources[:4], 2
+    eager = Seq2SeqDecoder(model, END, MAXLEN, batch_size=2, jit_compile=False)
+    assert eager.beam_search_batch(sources[:2], 2) == fast.beam_search_batch(
+        sources[:2], 2
     )
-    assert eager.sample_batch(sources[:2], n=2, seed=1) == fast.sample_batch(
-        sources[:2], n=2, seed=1
+    assert eager.sample_batch(sources[:1], n=2, seed=1) == fast.sample_batch(
+        sources[:1], n=2, seed=1
     )

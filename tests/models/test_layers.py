@@ -188,19 +188,20 @@ def test_cached_attention_equals_attention_over_the_whole_prefix():
     )
     y, (k, v) = layer(tensor(new_x), cache=cache)
     assert tuple(k.shape) == (rows, 1, 2, 3)
-    for row in range(rows):
-        source = row // beams
-        sequence = np.concatenate(
-            [source_x[source], outputs_x[row, :index], new_x[row]]
-        )[None]
-        keys_seen = np.concatenate([source_tokens[source], np.ones(index + 1)])
-        bias = np.where(keys_seen != 0, 0.0, L.MASK_BIAS)[None, None, None]
-        full = layer(tensor(sequence), tensor(bias))
-        np.testing.assert_allclose(
-            ops.convert_to_numpy(y)[row, 0],
-            ops.convert_to_numpy(full)[0, -1],
-            atol=1e-5,
-        )
+    source = np.arange(rows) // beams
+    sequences = np.concatenate(
+        [source_x[source], outputs_x[:, :index], new_x], axis=1
+    )
+    keys_seen = np.concatenate(
+        [source_tokens[source], np.ones((rows, index + 1))], axis=1
+    )
+    bias = np.where(keys_seen != 0, 0.0, L.MASK_BIAS)[:, None, None]
+    full = layer(tensor(sequences), tensor(bias))
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(y)[:, 0],
+        ops.convert_to_numpy(full)[:, -1],
+        atol=1e-5,
+    )
 
 
 def test_feed_forward_and_bias_add():
