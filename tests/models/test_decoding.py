@@ -408,10 +408,8 @@ def test_decoders_are_exported_from_models():
 
 def test_uncompiled_decoder_gives_the_same_titles(model, fast, sources):
     """jit_compile=False runs the cached pass eagerly on JAX."""
-    eager = Seq2SeqDecoder(model, END, MAXLEN, batch_size=2, jit_compile=False)
-    assert eager.beam_search_batch(sources[:2], 2) == fast.beam_search_batch(
-        sources[:2], 2
-    )
-    assert eager.sample_batch(sources[:1], n=2, seed=1) == fast.sample_batch(
-        sources[:1], n=2, seed=1
-    )
+    eager = Seq2SeqDecoder(model, END, MAXLEN, jit_compile=False)
+    got = eager.beam_search(sources[5], 3, nbest=True)
+    expected = fast.beam_search(sources[5], 3, nbest=True)
+    assert [ids for ids, _ in got] == [ids for ids, _ in expected]
+    assert [s for _, s in got] == pytest.approx([s for _, s in expected])
