@@ -296,7 +296,7 @@ def test_corpus_bleu_blank_texts_by_hand():
     assert actual == pytest.approx(expected, abs=1e-12)
 
 
-# Reporting helpers ----------------------------------------------------------
+# Reporting functions --------------------------------------------------------
 
 
 def test_scoring_describes_the_method():
