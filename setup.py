@@ -10,7 +10,7 @@ setup(
         "against exposure bias, fast decoding and Chinese ROUGE/BLEU."
     ),
     python_requires=">=3.10",
-    packages=["models", "data", "weights", "tasks"],
+    packages=["models", "data", "weights", "tasks", "compat"],
     install_requires=[
         "keras>=3.6",
         "numpy",

@@ -40,7 +40,7 @@ from data.vocab import load_vocab
 from data.vocab import stem
 
 # Full-width and CJK punctuation after which `decode` writes no space.
-_CJK_PUNCTUATION = (
+CJK_PUNCTUATION = (
     "\uff02\uff03\uff04\uff05\uff06\uff07\uff08\uff09\uff0a\uff0b\uff0c"
     "\uff0d\uff0f\uff1a\uff1b\uff1c\uff1d\uff1e\uff20\uff3b\uff3c\uff3d"
     "\uff3e\uff3f\uff40\uff5b\uff5c\uff5d\uff5e\uff5f\uff60\uff62\uff63"
@@ -51,7 +51,7 @@ _CJK_PUNCTUATION = (
     "\uff01\uff1f\uff61\u3002"
 )
 _NO_SPACE_AFTER = re.compile(
-    "(%s) " % "|".join(re.escape(p) for p in _CJK_PUNCTUATION + "+-/={(<[")
+    "(%s) " % "|".join(re.escape(p) for p in CJK_PUNCTUATION + "+-/={(<[")
 )
 
 
