@@ -129,6 +129,10 @@ __getattr__ = module_getattr(
         "GlobalPointer": _OWN_LAYER,
         "EfficientGlobalPointer": _OWN_LAYER,
         "integerize_shape": "Keras 3 shapes are already ints or None",
+        "Model": "use keras.Model",
+        "Node": "Keras 3 needs no patched Node",
+        "NodeBase": "Keras 3 needs no patched Node",
+        "custom_objects": "use keras.saving.get_custom_objects()",
     },
     fallback=keras.layers,
 )

@@ -267,6 +267,7 @@ _UNSUPPORTED = {
     "export_to_custom_objects": (
         "register with keras.saving.register_keras_serializable"
     ),
+    "custom_objects": "use keras.saving.get_custom_objects()",
 }
 _UNSUPPORTED.update(
     {

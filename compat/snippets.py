@@ -342,6 +342,7 @@ _UNSUPPORTED = {
     "Progress": "use tqdm",
     "Hook": "not needed on Python 3",
     "is_py2": "Python 3 only",
+    "basestring": "use str",
 }
 
 __getattr__ = module_getattr(__name__, _UNSUPPORTED)
