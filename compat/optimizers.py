@@ -214,9 +214,11 @@ def extend_with_exponential_moving_average(BaseOptimizer, name=None):
             )
             self.old_weights = None
 
-        def build(self, variables):
-            super().build(variables)
-            self.model_weights = list(variables)
+        @property
+        def model_weights(self):
+            """The variables the optimizer was built for (bert4keras name);
+            Keras's own list, so that they are not tracked twice."""
+            return self._trainable_variables
 
         def finalize_variable_values(self, var_list):
             """Keras swaps in the average after `fit`; bert4keras did not."""
