@@ -137,7 +137,10 @@ def _config_overrides(kwargs):
 
 
 def _renamed(built, name):
-    model = keras.Model(built.inputs, built.outputs, name=name)
+    outputs = built.outputs
+    model = keras.Model(
+        built.inputs, outputs[0] if len(outputs) == 1 else outputs, name=name
+    )
     model.bert_network, model.bert_config = (
         built.bert_network,
         built.bert_config,
