@@ -43,10 +43,21 @@ def port(name: str, directory: pathlib.Path) -> pathlib.Path:
     """Copy a shared example and apply the documented rewrite to the copy."""
     target = directory / name
     shutil.copyfile(EXAMPLES / name, target)
+    return rewrite(target)
+
+
+def port_text(text: str, target: pathlib.Path) -> pathlib.Path:
+    """Write a bert4keras script and apply the documented rewrite."""
+    target.write_text(text, encoding="utf-8")
+    return rewrite(target)
+
+
+def rewrite(target: pathlib.Path) -> pathlib.Path:
     command = documented_rewrite()[: -len(PLACEHOLDER)]
     subprocess.run(
         ["bash", "-c", f"{command} {shlex.quote(str(target))}"], check=True
     )
+    assert "bert4keras." not in target.read_text(encoding="utf-8")
     return target
 
 

@@ -21,18 +21,9 @@ from tests.compat.scripts import EXAMPLES
 from tests.compat.scripts import port
 from tests.compat.scripts import set_values
 from tests.compat.scripts import train_then_import
-from tests.compat.scripts import write_checkpoint
 from tests.conftest import CSL_DEV
 from tests.conftest import VOCAB_DIR
 from tests.conftest import require_shared
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    pytest.importorskip("tensorflow")  # writes Google's TF checkpoint
-    vocab = require_shared(VOCAB_DIR / "vocab.txt")
-    size = len(vocab.read_text(encoding="utf-8").splitlines())
-    return write_checkpoint(tmp_path_factory.mktemp("tiny_bert"), size)
 
 
 @pytest.fixture(scope="module")
