@@ -1,4 +1,4 @@
-"""bert4keras.backend on Keras 3: `keras`, `K` and `piecewise_linear`.
+"""bert4keras.backend on Keras 3: `keras`, `K`, `piecewise_linear`, ...
 
 `keras` is Keras 3 itself (scripts use `keras.callbacks.Callback`,
 `keras.layers.Lambda`, ...); `K` holds the Keras 2 backend functions
@@ -13,7 +13,10 @@ from keras import ops
 from compat import keras_backend as K
 from compat._unsupported import module_getattr
 
-__all__ = ["K", "keras", "piecewise_linear"]
+__all__ = ["K", "keras", "piecewise_linear", "symbolic", "where"]
+
+symbolic = K.symbolic
+where = K.where
 
 
 def piecewise_linear(t, schedule, from_zero=True):
@@ -51,13 +54,11 @@ __getattr__ = module_getattr(
         "search_layer": "use model.get_layer(name)",
         "recompute_grad": "use keras.RematScope (Keras 3 rematerialization)",
         "do_recompute": "use keras.RematScope (Keras 3 rematerialization)",
-        "symbolic": "use K.symbolic",
         "graph_mode_decorator": "TensorFlow 1 graph mode does not exist",
         "align": _OPS,
         "reshape": "use K.reshape (keras.ops.reshape)",
         "flatten": "use K.flatten or keras.ops.reshape",
         "dtype": "use K.dtype",
-        "where": "use K.where (keras.ops.where broadcasts)",
         "sequence_masking": _OPS,
         "batch_gather": "use keras.ops.take_along_axis",
         "pool1d": "use keras.layers.MaxPooling1D / AveragePooling1D",

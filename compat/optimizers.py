@@ -227,6 +227,9 @@ def extend_with_exponential_moving_average(BaseOptimizer, name=None):
             """Back up the model's weights, then load the averages."""
             self.old_weights = [w.numpy() for w in self.model_weights]
             super().finalize_variable_values(self.model_weights)
+            for weight in self.model_weights:
+                # Own buffers, not the averages': JAX may donate them.
+                weight.assign(weight.numpy())
 
         def reset_old_weights(self):
             """Restore the weights `apply_ema_weights` backed up."""

@@ -232,9 +232,7 @@ def _as_tuples(structure):
         return {k: _as_tuples(v) for k, v in structure.items()}
     if isinstance(structure, (list, tuple)):
         if all(isinstance(x, int) or x is None for x in structure):
-            return (
-                tuple(structure) if isinstance(structure, list) else structure
-            )
+            return tuple(structure)  # a shape
         return tuple(_as_tuples(x) for x in structure)
     return structure
 
@@ -250,7 +248,8 @@ def _fit_structure(batch):
 
 
 def _fit_leaves(part):
-    if isinstance(part, list):
+    """Each input (or target) as an array; several of them as a tuple."""
+    if isinstance(part, (list, tuple)):
         return tuple(np.asarray(x) for x in part)
     if isinstance(part, dict):
         return {k: np.asarray(v) for k, v in part.items()}

@@ -123,8 +123,17 @@ def test_fit_keeps_the_trained_weights_until_asked():
     optimizer.apply_ema_weights()
     averaged = [w.numpy() for w in model.weights]
     assert not np.allclose(trained[0], averaged[0])
+    # Predicting with the averages (JAX donates the weights' buffers) must
+    # leave the averages intact for the next epochs.
+    np.testing.assert_allclose(
+        model.predict_on_batch(x), x @ averaged[0] + averaged[1], rtol=1e-5
+    )
     optimizer.reset_old_weights()
     np.testing.assert_array_equal(model.weights[0].numpy(), trained[0])
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    optimizer.apply_ema_weights()
+    assert not np.allclose(model.weights[0].numpy(), averaged[0])
 
 
 def test_extensions_stack_and_round_trip_their_config():

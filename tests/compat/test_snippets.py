@@ -214,6 +214,32 @@ def test_forfit_repeats_passes_in_keras_form():
     assert len(first) == 1 and first[0][0].shape == (3, 4)
 
 
+@pytest.mark.parametrize(
+    "batch, expected",
+    [
+        (lambda a, b: ((a, b), None), lambda a, b: ((a, b),)),
+        (lambda a, b: ([a, b], b), lambda a, b: ((a, b), b)),
+        (lambda a, b: (a, [b, b], None), lambda a, b: (a, (b, b))),
+    ],
+)
+def test_forfit_batches_in_the_shape_keras_reads(batch, expected):
+    a, b = np.ones((2, 3), "int64"), np.zeros((2, 3), "int64")
+
+    class One(snippets.DataGenerator):
+        def __iter__(self, random=False):
+            yield batch(a, b)
+
+    stream = One([0]).forfit()
+    if keras.backend.backend() == "tensorflow":
+        stream = stream.as_numpy_iterator()
+    got, want = next(stream), expected(a, b)
+    assert keras.tree.map_structure(np.shape, got) == keras.tree.map_structure(
+        np.shape, want
+    )
+    for x, y in zip(keras.tree.flatten(got), keras.tree.flatten(want)):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_empty_data_is_a_clear_error():
     with pytest.raises(ValueError, match="no data"):
         list(Pairs([], batch_size=2).sample())
