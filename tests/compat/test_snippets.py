@@ -152,6 +152,7 @@ def test_last_token_model_is_quiet_and_takes_the_last_position(capsys):
     capsys.readouterr()
     last = decoder.last_token(model).predict(x)
     assert capsys.readouterr().out == ""
+    assert isinstance(last, np.ndarray) and last.shape == (3, 3)
     np.testing.assert_allclose(
         last, model.predict(x, verbose=0)[:, -1], rtol=1e-6
     )
