@@ -12,7 +12,7 @@ setup(
     ),
     python_requires=">=3.10",
     # Every package but the tests: models, data, weights, tasks (and
-    # tasks.lib), and any added later.
+    # tasks.lib), compat, and any added later.
     packages=find_packages(exclude=["tests", "tests.*"]),
     install_requires=[
         "keras>=3.6",

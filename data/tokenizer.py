@@ -1,14 +1,27 @@
-"""BERT WordPiece tokenizer with the bert4keras 0.11 interface.
+"""BERT WordPiece tokenizer with the bert4keras 0.11 interface and ids.
 
-Tokens equal Hugging Face `BertTokenizer(vocab, do_lower_case=True)`
-(basic tokenization, Chinese characters split, 100-character words become
-`[UNK]`), so a model pretrained with either sees the same ids. `encode`,
-`decode` and the `_token_*_id` attributes behave as in bert4keras, so a
-ported script only changes its imports.
+By default (`rules="bert4keras"`) tokens and ids equal bert4keras 0.11's
+`Tokenizer` on every input, which follows Google's original BERT
+tokenizer: a model fine-tuned under bert4keras sees the same ids here.
+`encode`, `decode`, `rematch` and the `_token_*_id` attributes behave as in
+bert4keras, so a ported script only changes its imports.
 
-One deliberate difference from Hugging Face: special tokens typed inside
-the text (`"[SEP]"`) are split like any other text, as in bert4keras, so
-raw data can never inject a segment boundary.
+`rules="huggingface"` follows Hugging Face's `BertTokenizer` instead. The
+two differ on rare text only:
+
+- private-use, surrogate and unassigned characters (Unicode `Co`, `Cs`,
+  `Cn`): bert4keras keeps them, so the word holding one becomes `[UNK]`;
+  Hugging Face deletes them;
+- lower-casing: bert4keras lowers the whole text with `str.lower`, so a
+  word-final capital sigma becomes `ς`; Hugging Face lowers character by
+  character and writes `σ` everywhere;
+- a word that WordPiece cannot cover, or longer than `word_maxlen` (200
+  for bert4keras, 100 for Hugging Face): bert4keras keeps the word itself
+  as its token (its id is `[UNK]`'s), Hugging Face writes `[UNK]`.
+
+Under both rules special tokens typed inside the text (`"[SEP]"`) are split
+like any other text, as bert4keras does, so raw data can never inject a
+segment boundary (Hugging Face would read them as special tokens).
 """
 
 import os
@@ -18,6 +31,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 
+from data.vocab import is_bert_control
 from data.vocab import is_cjk_character
 from data.vocab import is_control
 from data.vocab import is_punctuation
@@ -26,7 +40,7 @@ from data.vocab import load_vocab
 from data.vocab import stem
 
 # Full-width and CJK punctuation after which `decode` writes no space.
-_CJK_PUNCTUATION = (
+CJK_PUNCTUATION = (
     "\uff02\uff03\uff04\uff05\uff06\uff07\uff08\uff09\uff0a\uff0b\uff0c"
     "\uff0d\uff0f\uff1a\uff1b\uff1c\uff1d\uff1e\uff20\uff3b\uff3c\uff3d"
     "\uff3e\uff3f\uff40\uff5b\uff5c\uff5d\uff5e\uff5f\uff60\uff62\uff63"
@@ -37,7 +51,7 @@ _CJK_PUNCTUATION = (
     "\uff01\uff1f\uff61\u3002"
 )
 _NO_SPACE_AFTER = re.compile(
-    "(%s) " % "|".join(re.escape(p) for p in _CJK_PUNCTUATION + "+-/={(<[")
+    "(%s) " % "|".join(re.escape(p) for p in CJK_PUNCTUATION + "+-/={(<[")
 )
 
 
@@ -60,19 +74,33 @@ def truncate_sequences(
         sequences[longest].pop(indices[longest])
 
 
-def lowercase(text: str) -> str:
+RULES = ("bert4keras", "huggingface")
+
+# Longest word WordPiece tries to split, per rules; longer words are unknown.
+_WORD_MAXLEN = {"bert4keras": 200, "huggingface": 100}
+
+
+def lowercase(text: str, rules: str = "bert4keras") -> str:
     """Lower-case and strip accents the way BERT's uncased models expect.
 
-    Lower-casing goes character by character (as the Rust tokenizer of
-    Hugging Face does), so a word-final capital sigma becomes `σ`, not the
-    context-dependent `ς` of `str.lower`; NFD then drops combining marks.
+    bert4keras lowers the whole text with `str.lower`, whose capital sigma
+    becomes `ς` at the end of a word; Hugging Face's tokenizer lowers
+    character by character, so `σ` everywhere. NFD then drops combining
+    marks.
     """
-    text = text.replace("\u03a3", "\u03c3").lower()
-    text = unicodedata.normalize("NFD", text)
+    if rules == "huggingface":
+        text = text.replace("\u03a3", "\u03c3")
+    text = unicodedata.normalize("NFD", text.lower())
     return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
 
 
-def split_words(text: str) -> list[str]:
+def is_deleted(ch: str, rules: str = "bert4keras") -> bool:
+    """Characters the tokenizer drops: NUL, U+FFFD and controls."""
+    control = is_control if rules == "huggingface" else is_bert_control
+    return ord(ch) in (0, 0xFFFD) or control(ch)
+
+
+def split_words(text: str, rules: str = "bert4keras") -> list[str]:
     """BERT's basic tokenizer: clean, split on spaces, CJK and punctuation."""
     pieces = []
     for ch in text:
@@ -80,7 +108,7 @@ def split_words(text: str) -> list[str]:
             pieces.append(f" {ch} ")
         elif is_space(ch):
             pieces.append(" ")
-        elif ord(ch) not in (0, 0xFFFD) and not is_control(ch):
+        elif not is_deleted(ch, rules):
             pieces.append(ch)
     return "".join(pieces).split()
 
@@ -89,29 +117,42 @@ class Tokenizer:
     """BERT tokenizer: `encode(first, second, maxlen)` -> ids and segments.
 
     `token_dict` is a `{token: id}` dict or a path to `vocab.txt`.
-    `pre_tokenize` (e.g. `jieba.lcut`) proposes words first; a word found in
-    the vocabulary is kept whole, any other goes through WordPiece.
-    `token_translate` renames tokens after tokenizing (bert4keras option).
+    `do_lower_case` is False by default, as in bert4keras: pass True for
+    the uncased Chinese checkpoints (BERT, BERT-wwm, RoBERTa-wwm-ext).
+    `word_maxlen` (200 under bert4keras rules, 100 under Hugging Face's):
+    longer words are unknown. `pre_tokenize` (e.g. `jieba.lcut`) proposes
+    words first; a word found in the vocabulary is kept whole, any other
+    goes through WordPiece. `token_translate` renames tokens after
+    tokenizing (bert4keras option). `rules`: 'bert4keras' or 'huggingface'
+    (see the module docstring).
     """
 
     def __init__(
         self,
         token_dict: dict[str, int] | str | os.PathLike,
-        do_lower_case: bool = True,
-        word_maxlen: int = 100,
+        do_lower_case: bool = False,
+        word_maxlen: int | None = None,
         token_start: str | None = "[CLS]",
         token_end: str | None = "[SEP]",
         pre_tokenize: Callable[[str], Iterable[str]] | None = None,
         token_translate: dict[str, str] | None = None,
+        rules: str = "bert4keras",
     ):
+        if rules not in RULES:
+            raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
         if not isinstance(token_dict, dict):
             token_dict = load_vocab(os.fspath(token_dict))
         self._token_dict = token_dict
         self._token_dict_inv = {i: t for t, i in token_dict.items()}
+        self._vocab_size = len(token_dict)
         self._do_lower_case = do_lower_case
-        self._word_maxlen = word_maxlen
+        self._rules = rules
+        self._word_maxlen = word_maxlen or _WORD_MAXLEN[rules]
         self._pre_tokenize = pre_tokenize
         self._token_translate = token_translate or {}
+        self._token_translate_inv = {
+            new: old for old, new in self._token_translate.items()
+        }
         self._token_pad, self._token_unk = "[PAD]", "[UNK]"
         self._token_mask = "[MASK]"
         self._token_start, self._token_end = token_start, token_end
@@ -121,6 +162,10 @@ class Tokenizer:
         self._token_mask_id = token_dict.get(self._token_mask)
         self._token_start_id = token_dict.get(token_start)
         self._token_end_id = token_dict.get(token_end)
+
+    @property
+    def rules(self) -> str:
+        return self._rules
 
     @property
     def pad_id(self) -> int | None:
@@ -236,15 +281,18 @@ class Tokenizer:
     def rematch(self, text: str, tokens: list[str]) -> list[list[int]]:
         """For each token, the indices of the characters of `text` it covers.
 
-        Special tokens (including `[UNK]`) map to `[]`.
+        Special tokens (including `[UNK]`) map to `[]`. Under bert4keras
+        rules the text is lower-cased as a whole first, as bert4keras does:
+        where that changes its length (`İ` becomes two characters) later
+        indices count characters of the lower-cased text.
         """
+        if self._do_lower_case and self._rules == "bert4keras":
+            text = text.lower()
         normalized, char_mapping = "", []
         for i, ch in enumerate(text):
             if self._do_lower_case:
-                ch = lowercase(ch)
-            ch = "".join(
-                c for c in ch if ord(c) not in (0, 0xFFFD) and not is_control(c)
-            )
+                ch = lowercase(ch, self._rules)
+            ch = "".join(c for c in ch if not is_deleted(c, self._rules))
             normalized += ch
             char_mapping.extend([i] * len(ch))
         token_mapping, offset = [], 0
@@ -285,7 +333,7 @@ class Tokenizer:
 
     def _tokenize(self, text: str) -> list[str]:
         if self._do_lower_case:
-            text = lowercase(text)
+            text = lowercase(text, self._rules)
         if self._pre_tokenize is None:
             return self._word_pieces(text)
         tokens = []
@@ -298,14 +346,14 @@ class Tokenizer:
 
     def _word_pieces(self, text: str) -> list[str]:
         tokens = []
-        for word in split_words(text):
+        for word in split_words(text, self._rules):
             tokens.extend(self._word_piece_tokenize(word))
         return tokens
 
     def _word_piece_tokenize(self, word: str) -> list[str]:
-        """Greedy longest-match; a word that cannot be covered is `[UNK]`."""
+        """Greedy longest-match; a word that cannot be covered is unknown."""
         if len(word) > self._word_maxlen:
-            return [self._token_unk]
+            return [self._unknown(word)]
         tokens, start = [], 0
         while start < len(word):
             end = len(word)
@@ -315,7 +363,11 @@ class Tokenizer:
                     break
                 end -= 1
             if end == start:
-                return [self._token_unk]
+                return [self._unknown(word)]
             tokens.append(sub)
             start = end
         return tokens
+
+    def _unknown(self, word: str) -> str:
+        """bert4keras keeps the word (its id is `[UNK]`'s); HF says [UNK]."""
+        return word if self._rules == "bert4keras" else self._token_unk

@@ -60,10 +60,23 @@ def is_space(ch: str) -> bool:
 
 
 def is_control(ch: str) -> bool:
-    """True for characters BERT deletes (all `C*` except tab and newlines)."""
+    """Hugging Face's rule: all `C*` except tab and newlines are deleted.
+
+    That includes private-use (`Co`), surrogate (`Cs`) and unassigned
+    (`Cn`) characters, which Google's BERT and bert4keras keep.
+    """
     if ch in "\t\n\r":
         return False
     return unicodedata.category(ch).startswith("C")
+
+
+def is_bert_control(ch: str) -> bool:
+    """Google BERT's and bert4keras's rule: only `Cc` and `Cf` are deleted.
+
+    Tab and newlines are `Cc` too, but the tokenizer turns them into spaces
+    before it looks for control characters.
+    """
+    return unicodedata.category(ch) in ("Cc", "Cf")
 
 
 def stem(token: str) -> str:

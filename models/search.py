@@ -7,14 +7,15 @@ decoders cannot drift apart in the bookkeeping.
 
 - `BeamState`: the live beams of one source. A beam's score is its summed
   `log(p + 1e-12)`; each step keeps the `topk` best extensions; once
-  `minlen` tokens are out, if the best beam has ended it is the answer,
+  `minlen` tokens are out, if the best beam has ended (its last token is
+  the end token, and it holds `min_ends` of them) it is the answer,
   otherwise ended beams leave and `topk` shrinks to the beams left; at
   `maxlen` the best-scoring beam is returned. `nbest` lists the other
   complete hypotheses with their scores. `Repetition` adds n-gram blocking
   and a repetition penalty to that rule.
 - `SampleState`: n sampled rows per source. Each step draws one token per
   live row from the top-k / top-p filtered distribution; once `minlen`
-  tokens are out, a row holding `min_ends` end tokens is a result and
+  tokens are out, a row that has ended (as a beam does) is a result and
   leaves; at `maxlen` the rows left are results too.
 - `BeamSearch` and `Sampling` run those rules for a batch of sources whose
   rows live on a device (`Seq2SeqDecoder`): they read each step's outputs
@@ -84,6 +85,14 @@ class Repetition:
         }
 
 
+def _ended(output_ids, end_id, min_ends):
+    """bert4keras's stop rule, for beams and samples alike: a row has ended
+    when its last token is the end token and it holds at least `min_ends`
+    of them (an end token drawn before `minlen` does not end a row alone)."""
+    end_counts = (output_ids == end_id).sum(1)
+    return (output_ids[:, -1] == end_id) & (end_counts >= min_ends)
+
+
 class BeamState:
     """The live beams of one source under bert4keras's stop rule."""
 
@@ -136,15 +145,13 @@ class BeamState:
             self._stop_or_drop()
 
     def _stop_or_drop(self):
-        end_counts = (self.output_ids == self.end_id).sum(1)
+        ended = _ended(self.output_ids, self.end_id, self.min_ends)
         best = self.scores.argmax()
-        keep = end_counts < self.min_ends
-        for row in np.flatnonzero(~keep):
+        keep = ~ended
+        for row in np.flatnonzero(ended):
             if row != best:
                 self.finished.append((self.output_ids[row], self.scores[row]))
-        if end_counts[best] == self.min_ends or not keep.any():
-            # The second case is only reachable when ends came before
-            # `minlen`; bert4keras would go on with no beam and crash.
+        if ended[best]:
             return self._stop(best)
         if keep.all():
             return
@@ -268,8 +275,7 @@ class SampleState:
         self.output_ids = np.concatenate([self.output_ids, picked], 1)
         if self.output_ids.shape[1] < self.minlen:
             return
-        ends = (self.output_ids == self.end_id).sum(1)
-        ended = self.alive & (ends == self.min_ends)
+        ended = self.alive & _ended(self.output_ids, self.end_id, self.min_ends)
         for row in np.flatnonzero(ended):
             self.results[row // self.n].append(self.output_ids[row])
         self.alive &= ~ended

@@ -18,10 +18,11 @@ def tiny_token_dict():
 
 @pytest.fixture
 def tiny_tokenizer(tiny_token_dict):
-    return Tokenizer(tiny_token_dict)
+    return Tokenizer(tiny_token_dict, do_lower_case=True)
 
 
 @pytest.fixture(scope="session")
 def real_tokenizer():
-    """The Chinese BERT vocab, loaded once: 21,128 tokens take a moment."""
-    return Tokenizer(require_shared(VOCAB_DIR / "vocab.txt"))
+    """The uncased Chinese BERT vocab, loaded once (21,128 tokens)."""
+    path = require_shared(VOCAB_DIR / "vocab.txt")
+    return Tokenizer(path, do_lower_case=True)

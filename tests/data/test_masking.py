@@ -130,7 +130,7 @@ def tokenizer():
     token_dict, _ = load_vocab(
         str(path), simplified=True, startswith=SPECIAL_TOKENS
     )
-    return Tokenizer(token_dict)
+    return Tokenizer(token_dict, do_lower_case=True)
 
 
 TEXT = (

@@ -1,5 +1,12 @@
-"""Tokenizer: Hugging Face token parity, bert4keras encode/decode rules."""
+"""Tokenizer: bert4keras ids by default, Hugging Face under rules="huggingface".
 
+The bert4keras reference is bert4keras 0.11.5's own `tokenizers.py`
+(`tests/compat/reference.py`); the named deviations of earlier versions
+(private-use characters, Σ at word end, "[SEP]" typed in text) are also
+checked against ids derived by hand, which need no reference installed.
+"""
+
+import random
 import unicodedata
 
 import pytest
@@ -7,16 +14,18 @@ import pytest
 from data.datasets import read_pairs
 from data.tokenizer import Tokenizer
 from data.tokenizer import lowercase
+from data.vocab import load_vocab
 from tests.common import CLGE_DIR
 from tests.common import CSL_DEV
 from tests.common import VOCAB_DIR
 from tests.common import require_shared
+from tests.compat import reference
 
 HAND_WRITTEN = [
     "Hello, World! BERT4Keras v0.11 is GREAT.",
     "１２３ＡＢＣ，全角字符！（测试）ＸＹＺ",
     "Café naïve résumé Ångström Straße e\u0301",
-    "ΔΣ调制器 ΟΔΟΣ σ İstanbul",  # capital sigma: σ, never ς
+    "ΔΣ调制器 ΟΔΟΣ σ İstanbul",
     "表情😀👍🏽和❤️",
     "a" * 101 + " " + "b" * 100 + " supercalifragilisticexpialidocious",
     "tab\there\nnew\r\nline\u3000ideographic\u00a0nbsp\u2028ls",
@@ -26,6 +35,20 @@ HAND_WRITTEN = [
     "‘quoted’ “double” —dash… ·middot #hash ##x @at $ ^ ~",
     "",
     "   ",
+]
+
+# Where bert4keras and Hugging Face differ: private-use, surrogate and
+# unassigned characters, capital sigma, words past 100 or 200 characters,
+# words WordPiece cannot cover, special tokens typed in the text.
+DIFFERENCES = [
+    "测试\ue000文本 ab\ue000c \U000f0000",
+    "ΟΔΟΣ ΣΟΦΟΣ. ΑΣ,Σ Σ ΣΑ",
+    "甲[SEP]乙[CLS] [MASK][UNK]丙 [unused1]",
+    "a" * 150 + " " + "b" * 201 + " 中" + "c" * 199 + "中",
+    "qqqqzzzz 标题xyzzyq",
+    # Lone surrogates (Hugging Face cannot take them) and an unassigned
+    # character (its Unicode tables are not Python's).
+    "x\udc80y 中\ud800 z\u0378w",
 ]
 
 
@@ -41,36 +64,204 @@ def corpus_texts():
 
 
 @pytest.fixture(scope="module")
+def real_token_dict():
+    return load_vocab(str(require_shared(VOCAB_DIR / "vocab.txt")))
+
+
+@pytest.fixture(scope="module")
+def hf_rules_tokenizer(real_token_dict):
+    return Tokenizer(real_token_dict, do_lower_case=True, rules="huggingface")
+
+
+@pytest.fixture(scope="module")
 def hf_tokenizer():
     transformers = pytest.importorskip("transformers")
     vocab = require_shared(VOCAB_DIR / "vocab.txt")
     return transformers.BertTokenizer(str(vocab), do_lower_case=True)
 
 
-def test_tokens_equal_hugging_face_on_the_corpus(real_tokenizer, hf_tokenizer):
+def bert4keras_pair(token_dict, **kwargs):
+    """(ours, bert4keras 0.11.5's) tokenizers built with the same options."""
+    theirs = reference.tokenizers().Tokenizer(token_dict, **kwargs)
+    return Tokenizer(token_dict, **kwargs), theirs
+
+
+def test_default_is_bert4keras_with_its_defaults(real_token_dict):
+    tokenizer = Tokenizer(real_token_dict)
+    assert tokenizer.rules == "bert4keras"
+    assert tokenizer._do_lower_case is False
+    assert tokenizer._word_maxlen == 200
+    with pytest.raises(ValueError, match="rules must be one of"):
+        Tokenizer(real_token_dict, rules="google")
+
+
+# Ids derived by hand from bert4keras 0.11's algorithm and the real
+# vocabulary (do_lower_case=True), no reference needed:
+# - "测试\ue000文本": U+E000 is private use (Co). bert4keras deletes only Cc
+#   and Cf, so it stays; CJK characters are split off, leaving the word
+#   "\ue000", which WordPiece cannot cover: the word itself is kept as a
+#   token, whose id is [UNK]'s (100).
+# - "ab\ue000c": one word; WordPiece matches "ab" and then fails on
+#   "##\ue000c", so the whole word becomes [UNK] (100), not "ab" + [UNK].
+# - "ΟΔΟΣ": `str.lower` of the whole text gives "οδος" with a final sigma
+#   ς, so ο ##δ ##ο ##ς; the last is 13395 ("##σ" would be 13396).
+# - "甲[SEP]乙": a typed "[SEP]" is text: "[", "sep", "]" are punctuation
+#   and a word, never the special token 102.
+HAND_DERIVED = [
+    ("测试\ue000文本", [3844, 6407, 100, 3152, 3315]),
+    ("ab\ue000c", [100]),
+    ("ΟΔΟΣ", [222, 13383, 13392, 13395]),
+    ("甲[SEP]乙", [4508, 138, 9463, 140, 734]),
+]
+
+
+@pytest.mark.parametrize("text, ids", HAND_DERIVED)
+def test_bert4keras_ids_derived_by_hand(real_token_dict, text, ids):
+    tokenizer = Tokenizer(real_token_dict, do_lower_case=True)
+    assert tokenizer.encode(text)[0] == [101] + ids + [102]
+
+
+# The same texts under Hugging Face's rules: the private-use character is
+# deleted ("abc" is 8425) and the sigma is σ (13396).
+HAND_DERIVED_HF = [
+    ("测试\ue000文本", [3844, 6407, 3152, 3315]),
+    ("ab\ue000c", [8425]),
+    ("ΟΔΟΣ", [222, 13383, 13392, 13396]),
+    ("甲[SEP]乙", [4508, 138, 9463, 140, 734]),
+]
+
+
+@pytest.mark.parametrize("text, ids", HAND_DERIVED_HF)
+def test_huggingface_rules_ids_derived_by_hand(hf_rules_tokenizer, text, ids):
+    assert hf_rules_tokenizer.encode(text)[0] == [101] + ids + [102]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_equal_bert4keras_on_the_corpus(real_token_dict, lower):
+    ours, theirs = bert4keras_pair(real_token_dict, do_lower_case=lower)
+    texts = corpus_texts()
+    assert len(texts) > 2000
+    for text in texts:
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+    pairs = list(zip(texts[0::2], texts[1::2]))
+    for title, content in pairs[:300]:
+        for maxlen in (None, 64):
+            assert ours.encode(content, title, maxlen=maxlen) == (
+                theirs.encode(content, title, maxlen=maxlen)
+            )
+
+
+@pytest.mark.parametrize("text", HAND_WRITTEN + DIFFERENCES)
+@pytest.mark.parametrize("lower", [True, False])
+def test_equal_bert4keras_on_hard_text(real_token_dict, text, lower):
+    ours, theirs = bert4keras_pair(real_token_dict, do_lower_case=lower)
+    tokens = ours.tokenize(text)
+    assert tokens == theirs.tokenize(text)
+    assert ours.encode(text, text[::-1], maxlen=40) == theirs.encode(
+        text, text[::-1], maxlen=40
+    )
+    ids = ours.tokens_to_ids(tokens)
+    assert ours.decode(ids) == theirs.decode(ids)
+    assert ours.rematch(text, tokens) == theirs.rematch(text, tokens)
+
+
+def random_text(rng, length):
+    """Text drawn from every kind of character the rules treat apart."""
+    pools = [
+        "中文标题生成的模型，。！？、；：“”《》（）",
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        " \t\n\r\u3000\u00a0\u2028",
+        ".,;:!?'\"()[]{}<>-_/\\|@#$%^&*+=~`",
+        "ΣΟΔσςÅÉİıßẞéèñü\u0301\u0308",
+        "\x00\x07\x0b\ufffd\u200b\u200d\ufeff",
+        "\ue000\uf8ff\U000f0000\udc80\u0378\U000e0001",
+        "😀👍🏽❤️한국어のテキスト𠀀𪜀\uf900",
+    ]
+    return "".join(
+        rng.choice(pools[rng.randrange(len(pools))]) for _ in range(length)
+    )
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_equal_bert4keras_on_random_text(real_token_dict, lower):
+    ours, theirs = bert4keras_pair(real_token_dict, do_lower_case=lower)
+    rng = random.Random(13)
+    for _ in range(400):
+        text = random_text(rng, rng.randrange(1, 60))
+        second = random_text(rng, rng.randrange(1, 30))
+        tokens = ours.tokenize(text)
+        assert tokens == theirs.tokenize(text), repr(text)
+        for maxlen, cut in ((None, "right"), (20, "right"), (20, "left")):
+            args = (text, second, maxlen, "S*E*E", cut)
+            assert ours.encode(*args) == theirs.encode(*args), repr(text)
+        ids = ours.tokens_to_ids(tokens)
+        assert ours.decode(ids) == theirs.decode(ids), repr(text)
+        assert ours.rematch(text, tokens) == theirs.rematch(text, tokens)
+
+
+def test_equal_bert4keras_with_jieba_pre_tokenize(real_token_dict):
+    jieba = pytest.importorskip("jieba")
+    jieba.setLogLevel(60)
+    options = dict(do_lower_case=True, pre_tokenize=jieba.lcut)
+    ours, theirs = bert4keras_pair(real_token_dict, **options)
+    for text in corpus_texts()[:200] + HAND_WRITTEN + DIFFERENCES:
+        assert ours.tokenize(text) == theirs.tokenize(text), text
+
+
+def test_equal_bert4keras_word_maxlen_and_translate(tiny_token_dict):
+    options = dict(
+        do_lower_case=True,
+        word_maxlen=4,
+        token_translate={"中": "文"},
+        token_start=None,
+    )
+    ours, theirs = bert4keras_pair(tiny_token_dict, **options)
+    for text in ["abcdef abc 中文 hello", "ABCDE 标题", ""]:
+        assert ours.tokenize(text, maxlen=5) == theirs.tokenize(text, 5)
+        assert ours.encode(text, "中文", maxlen=6) == theirs.encode(
+            text, "中文", maxlen=6
+        )
+
+
+@pytest.mark.parametrize("simplified", [False, True])
+def test_load_vocab_equals_bert4keras(simplified):
+    path = str(require_shared(VOCAB_DIR / "vocab.txt"))
+    options = dict(
+        simplified=simplified, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    )
+    assert load_vocab(path, **options) == reference.tokenizers().load_vocab(
+        path, **options
+    )
+
+
+def test_tokens_equal_hugging_face_on_the_corpus(
+    hf_rules_tokenizer, hf_tokenizer
+):
     texts = corpus_texts()
     assert len(texts) > 2000
     mismatches = [
         (text, ours, theirs)
         for text in texts
-        if (ours := real_tokenizer.tokenize(text)[1:-1])
+        if (ours := hf_rules_tokenizer.tokenize(text)[1:-1])
         != (theirs := hf_tokenizer.tokenize(text))
     ]
     assert mismatches == []
 
 
-@pytest.mark.parametrize("text", HAND_WRITTEN)
+@pytest.mark.parametrize("text", HAND_WRITTEN + DIFFERENCES[:2])
 def test_tokens_equal_hugging_face_on_hard_text(
-    real_tokenizer, hf_tokenizer, text
+    hf_rules_tokenizer, hf_tokenizer, text
 ):
-    assert real_tokenizer.tokenize(text)[1:-1] == hf_tokenizer.tokenize(text)
+    assert hf_rules_tokenizer.tokenize(text)[1:-1] == hf_tokenizer.tokenize(
+        text
+    )
 
 
-def test_pair_ids_equal_hugging_face(real_tokenizer, hf_tokenizer):
+def test_pair_ids_equal_hugging_face(hf_rules_tokenizer, hf_tokenizer):
     pairs = read_pairs(require_shared(CSL_DEV))[:50]
     for title, content in pairs:
         expected = hf_tokenizer(content, title)
-        ids, segments = real_tokenizer.encode(content, title)
+        ids, segments = hf_rules_tokenizer.encode(content, title)
         assert ids == expected["input_ids"]
         assert segments == expected["token_type_ids"]
 
@@ -164,21 +355,28 @@ def test_token_lists_are_not_edited(tiny_tokenizer):
     assert len(first) == 5
 
 
-def test_wordpiece_and_long_words(tiny_tokenizer):
+def test_wordpiece_and_long_words(tiny_tokenizer, tiny_token_dict):
     assert tiny_tokenizer.tokenize("ABCDEF hello")[1:-1] == [
         "abc",
         "##de",
         "##f",
         "hello",
     ]
-    assert tiny_tokenizer.tokenize("abcq")[1:-1] == ["[UNK]"]
-    assert tiny_tokenizer.tokenize("a" * 101)[1:-1] == ["[UNK]"]
-    assert tiny_tokenizer.tokenize("a" * 100)[1:-1] == ["a"] + ["##a"] * 99
+    # bert4keras keeps an unknown word itself as the token; its id is UNK.
+    assert tiny_tokenizer.tokenize("abcq")[1:-1] == ["abcq"]
+    assert tiny_tokenizer.encode("abcq")[0][1:-1] == [tiny_tokenizer.unk_id]
+    assert tiny_tokenizer.tokenize("a" * 201)[1:-1] == ["a" * 201]
+    assert tiny_tokenizer.tokenize("a" * 200)[1:-1] == ["a"] + ["##a"] * 199
+    hf = Tokenizer(tiny_token_dict, do_lower_case=True, rules="huggingface")
+    assert hf.tokenize("abcq")[1:-1] == ["[UNK]"]
+    assert hf.tokenize("a" * 101)[1:-1] == ["[UNK]"]
+    assert hf.tokenize("a" * 100)[1:-1] == ["a"] + ["##a"] * 99
 
 
 def test_lowercase_strips_accents_like_bert():
     assert lowercase("ÅngströM Café İ") == "angstrom cafe i"
-    assert lowercase("ΟΔΟΣ") == "οδοσ"
+    assert lowercase("ΟΔΟΣ ΣΑ") == "οδος σα"
+    assert lowercase("ΟΔΟΣ ΣΑ", rules="huggingface") == "οδοσ σα"
     assert not any(
         unicodedata.category(c) == "Mn" for c in lowercase("e\u0301\u0308")
     )

@@ -113,15 +113,18 @@ def test_wide_beam_equals_exhaustive_search(seed):
 
 
 def test_minlen_keeps_ended_beams_until_then():
-    """Before minlen an end is just a token; bert4keras then stops on the
-    first best beam holding exactly `min_ends` ends."""
+    """Before minlen an end is just a token; after it, as in bert4keras, a
+    beam has ended only when its last token is the end."""
 
     def conditional(prefix):
         return [0.3, 0.7] if not prefix else [0.6, 0.4]
 
     decoder = TablePredictor(conditional, end_id=1, maxlen=5, minlen=2)
-    # [end, 0] (0.42) is the best of length 2 and holds one end: returned.
-    assert list(decoder.beam_search([], topk=2)) == [1, 0]
+    # At minlen [end, 0] (0.42) is the best beam but does not end with the
+    # end token, so it grows on; [end, end] (0.28) leaves as complete.
+    state = decoder.run_beam_search([], topk=2)
+    assert list(state.result) == [1, 0, 0, 0, 0]
+    assert [ids for ids, _ in state.nbest()[1:]] == [[1, 1]]
 
 
 def test_beam_state_nbest_starts_with_the_answer():

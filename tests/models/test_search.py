@@ -61,15 +61,18 @@ def test_sample_state_splits_each_source_on_the_first_draw():
 
 
 def test_sample_state_stop_rule():
-    """A row leaves once it holds `min_ends` ends and `minlen` tokens; the
-    rows left at maxlen are results too, after the ended ones."""
+    """A row leaves once it has `minlen` tokens, ends with the end token
+    and holds `min_ends` of them; the rows left at maxlen are results too,
+    after the ended ones."""
     state = SampleState(np.zeros((1, 0), dtype=int), 2, END, minlen=2)
     state.advance(one_hot(1, END))  # both rows end at once, before minlen
     assert state.alive.all()
-    probas = np.stack([one_hot(1, 3)[0], one_hot(1, 3)[0]])
-    state.advance(probas)  # now 2 tokens, one end each: both leave
+    state.advance(np.stack([one_hot(1, 3)[0], one_hot(1, END)[0]]))
+    assert state.alive.tolist() == [True, False]  # [END, 3] has not ended
+    state.advance(one_hot(1, END))
     assert state.done
-    assert [ids.tolist() for ids in state.finish()[0]] == [[END, 3]] * 2
+    results = [ids.tolist() for ids in state.finish()[0]]
+    assert results == [[END, END], [END, 3, END]]
 
     state = SampleState(np.zeros((1, 0), dtype=int), 2, END, min_ends=2)
     state.advance(one_hot(1, END))

@@ -1,0 +1,77 @@
+"""bert4keras.backend on Keras 3: `keras`, `K`, `piecewise_linear`, ...
+
+`keras` is Keras 3 itself (scripts use `keras.callbacks.Callback`,
+`keras.layers.Lambda`, ...); `K` holds the Keras 2 backend functions
+(`compat.keras_backend`). bert4keras's TensorFlow 1 machinery (`tf`,
+`recompute_grad`, `search_layer`, ...) raises an error naming the Keras 3
+way.
+"""
+
+import keras
+from keras import ops
+
+from compat import keras_backend as K
+from compat._unsupported import module_getattr
+
+__all__ = ["K", "keras", "piecewise_linear", "symbolic", "where"]
+
+symbolic = K.symbolic
+where = K.where
+
+
+def piecewise_linear(t, schedule, from_zero=True):
+    """bert4keras's piecewise linear function of the step `t`.
+
+    `schedule` maps steps to values, e.g. `{1000: 1, 2000: 0.1}`: linear
+    between listed steps, constant after the last; with `from_zero` (and no
+    step 0 listed) it starts from 0 at step 0.
+    """
+    points = sorted((int(k), float(v)) for k, v in schedule.items())
+    if from_zero and points[0][0] != 0:
+        points = [(0, 0.0)] + points
+    t = ops.cast(t, keras.config.floatx())
+    value = ops.full_like(t, points[0][1])
+    for (t0, x0), (t1, x1) in zip(points, points[1:] + [points[-1]]):
+        slope = (x1 - x0) / (t1 - t0) if t1 != t0 else 0.0
+        value = ops.where(t >= t0, x0 + slope * (t - t0), value)
+    return value
+
+
+_OPS = "write it with keras.ops inside a layer's call()"
+
+__getattr__ = module_getattr(
+    __name__,
+    {
+        "tf": "import tensorflow (or jax) yourself; compat needs neither",
+        "is_tf_keras": "there is one Keras: Keras 3",
+        "get_available_gpus": "use keras.distribution.list_devices('gpu')",
+        "set_gelu": (
+            "set hidden_act in bert_config.json ('gelu' is the erf form, "
+            "'gelu_new' the tanh form)"
+        ),
+        "gelu_erf": "use keras.activations.gelu(x, approximate=False)",
+        "gelu_tanh": "use keras.activations.gelu(x, approximate=True)",
+        "search_layer": "use model.get_layer(name)",
+        "recompute_grad": "use keras.RematScope (Keras 3 rematerialization)",
+        "do_recompute": "use keras.RematScope (Keras 3 rematerialization)",
+        "graph_mode_decorator": "TensorFlow 1 graph mode does not exist",
+        "align": _OPS,
+        "reshape": "use K.reshape (keras.ops.reshape)",
+        "flatten": "use K.flatten or keras.ops.reshape",
+        "dtype": "use K.dtype",
+        "sequence_masking": _OPS,
+        "batch_gather": "use keras.ops.take_along_axis",
+        "pool1d": "use keras.layers.MaxPooling1D / AveragePooling1D",
+        "divisible_temporal_padding": _OPS,
+        "root_mean_square": _OPS,
+        "swish": "use keras.activations.silu",
+        "leaky_relu": "use keras.activations.leaky_relu",
+        "attention_normalize": _OPS,
+        "sinusoidal_embeddings": _OPS,
+        "Sinusoidal": _OPS,
+        "apply_rotary_position_embeddings": _OPS,
+        "multilabel_categorical_crossentropy": _OPS,
+        "sparse_multilabel_categorical_crossentropy": _OPS,
+        "custom_objects": "use keras.saving.get_custom_objects()",
+    },
+)

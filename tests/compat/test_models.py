@@ -1,0 +1,121 @@
+"""compat.models.build_transformer_model: bert4keras's arguments, our model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from compat import UnsupportedError
+from compat.models import BuiltTransformer
+from compat.models import build_transformer_model
+from weights import save_safetensors
+
+CONFIG = dict(
+    vocab_size=30,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=20,
+    hidden_act="gelu",
+    max_position_embeddings=24,
+    type_vocab_size=2,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    directionality="bidi",  # Google's configs carry keys nobody reads
+)
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    path = tmp_path / "bert_config.json"
+    path.write_text(json.dumps(CONFIG))
+    return str(path)
+
+
+def test_bert4keras_keywords_become_config_fields(config_path):
+    model = build_transformer_model(
+        config_path,
+        application="UniLM",
+        model="RoBERTa",
+        dropout_rate=0.0,
+        attention_dropout_rate=0.05,
+        max_position=40,
+        segment_vocab_size=3,
+        keep_tokens=[0, 1, 2, 5, 7],
+        sequence_length=None,
+        name="seq2seq",
+    )
+    config = model.bert_config
+    assert config.hidden_dropout_prob == 0.0
+    assert config.attention_probs_dropout_prob == 0.05
+    assert config.max_position_embeddings == 40
+    assert config.type_vocab_size == 3 and config.vocab_size == 5
+    assert model.name == "seq2seq"
+    assert model.output.shape[-1] == 5  # unilm always has the MLM head
+    assert model.get_layer("Embedding-Token") is not None
+
+
+def test_with_mlm_linear_gives_logits(config_path):
+    model = build_transformer_model(
+        config_path, with_mlm="linear", num_hidden_layers=2
+    )
+    assert model.bert_config.num_hidden_layers == 2
+    tokens = np.array([[2, 5, 6, 3]])
+    logits = model.predict([tokens, np.zeros_like(tokens)], verbose=0)
+    assert not np.allclose(logits.sum(-1), 1.0)
+
+
+def test_checkpoint_loads_now_or_later(config_path, tmp_path):
+    source = build_transformer_model(config_path, application="unilm")
+    checkpoint = tmp_path / "model.safetensors"
+    save_safetensors(source, checkpoint)
+    keep = list(range(10))
+
+    loaded = build_transformer_model(
+        config_path, str(checkpoint), application="unilm", keep_tokens=keep
+    )
+    built = build_transformer_model(
+        config_path,
+        application="unilm",
+        keep_tokens=keep,
+        return_keras_model=False,
+    )
+    assert isinstance(built, BuiltTransformer)
+    assert built.inputs == built.model.inputs
+    assert "Embedding-Token" in built.layers
+    built.load_weights_from_checkpoint(str(checkpoint))
+    expected = source.get_layer("Embedding-Token").embeddings.numpy()[:10]
+    for model in (loaded, built.model):
+        np.testing.assert_array_equal(
+            model.get_layer("Embedding-Token").embeddings.numpy(), expected
+        )
+    with pytest.raises(UnsupportedError, match="save_safetensors"):
+        built.save_weights_as_checkpoint("x")
+
+
+@pytest.mark.parametrize(
+    "kwargs, hint",
+    [
+        (dict(model="t5"), "keras_hub"),
+        (dict(model="albert"), "not ported"),
+        (dict(with_pool=True), "Dense"),
+        (dict(compound_tokens=[[1, 2]]), "keep_tokens"),
+        (dict(layer_norm_cond=object()), "conditional LayerNorm"),
+        (dict(embedding_size=8), "hidden_size"),
+    ],
+)
+def test_unported_options_name_what_to_do(config_path, kwargs, hint):
+    with pytest.raises(UnsupportedError, match=hint):
+        build_transformer_model(config_path, **kwargs)
+
+
+def test_default_valued_options_are_fine(config_path):
+    model = build_transformer_model(
+        config_path, with_pool=False, with_nsp=False, compound_tokens=None
+    )
+    assert model.bert_config.hidden_size == 16
+
+
+def test_unknown_keyword_is_an_error(config_path):
+    with pytest.raises(TypeError, match="nonsense"):
+        build_transformer_model(config_path, nonsense=1)
