@@ -470,6 +470,7 @@ def run(args, task):
             data_info,
         )
     print_results(summary, out)
+    print_examples(out / f"predictions-beam{min(args.beams)}.tsv")
     return summary
 
 
@@ -627,6 +628,23 @@ def print_results(summary, out):
             f"{beam:>4}  {m['rouge-1']:.4f}   {m['rouge-2']:.4f}   "
             f"{m['rouge-l']:.4f}   {m['bleu']:.4f}  {m['seconds']:.1f}"
         )
+
+
+def print_examples(path, count=3, width=60):
+    """The first `count` test pairs of a predictions file, shortened to
+    `width` characters, so the end of a run shows what the model does."""
+    lines = path.read_text(encoding="utf-8").splitlines()[1 : count + 1]
+    print(f"\nFirst {len(lines)} test titles (all in {path}):")
+    for line in lines:
+        source, reference, prediction = line.split("\t")
+        for label, text in (
+            ("source", source),
+            ("reference", reference),
+            ("prediction", prediction),
+        ):
+            short = text if len(text) <= width else text[:width] + "…"
+            print(f"  {label:<11} {short}")
+        print()
 
 
 def main(argv, task, description, defaults):
