@@ -50,6 +50,19 @@ def test_warm_up_is_an_option_with_a_checkpoint():
     assert float(learning_rate(args)(2)) == pytest.approx(5e-6)
 
 
+@pytest.mark.parametrize(
+    "flags, culprit",
+    [
+        (["--warmup-steps", "-1"], "--warmup-steps -1"),
+        (["--dropout", "1"], "--dropout 1.0"),
+        (["--dropout", "-0.1"], "--dropout -0.1"),
+    ],
+)
+def test_bad_warm_up_or_dropout_is_refused(flags, culprit):
+    with pytest.raises(SystemExit, match=culprit):
+        defaults_for(None, flags)
+
+
 def tiny_trainer(args, vocab_size):
     keras.utils.set_random_seed(0)
     model = build_transformer_model(
