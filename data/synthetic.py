@@ -5,7 +5,9 @@ downloaded, so it needs pairs and a vocabulary of its own. The rule is one a
 tiny model learns within a minute on a CPU yet is a real seq2seq problem:
 the content is a run of "sentences" of random Chinese characters, and the
 title is its first sentence (the "lead" baseline of news summarisation): the
-model must learn to copy, and where to stop.
+model must learn to copy, and where to stop. Two or three sentences keep
+most samples within 32 tokens (batches are padded to multiples of 32),
+which keeps training steps cheap.
 """
 
 import numpy as np
@@ -20,7 +22,7 @@ CHARACTERS = (
 )
 
 
-def make_pairs(count, seed=0, sentences=(2, 4), sentence_length=(3, 8)):
+def make_pairs(count, seed=0, sentences=(2, 3), sentence_length=(3, 8)):
     """`count` (title, content) pairs, deterministic for a given seed."""
     rng = np.random.default_rng(seed)
     pairs = []

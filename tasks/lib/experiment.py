@@ -36,16 +36,22 @@ from weights import registry
 # then sees a handful of shapes instead of one per length.
 LENGTH_MULTIPLE = 32
 # Hyper-parameters of the published experiments (BERT-wwm, CSL titles).
-PUBLISHED = {"epochs": 20, "lr": 1e-5}
-# The built-in default: a tiny model that learns the synthetic task on a CPU
-# in about a minute.
+PUBLISHED = {"epochs": 20, "lr": 1e-5, "warmup_steps": 0}
+# A randomly initialised model, e.g. the built-in default. On the synthetic
+# pairs it learns to copy the first sentence and stop (test ROUGE-L above
+# 0.9 at beam 1) in 9 epochs of 60 steps, mostly in epochs 3 to 7. A BERT
+# (post-LayerNorm) trained from scratch needs the warm-up: without it at
+# 1e-3, or with it at 2e-3, it stalls on characters at random; 64 wide
+# learns the copy too slowly; dropout only slows it down here.
 TINY = {
-    "epochs": 8,
+    "epochs": 9,
     "lr": 1e-3,
+    "warmup_steps": 100,
     "layers": 2,
-    "hidden": 64,
+    "hidden": 128,
     "heads": 4,
-    "intermediate": 128,
+    "intermediate": 256,
+    "dropout": 0.0,
     "pairs": 1200,
 }
 
@@ -100,6 +106,13 @@ def build_parser(description, defaults):
             help=f"{name} of a randomly initialised model "
             "(used only without --config/--model-dir)",
         )
+    group.add_argument(
+        "--dropout",
+        type=float,
+        default=TINY["dropout"],
+        help="dropout of a randomly initialised model "
+        "(used only without --config/--model-dir)",
+    )
     group = parser.add_argument_group("data (none given: synthetic pairs)")
     group.add_argument("--train", help="training pairs file")
     group.add_argument("--valid", help="validation pairs file")
@@ -150,6 +163,13 @@ def build_parser(description, defaults):
         help=f"Adam learning rate, "
         f"default {PUBLISHED['lr']} with a checkpoint, "
         f"{TINY['lr']} for a random model",
+    )
+    group.add_argument(
+        "--warmup-steps",
+        type=int,
+        help="steps of linear learning-rate warm-up from 0, then constant; "
+        f"default {PUBLISHED['warmup_steps']} with a checkpoint, "
+        f"{TINY['warmup_steps']} for a random model",
     )
     group.add_argument(
         "--beams",
@@ -355,6 +375,8 @@ def build_model(args, files, keep_tokens, vocab_size):
         num_attention_heads=heads,
         intermediate_size=args.intermediate,
         max_position_embeddings=max(512, args.maxlen),
+        hidden_dropout_prob=args.dropout,
+        attention_probs_dropout_prob=args.dropout,
     )
 
 
@@ -419,6 +441,28 @@ def _one_line(text):
     return " ".join(text.split())
 
 
+def fill_training_defaults(args, files):
+    """--epochs, --lr and --warmup-steps not given on the command line.
+
+    The published hyper-parameters fine-tune a pretrained checkpoint; a
+    randomly initialised model needs more steps at a higher rate, reached
+    after a warm-up.
+    """
+    defaults = PUBLISHED if files.checkpoint else TINY
+    args.epochs = args.epochs or defaults["epochs"]
+    args.lr = args.lr or defaults["lr"]
+    if args.warmup_steps is None:
+        args.warmup_steps = defaults["warmup_steps"]
+    if args.warmup_steps < 0:
+        raise SystemExit(
+            f"error: --warmup-steps {args.warmup_steps}: expected 0 or more"
+        )
+    if not 0 <= args.dropout < 1:
+        raise SystemExit(
+            f"error: --dropout {args.dropout}: expected 0 <= dropout < 1"
+        )
+
+
 def run(args, task):
     """The whole experiment; returns the results dict."""
     import keras
@@ -431,11 +475,7 @@ def run(args, task):
     )
     files = resolve_model_files(args)
     tiny = is_tiny_default(args, files)
-    # The published hyper-parameters fine-tune a pretrained checkpoint; a
-    # randomly initialised model needs more steps at a higher rate.
-    defaults = PUBLISHED if files.checkpoint else TINY
-    args.epochs = args.epochs or defaults["epochs"]
-    args.lr = args.lr or defaults["lr"]
+    fill_training_defaults(args, files)
     if tiny:
         print(
             "No model or data given: running the built-in tiny default "
@@ -464,6 +504,7 @@ def run(args, task):
             data_info,
         )
     print_results(summary, out)
+    print_examples(out / f"predictions-beam{min(args.beams)}.tsv")
     return summary
 
 
@@ -477,8 +518,29 @@ def build_trainer(model, args):
         args.strategy, **parse_strategy_options(args.strategy_option)
     )
     trainer = Seq2SeqTrainer(model, strategy, seed=args.seed)
-    trainer.compile(optimizer=keras.optimizers.Adam(args.lr))
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(args)))
     return trainer
+
+
+def learning_rate(args):
+    """`--lr`, reached by a linear warm-up over `--warmup-steps` if any.
+
+    Keras's CosineDecay with `alpha=1` decays to 100% of its target, i.e.
+    it stays constant after the warm-up. The rate depends only on the
+    optimizer's step count, which is saved with every epoch, so a resumed
+    run continues the schedule where it stopped.
+    """
+    import keras
+
+    if not args.warmup_steps:
+        return args.lr
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=1,
+        alpha=1.0,
+        warmup_target=args.lr,
+        warmup_steps=args.warmup_steps,
+    )
 
 
 def train_and_test(
@@ -601,6 +663,23 @@ def print_results(summary, out):
             f"{beam:>4}  {m['rouge-1']:.4f}   {m['rouge-2']:.4f}   "
             f"{m['rouge-l']:.4f}   {m['bleu']:.4f}  {m['seconds']:.1f}"
         )
+
+
+def print_examples(path, count=3, width=60):
+    """The first `count` test pairs of a predictions file, shortened to
+    `width` characters, so the end of a run shows what the model does."""
+    lines = path.read_text(encoding="utf-8").splitlines()[1 : count + 1]
+    print(f"\nFirst {len(lines)} test titles (all in {path}):")
+    for line in lines:
+        source, reference, prediction = line.split("\t")
+        for label, text in (
+            ("source", source),
+            ("reference", reference),
+            ("prediction", prediction),
+        ):
+            short = text if len(text) <= width else text[:width] + "…"
+            print(f"  {label:<11} {short}")
+        print()
 
 
 def main(argv, task, description, defaults):
