@@ -115,13 +115,13 @@ def _positive(text):
 def run(args):
     """Diagnose every run, then write the report; returns its Markdown."""
     from tasks.compare import consistency_problems
-    from tasks.compare import load_run
     from tasks.diagnostics import Options
+    from tasks.diagnostics import check_run_dir
     from tasks.diagnostics import diagnose_run
     from tasks.diagnostics_report import write_report
 
     # Check every folder before the slow work starts.
-    runs = [load_run(pathlib.Path(d)) for d in args.runs]
+    runs = [check_run_dir(directory)[0] for directory in args.runs]
     problems = consistency_problems(runs)
     if problems and not args.allow_mixed:
         raise ValueError("; ".join(problems) + " (--allow-mixed to go on)")

@@ -472,19 +472,10 @@ def _read_json(path):
         raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
-def load_finished_run(directory):
-    """Rebuild the run's tokenizer, test split and best model.
-
-    Uses the helpers of `tasks/experiment.py` with the saved settings, then
-    checks that the test set is the one the run scored (data checksums and
-    the references of its predictions files).
-    """
+def check_run_dir(directory):
+    """(results, settings) of a finished run, or an error naming what is
+    missing; cheap, so every folder can be checked before the slow work."""
     from tasks.compare import load_run
-    from tasks.experiment import build_model
-    from tasks.experiment import is_tiny_default
-    from tasks.experiment import load_splits
-    from tasks.experiment import load_tokenizer
-    from tasks.experiment import resolve_model_files
 
     directory = pathlib.Path(directory)
     if not directory.is_dir():
@@ -497,6 +488,32 @@ def load_finished_run(directory):
             f"{weights}: missing (the run finished no epoch, or was moved "
             "without it)"
         )
+    return results, args
+
+
+def load_finished_run(directory):
+    """Rebuild the run's tokenizer, test split and best model.
+
+    Uses the helpers of `tasks/experiment.py` with the saved settings, then
+    checks that the test set is the one the run scored (data checksums and
+    the references of its predictions files).
+    """
+    directory = pathlib.Path(directory)
+    results, args = check_run_dir(directory)
+    try:
+        return _rebuild(directory, results, args)
+    except SystemExit as error:
+        # The task's own checks exit with a message; name the run instead.
+        raise ValueError(f"{directory}: {error}") from None
+
+
+def _rebuild(directory, results, args):
+    from tasks.experiment import build_model
+    from tasks.experiment import is_tiny_default
+    from tasks.experiment import load_splits
+    from tasks.experiment import load_tokenizer
+    from tasks.experiment import resolve_model_files
+
     files = resolve_model_files(args)
     if files.vocab is None:
         if not is_tiny_default(args, files):
@@ -511,7 +528,7 @@ def load_finished_run(directory):
     # The architecture only: the trained weights replace the checkpoint's.
     files = dataclasses.replace(files, checkpoint=None)
     model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
-    model.load_weights(str(weights))
+    model.load_weights(str(directory / "best.weights.h5"))
     return RunInputs(directory, results, args, model, tokenizer, test)
 
 
