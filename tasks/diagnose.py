@@ -117,27 +117,18 @@ def run(args):
     from tasks.compare import consistency_problems
     from tasks.diagnostics import Options
     from tasks.diagnostics import check_run_dir
-    from tasks.diagnostics import diagnose_run
+    from tasks.diagnostics import diagnose_runs
     from tasks.diagnostics_report import write_report
 
-    # Check every folder before the slow work starts.
+    # Check every folder, and that the runs compare, before the slow work.
     runs = [check_run_dir(directory)[0] for directory in args.runs]
     problems = consistency_problems(runs)
     if problems and not args.allow_mixed:
         raise ValueError("; ".join(problems) + " (--allow-mixed to go on)")
     options = Options(args.span, args.positions, args.seed, args.limit)
-    results = []
-    for number, directory in enumerate(args.runs, 1):
-        print(f"[{number}/{len(args.runs)}] {directory}", flush=True)
-        results.append(
-            diagnose_run(
-                directory,
-                options,
-                batch_size=args.batch_size,
-                progress=args.progress,
-                recompute=args.recompute,
-            )
-        )
+    results = diagnose_runs(
+        args.runs, options, args.batch_size, args.progress, args.recompute
+    )
     return write_report(
         results, args.out, dataclasses.asdict(options), args.length_edges
     )

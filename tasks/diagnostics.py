@@ -597,6 +597,22 @@ def special_ids(tokenizer):
     return sorted({i for i in ids if i is not None})
 
 
+def diagnose_runs(
+    run_dirs, options=None, batch_size=64, progress=False, recompute=False
+):
+    """`diagnose_run` for each run, after checking every folder first so
+    that a typo fails at once, not after an hour of work."""
+    for directory in run_dirs:
+        check_run_dir(directory)
+    results = []
+    for number, directory in enumerate(run_dirs, 1):
+        print(f"[{number}/{len(run_dirs)}] {directory}", flush=True)
+        results.append(
+            diagnose_run(directory, options, batch_size, progress, recompute)
+        )
+    return results
+
+
 def diagnose_run(
     directory,
     options=None,
@@ -671,9 +687,10 @@ def _cached(directory, key):
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    if saved.get("key") != key:
+    if saved.get("key") != key or "result" not in saved:
         return None
-    return saved["result"]
+    # The folder may have moved since: name it as it is now.
+    return {**saved["result"], "dir": str(directory)}
 
 
 def _write_cache(directory, key, result):

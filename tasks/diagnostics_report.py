@@ -9,6 +9,7 @@ three tables with their figures) and `diagnostics.json` (every run).
 """
 
 import csv
+import dataclasses
 import json
 import pathlib
 
@@ -516,6 +517,18 @@ def _run_note(run):
     return note
 
 
+def sections(rows, prefix="", level=2):
+    """Title, description, table and figure of each diagnostic; figure
+    links start with `prefix` (the PNGs' folder seen from the Markdown)."""
+    marks = "#" * level
+    return "\n".join(
+        f"{marks} {TITLES[name]}\n\n{DESCRIPTIONS[name]}\n\n"
+        f"{MARKDOWN[name](rows[name])}\n\n"
+        f"![{TITLES[name]}]({prefix}{name}.png)\n"
+        for name in DIAGNOSTICS
+    )
+
+
 def write_report(results, out_dir, options, length_edges=None, commit=None):
     """Every table, CSV, JSON and PNG into `out_dir`; returns the Markdown
     of `diagnostics.md` (figure links relative to `out_dir`)."""
@@ -527,7 +540,6 @@ def write_report(results, out_dir, options, length_edges=None, commit=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     commit = commit or git_commit()
     rows = aggregate(results, length_edges)
-    sections = []
     for name in DIAGNOSTICS:
         table = MARKDOWN[name](rows[name])
         text = f"## {TITLES[name]}\n\n{DESCRIPTIONS[name]}\n\n{table}\n"
@@ -538,8 +550,7 @@ def write_report(results, out_dir, options, length_edges=None, commit=None):
             {"description": DESCRIPTIONS[name], "rows": rows[name]},
         )
         PLOTS[name](rows[name], out_dir / f"{name}.png")
-        sections.append(f"{text}\n![{TITLES[name]}]({name}.png)\n")
-    markdown = header(results, options, commit) + "\n" + "\n".join(sections)
+    markdown = header(results, options, commit) + "\n" + sections(rows)
     (out_dir / "diagnostics.md").write_text(markdown, encoding="utf-8")
     _write_json(
         out_dir / "diagnostics.json",
@@ -551,6 +562,30 @@ def write_report(results, out_dir, options, length_edges=None, commit=None):
         },
     )
     return markdown
+
+
+def add_to_comparison(run_dirs, report_dir, progress=True):
+    """`compare.py --diagnostics`: diagnose the runs (default options, the
+    per-run cache reused) into REPORT/diagnostics/ and append the tables
+    and figures to REPORT/table.md; returns the appended Markdown."""
+    from tasks.diagnostics import Options
+    from tasks.diagnostics import diagnose_runs
+
+    options = Options()
+    results = diagnose_runs(run_dirs, options, progress=progress)
+    report_dir = pathlib.Path(report_dir)
+    write_report(
+        results, report_dir / "diagnostics", dataclasses.asdict(options)
+    )
+    section = (
+        "\n## Exposure-bias diagnostics\n\n"
+        "Per-run checks, CSV and JSON: "
+        "[diagnostics/diagnostics.md](diagnostics/diagnostics.md).\n\n"
+        + sections(aggregate(results), prefix="diagnostics/", level=3)
+    )
+    with open(report_dir / "table.md", "a", encoding="utf-8") as handle:
+        handle.write(section)
+    return section
 
 
 def _write_json(path, value):
