@@ -10,9 +10,10 @@ wrong. These three curves look at the mechanism itself, on a run's test set:
   read reference tokens only, so S(t) is also exactly the fraction of titles
   whose teacher-forced argmax is right at every position up to t (computed
   too, as a check that the decoder and the teacher-forced pass agree). The
-  gap between S and the product therefore shows how errors cluster within
-  titles: above it, mistakes concentrate in the hard titles; below it, one
-  early mistake predicts later ones.
+  gap between S and the product therefore shows how errors are shared out
+  among titles: above it, mistakes concentrate in a few hard titles; below
+  it, they are spread out, each title holding its own few. It says nothing
+  of what follows a mistake: a title that made one has left the curve.
 - *recovery*: one wrong token put into the reference prefix at position k
   (the model's own most likely wrong token, and separately a uniformly
   random one), then the cross-entropy and accuracy of the reference

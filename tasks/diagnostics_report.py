@@ -45,8 +45,10 @@ DESCRIPTIONS = {
         "reference's, among titles at least t tokens long (end token "
         "included). Π(t): the product of teacher-forced accuracies a(1)..a(t),"
         " what S(t) would be if errors at different positions were "
-        "independent. S above Π: errors cluster in the hard titles; S below "
-        "Π: one mistake predicts the next. Mean ± std over seeds."
+        "independent. S above Π: mistakes concentrate in a few hard titles; "
+        "S below Π: they are spread out, each title holding its own few. "
+        "What follows a mistake is measured by recovery. Mean ± std over "
+        "seeds."
     ),
     "recovery": (
         "Cross-entropy (nats) and accuracy (%) of reference token k+j after "
