@@ -114,28 +114,34 @@ def teacher_forced(
         starts, desc=desc, unit="batch", disable=not progress, leave=False
     ):
         rows = order[start : start + batch_size]
-        logp = np.asarray(
-            model.log_probs(
-                [sources[i] for i in rows], [titles[i] for i in rows]
-            )
-        )
-        for row, i in enumerate(rows):
-            figures[i] = _title_figures(logp[row], titles[i], forbidden)
+        batch = [titles[i] for i in rows]
+        logp = model.log_probs([sources[i] for i in rows], batch)
+        for i, row in zip(rows, _batch_figures(logp, batch, forbidden)):
+            figures[i] = row
     return TeacherForced(*(list(column) for column in zip(*figures)))
 
 
-def _title_figures(logp, title, forbidden):
-    """(gold log-prob, strict-argmax flag, best wrong token) per position."""
-    length = len(title)
-    positions = np.arange(length)
-    gold = np.asarray(title, dtype=int)
-    logp = np.array(logp[:length], dtype=np.float64)
-    gold_logp = logp[positions, gold]
-    logp[positions, gold] = -np.inf
-    best_other = logp.max(axis=-1)
-    correct = gold_logp > best_other
-    logp[:, forbidden] = -np.inf
-    return gold_logp, correct, logp.argmax(axis=-1)
+def _batch_figures(logp, titles, forbidden):
+    """(gold log-prob, strict-argmax flag, best wrong token) per position
+    of each title, reduced for the whole batch at once."""
+    horizon = max(len(title) for title in titles)
+    logp = np.array(logp[:, :horizon], dtype=np.float32)
+    gold = np.zeros(logp.shape[:2], dtype=int)
+    for row, title in enumerate(titles):
+        gold[row, : len(title)] = title
+    gold_logp = np.take_along_axis(logp, gold[..., None], axis=-1)[..., 0]
+    np.put_along_axis(logp, gold[..., None], -np.inf, axis=-1)
+    correct = gold_logp > logp.max(axis=-1)
+    logp[..., forbidden] = -np.inf
+    best_wrong = logp.argmax(axis=-1)
+    return [
+        (
+            gold_logp[row, : len(title)].astype(np.float64),
+            correct[row, : len(title)],
+            best_wrong[row, : len(title)],
+        )
+        for row, title in enumerate(titles)
+    ]
 
 
 # Survival ---------------------------------------------------------------------
