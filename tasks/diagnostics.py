@@ -58,12 +58,12 @@ class DiagnosticModel(Protocol):
     with T >= max(len(title)): entry [i, t, v] is log p(v | sources[i],
     titles[i][:t]), the teacher-forced next-token distribution (rows past
     len(titles[i]) are ignored). `greedy(sources)` returns the greedy title
-    of each source, ending with `end_id` when it ended. Titles are lists of
-    token ids whose last token is `end_id` unless they were cut.
+    of each source, ending with the end token when it ended. Titles are
+    lists of token ids whose last token is the end token unless they were
+    cut; wrong tokens are drawn from `range(vocab_size)`.
     """
 
     vocab_size: int
-    end_id: int
 
     def log_probs(
         self, sources: Sequence[list], titles: Sequence[list]
