@@ -118,6 +118,8 @@ def teacher_forced(
         logp = model.log_probs([sources[i] for i in rows], batch)
         for i, row in zip(rows, _batch_figures(logp, batch, forbidden)):
             figures[i] = row
+    if not figures:
+        return TeacherForced([], [], [])
     return TeacherForced(*(list(column) for column in zip(*figures)))
 
 

@@ -222,6 +222,17 @@ def _recovery(model, titles):
     )
 
 
+def test_titles_too_short_to_corrupt_give_empty_recovery_curves():
+    model = ToyModel(markov)
+    titles = [[END], [END]]
+    clean = diagnostics.teacher_forced(model, [[1], [2]], titles, FORBIDDEN)
+    curves = diagnostics.recovery(
+        model, [[1], [2]], titles, clean, span=2, forbidden=FORBIDDEN
+    )
+    assert curves["cases"] == [0, 0]
+    assert curves["own_ce"] == curves["clean_accuracy"] == [None, None]
+
+
 def test_batching_and_order_do_not_change_the_figures():
     model = ToyModel(markov)
     titles = TITLES * 5
