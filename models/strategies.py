@@ -1,8 +1,8 @@
 """Training strategies against exposure bias, one short class each.
 
 A strategy overrides at most two hooks of the step, both written with
-`keras.ops` so
-they run unchanged on every backend and inside a compiled step:
+`keras.ops` so they run unchanged on every backend and inside a compiled
+step:
 
 - `prepare_batch(token_ids, segment_ids, seed_generator)` returns the
   `(inputs, segment_ids)` the model reads. Labels are always the original
@@ -14,7 +14,8 @@ they run unchanged on every backend and inside a compiled step:
   `trainer.target_loss(batch, logits)`,
   `trainer.value_and_grad(fn, variable)` (differentiable gradients),
   `trainer.overridden(variable, value)`, `trainer.embeddings` (E),
-  `trainer.seed_generator` and `trainer.optimizer.iterations`.
+  `trainer.seed_generator`, `trainer.optimizer.iterations` and
+  `trainer.state_variables()` (every variable a loss may read).
 
 Figures named in `metric_names` are logged as Keras metrics; a figure given
 as `(value, measured)` counts only in the steps where `measured` is 1. A

@@ -16,6 +16,7 @@ from models.professor import free_run_inputs
 from models.professor import generator_loss
 from models.professor import title_positions
 from models.trainer import Seq2SeqTrainer
+from tasks.rundir import RunDirectory
 from tests.models.test_trainer import NO_DROPOUT
 from tests.models.test_trainer import mixed_batch
 from tests.models.test_trainer import tiny_model
@@ -147,10 +148,11 @@ def test_discriminator_loss_falls_when_trained_alone():
     assert all(not np.allclose(a, b) for a, b in zip(before, after))
 
 
-def professor_trainer(seed=0, dropout=False, **options):
-    model = tiny_model(seed=seed, **({} if dropout else NO_DROPOUT))
+def professor_trainer(seed=0, optimizer=None, **options):
+    """A professor trainer on the tiny model, dropout off."""
+    model = tiny_model(seed=seed, **NO_DROPOUT)
     trainer = Seq2SeqTrainer(model, "professor", seed=0, **options)
-    trainer.compile(optimizer=keras.optimizers.SGD(0.3))
+    trainer.compile(optimizer=optimizer or keras.optimizers.SGD(0.3))
     return trainer
 
 
@@ -310,3 +312,44 @@ def test_every_k_steps_trains_the_discriminator_every_k_steps():
         assert values[1] == 0.0 and values[0] > 0.0 and values[2] > 0.0, name
     assert history["loss"][1] == history["ce"][1]
     assert history["loss"][2] > history["ce"][2]
+
+
+def trained_state(trainer):
+    return [
+        *numpy_values(trainer.model.weights),
+        *numpy_values(trainer.optimizer.variables),
+        *numpy_values(trainer.strategy_variables()),
+    ]
+
+
+@pytest.mark.slow
+def test_resume_restores_the_discriminator_and_its_optimizer(tmp_path):
+    """Saved after two steps and restored into a fresh trainer (other
+    initial weights, other D), the third step is the uninterrupted one."""
+    out = RunDirectory(tmp_path)
+    state = out.load_state()
+    trainer = professor_trainer(optimizer=keras.optimizers.Adam(1e-2))
+    fit_steps(trainer, steps=2)
+    state["epochs_done"] = 1
+    out.save_epoch(trainer, state)
+    assert (tmp_path / "epoch-1.strategy.npz").exists()
+    saved = numpy_values(trainer.strategy_variables())
+    fit_steps(trainer)
+    uninterrupted = trained_state(trainer)
+
+    resumed = professor_trainer(seed=1, optimizer=keras.optimizers.Adam(1e-2))
+    assert max_gap(numpy_values(resumed.strategy_variables()), saved) > 1e-3
+    out.load_epoch(resumed, state)
+    for restored, value in zip(resumed.strategy_variables(), saved):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(restored), value
+        )
+    assert int(resumed.strategy_state.own_optimizer.iterations) == 2
+    fit_steps(resumed)
+    assert max_gap(trained_state(resumed), uninterrupted) < 1e-6
+
+    other = professor_trainer(
+        optimizer=keras.optimizers.Adam(1e-2), discriminator_units=8
+    )
+    with pytest.raises(ValueError, match="strategy variable 0 .* shape"):
+        out.load_epoch(other, state)
