@@ -253,6 +253,13 @@ def gradients(fn, variables, state_variables):
     return value, aux, grads
 
 
+def branches_may_synchronise():
+    """Whether `cond`'s branches may sum over replicas or step an
+    optimizer: not inside a TensorFlow distribution strategy, whose
+    replicas cannot synchronise within a run-time branch."""
+    return BACKEND != "tensorflow" or not tf.distribute.has_strategy()
+
+
 def cond(pred, true_fn, false_fn, state_variables):
     """`true_fn()` if `pred` else `false_fn()`, decided at run time; the
     branches may update variables (dropout seeds, a discriminator's weights

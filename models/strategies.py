@@ -580,6 +580,13 @@ class Professor(Baseline):
             )
 
     def build(self, trainer):
+        if self.every > 1 and not backend.branches_may_synchronise():
+            raise ValueError(
+                "professor: every > 1 is not available with TensorFlow's "
+                "data parallelism (MirroredStrategy cannot synchronise "
+                "replicas within a branch taken at run time); use every=1, "
+                "or the JAX backend"
+            )
         return Adversary(
             trainer.network.config.hidden_size,
             self.discriminator_units,

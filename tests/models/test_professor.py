@@ -91,6 +91,21 @@ def test_free_run_equals_step_by_step_decoding(mode):
     assert (free[title] != token_ids[title]).any()
 
 
+def test_every_k_under_data_parallelism_jax_only():
+    """TensorFlow's replicas cannot synchronise within a run-time branch:
+    a clear error at creation, not a failure deep in the first step."""
+    from models.distribution import data_parallel
+
+    model = tiny_model()
+    with data_parallel():
+        if keras.backend.backend() == "tensorflow":
+            with pytest.raises(ValueError, match="every > 1 .* every=1"):
+                Seq2SeqTrainer(model, "professor", every=2)
+        else:
+            Seq2SeqTrainer(model, "professor", every=2)
+        Seq2SeqTrainer(model, "professor", every=1)
+
+
 def separable_states(rows=24, length=10, hidden=8, seed=0):
     """Teacher-forced states with a positive first feature on the title,
     free-running ones with a negative one; noise everywhere else."""
