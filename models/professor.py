@@ -52,28 +52,38 @@ def free_run_inputs(network, token_ids, segment_ids, uniforms=None):
     (as many as its reference title has, final [SEP] included) are filled
     left to right with what the model predicts after reading its own
     earlier outputs, as greedy decoding (`uniforms` None) or sampling
-    (`uniforms`, (batch, length) in [0, 1)) would: the first from the
-    source's closing [SEP], each next one from the title so far. A row
-    goes on for the length of its reference title even past an [SEP] of
-    its own, so that both runs cover the same positions.
+    (`uniforms`, (batch, length) in [0, 1): position p draws with its own)
+    would: the first from the source's closing [SEP], each next one from
+    the title so far. A row goes on for the length of its reference title
+    even past an [SEP] of its own, so that both runs cover the same
+    positions.
 
-    An in-graph loop, one full pass (no dropout) per title slot, for as
-    many slots as the batch's longest title: it runs inside the compiled
-    train step on every backend. Slot j's outputs read only slots < j
-    (the UniLM mask), which are final by then. Nothing here carries a
-    gradient: the result is token ids.
+    An in-graph loop, one full pass without dropout per title slot (the
+    MLM head at one position per row), for as many slots as the batch's
+    longest title: it runs inside the compiled train step on every
+    backend. Slot j's outputs read only slots < j (the UniLM mask), which
+    are final by then. Nothing here carries a gradient: the result is
+    token ids.
     """
+    token_ids = ops.cast(token_ids, "int32")
     slots = title_slots(token_ids, segment_ids)
-    steps = ops.max(slots) + 1
 
     def step(slot, inputs):
-        logits = network(inputs, segment_ids, training=False, output="logits")
-        chosen = pick_tokens(logits, uniforms)
-        # The output at position p - 1 is the model's token for position p.
-        previous = ops.concatenate([chosen[:, :1], chosen[:, :-1]], axis=1)
-        return ops.where(ops.equal(slots, slot), previous, inputs)
+        hidden = network(inputs, segment_ids, training=False, output="hidden")
+        # Per row, the slot's position (0 where the title is shorter: not
+        # written) and the output one position back, the model's token.
+        here = ops.equal(slots, slot)
+        target = ops.cast(ops.argmax(here, axis=1), "int32")[:, None]
+        back = ops.maximum(target - 1, 0)
+        reads = ops.take_along_axis(hidden, back[..., None], axis=1)
+        logits = network.mlm_logits(reads)[:, 0]
+        draws = None
+        if uniforms is not None:
+            draws = ops.take_along_axis(uniforms, target, axis=1)[:, 0]
+        chosen = pick_tokens(logits, draws)[:, None]
+        return ops.where(here, chosen, inputs)
 
-    inputs = ops.fori_loop(0, steps, step, ops.cast(token_ids, "int32"))
+    inputs = ops.fori_loop(0, ops.max(slots) + 1, step, token_ids)
     return ops.stop_gradient(inputs)
 
 

@@ -23,6 +23,11 @@ same run, on the same shapes:
 
     python tasks/benchmark.py train
     python tasks/benchmark.py train --batch-sizes 16 --strategies baseline gp
+    python tasks/benchmark.py train --strategies baseline professor \
+        professor:every=4
+
+A strategy is named alone (its defaults) or with options, `NAME:KEY=VALUE`
+(repeat `:KEY=VALUE` for more), as `--strategy-option` takes them.
 
 See `run_train` for what is timed and `train_flops` for the FLOPs formula.
 """
@@ -396,6 +401,24 @@ def peak_matmul_flops(precision, gpu, size=None, repeats=None):
     return 2 * size**3 / best
 
 
+def strategy_from_spec(spec):
+    """`NAME` or `NAME:KEY=VALUE[:KEY=VALUE...]` -> a strategy object,
+    e.g. `professor:every=4`; a clear error for a bad name or option."""
+    from models import strategies as strategies_lib
+    from tasks.experiment import parse_strategy_options
+
+    name, *options = spec.split(":")
+    if name not in strategies_lib.STRATEGIES:
+        raise SystemExit(
+            f"unknown strategy {name!r}; expected one of "
+            f"{sorted(strategies_lib.STRATEGIES)}"
+        )
+    try:
+        return strategies_lib.get(name, **parse_strategy_options(options))
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"--strategies {spec}: {error}") from None
+
+
 def time_ours(args, batch_size, strategy, token_ids, segment_ids):
     """(seconds per step, peak bytes or None) of `Seq2SeqTrainer`.
 
@@ -420,7 +443,7 @@ def time_ours(args, batch_size, strategy, token_ids, segment_ids):
         intermediate_size=args.intermediate,
         max_position_embeddings=max(512, args.maxlen),
     )
-    trainer = Seq2SeqTrainer(model, strategy, seed=0)
+    trainer = Seq2SeqTrainer(model, strategy_from_spec(strategy), seed=0)
     optimizer = keras.optimizers.Adam(1e-5)
     if args.precision == "fp16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -601,12 +624,8 @@ def run_train(args):
     device, gpu = keras_device()
     args.precision = args.precision or ("bf16" if gpu else "fp32")
     strategies = args.strategies or list(strategies_lib.STRATEGIES)
-    for name in strategies:
-        if name not in strategies_lib.STRATEGIES:
-            raise SystemExit(
-                f"unknown strategy {name!r}; expected one of "
-                f"{sorted(strategies_lib.STRATEGIES)}"
-            )
+    for spec in strategies:
+        strategy_from_spec(spec)
     token_ids, segment_ids = random_batch(
         max(args.batch_sizes), args.maxlen, args.vocab
     )
@@ -714,7 +733,9 @@ def add_train_parser(subparsers):
         "--strategies",
         nargs="+",
         default=None,
-        help="default: every registered strategy",
+        help="NAME or NAME:KEY=VALUE[:KEY=VALUE...] (options as "
+        "--strategy-option takes them); default: every registered "
+        "strategy with its defaults",
     )
     parser.add_argument(
         "--steps", type=int, default=20, help="timed steps per row"

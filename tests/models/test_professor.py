@@ -66,7 +66,7 @@ def step_by_step_free_run(model, token_ids, segment_ids, uniforms=None):
                 continue
             probas = np.exp(logits - logits.max())
             cdf = np.cumsum(probas / probas.sum())
-            drawn = np.searchsorted(cdf, uniforms[row, position - 1])
+            drawn = np.searchsorted(cdf, uniforms[row, position])
             inputs[row, position] = min(drawn, len(cdf) - 1)
     return inputs
 
