@@ -574,16 +574,26 @@ def gib(value):
 
 
 TRAIN_HEADER = (
-    "| batch | strategy | ours ms/step | ours tokens/s | MFU | ours peak mem "
-    "| peer ms/step | peer tokens/s | peer peak mem | ours/peer (tokens/s) |",
-    "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| batch | strategy | ours ms/step | × baseline | ours tokens/s | MFU "
+    "| ours peak mem | peer ms/step | peer tokens/s | peer peak mem "
+    "| ours/peer (tokens/s) |",
+    "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 )
 
 
 def train_table(rows):
-    """Markdown table lines; peer columns only on rows that have a peer."""
+    """Markdown table lines; peer columns only on rows that have a peer;
+    × baseline: the step against the same batch size's `baseline` row."""
     lines = list(TRAIN_HEADER)
+    baselines = {
+        row["batch"]: row["step"]
+        for row in rows
+        if row["strategy"] == "baseline"
+    }
     for row in rows:
+        relative = "—"
+        if row["batch"] in baselines:
+            relative = f"{row['step'] / baselines[row['batch']]:.2f}"
         peer = row.get("peer")
         if peer:
             peer_cells = (
@@ -595,7 +605,7 @@ def train_table(rows):
             peer_cells = "— | — | — | —"
         lines.append(
             f"| {row['batch']} | {row['strategy']} | {row['step'] * 1e3:.1f} "
-            f"| {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
+            f"| {relative} | {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
             f"| {gib(row['peak'])} | {peer_cells} |"
         )
     return lines
@@ -610,8 +620,11 @@ def run_train(args):
     Adam, one untimed `fit()` of `--warmup` steps (compiling), then one
     timed `fit()` of `--steps` steps on the same fixed random batch; fit
     returns python floats, so the device has finished when the clock stops.
-    tokens/s = batch * maxlen / step; MFU = train_flops / step / the
-    matmul FLOP/s measured in this process (`peak_matmul_flops`).
+    With `--repeats R` the strategies run R rounds in turn and each row is
+    the median round: on a machine shared with other jobs a slow spell
+    then hits every strategy alike. tokens/s = batch * maxlen / step;
+    MFU = train_flops / step / the matmul FLOP/s measured in this process
+    (`peak_matmul_flops`).
     """
     # Allocate on demand, so JAX/TF and torch share one GPU in one process
     # and the peaks are what each side used (set before keras is imported).
@@ -638,7 +651,8 @@ def run_train(args):
         f"{args.hidden} hidden, {args.heads} heads, intermediate "
         f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
         f"(target = last {max(1, args.maxlen // 4)} tokens); "
-        f"{args.warmup} warm-up + {args.steps} timed steps",
+        f"{args.warmup} warm-up + {args.steps} timed steps, median of "
+        f"{args.repeats} round(s)",
         flush=True,
     )
     rows = []
@@ -670,10 +684,23 @@ def run_train(args):
                 file=sys.stderr,
                 flush=True,
             )
+        timings = {strategy: [] for strategy in strategies}
+        for round_ in range(args.repeats):
+            for strategy in strategies:
+                step, ours_peak = time_ours(
+                    args, batch_size, strategy, token_ids, segment_ids
+                )
+                timings[strategy].append((step, ours_peak))
+                print(
+                    f"ours batch {batch_size} {strategy} round {round_ + 1}: "
+                    f"{step * 1e3:.1f} ms/step",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for strategy in strategies:
-            step, ours_peak = time_ours(
-                args, batch_size, strategy, token_ids, segment_ids
-            )
+            step = statistics.median(step for step, _ in timings[strategy])
+            peaks = [peak for _, peak in timings[strategy] if peak is not None]
+            ours_peak = max(peaks) if peaks else None
             rows.append(
                 {
                     "batch": batch_size,
@@ -685,11 +712,6 @@ def run_train(args):
                     "flops": flops,
                     "peer": peer if strategy == "baseline" else None,
                 }
-            )
-            print(
-                f"ours batch {batch_size} {strategy}: {step * 1e3:.1f} ms/step",
-                file=sys.stderr,
-                flush=True,
             )
     lines = train_table(rows)
     notes = [
@@ -742,6 +764,12 @@ def add_train_parser(subparsers):
     )
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed steps first (compiling)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds over all strategies; each row is the median round",
     )
     parser.add_argument(
         "--precision",

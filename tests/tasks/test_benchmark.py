@@ -34,6 +34,8 @@ TINY = [
     "2",
     "--warmup",
     "1",
+    "--repeats",
+    "2",
 ]
 
 
@@ -158,6 +160,14 @@ def test_tiny_train_run_prints_a_table(tmp_path):
     for column in ("peer ms/step", "peer tokens/s", "ours/peer (tokens/s)"):
         assert number(baseline[column]) > 0, (column, baseline)
         assert all(row[column] == "—" for row in others)
+    assert baseline["× baseline"] == "1.00"
+    for row in others:
+        # From milliseconds printed to 0.1: a few percent at these sizes.
+        relative = number(row["ours ms/step"]) / number(
+            baseline["ours ms/step"]
+        )
+        assert number(row["× baseline"]) == pytest.approx(relative, rel=0.05)
+    assert result.stderr.count("round 2:") == len(rows)
     ratio = number(baseline["ours tokens/s"]) / number(
         baseline["peer tokens/s"]
     )
