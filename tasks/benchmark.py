@@ -419,11 +419,34 @@ def strategy_from_spec(spec):
         raise SystemExit(f"--strategies {spec}: {error}") from None
 
 
-def time_ours(args, batch_size, strategy, token_ids, segment_ids):
-    """(seconds per step, peak bytes or None) of `Seq2SeqTrainer`.
+def step_timer():
+    """A callback timing the steps of one `fit()` from the end of its
+    first step to the end of its last, so that neither compiling nor
+    `fit`'s per-call set-up and tear-down count (on TensorFlow with a
+    generator, over a second per call here). Each step's loss is read, so
+    the device has finished that step when its clock is read.
+    """
+    import keras
 
-    The timed `fit()` includes its per-call set-up (callbacks, iterator),
-    spread over `--steps` steps: use enough steps for it not to matter."""
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])
+            self.ends.append(time.perf_counter())
+
+        def seconds_per_step(self):
+            if len(self.ends) < 2:
+                raise ValueError("timing needs at least 2 steps (--steps)")
+            return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+
+    return StepTimer()
+
+
+def time_ours(args, batch_size, strategy, token_ids, segment_ids):
+    """(seconds per step, peak bytes or None) of `Seq2SeqTrainer`: the
+    steady steps of one `fit()` of `--steps` steps (`step_timer`)."""
     import keras
 
     from models.bert import build_transformer_model
@@ -464,18 +487,16 @@ def time_ours(args, batch_size, strategy, token_ids, segment_ids):
             verbose=0,
             shuffle=False,
         )
-    started = time.perf_counter()
-    history = trainer.fit(
+    timer = step_timer()
+    trainer.fit(
         batches(),
         steps_per_epoch=args.steps,
         epochs=1,
         verbose=0,
         shuffle=False,
+        callbacks=[timer],
     )
-    # fit() hands back python floats: the last step has finished.
-    float(history.history["loss"][-1])
-    elapsed = (time.perf_counter() - started) / args.steps
-    return elapsed, keras_peak_bytes()
+    return timer.seconds_per_step(), keras_peak_bytes()
 
 
 def unilm_additive_mask(token_ids, segment_ids, dtype):
@@ -618,8 +639,8 @@ def run_train(args):
     runs first and frees its memory, then every strategy: a fresh UniLM
     model and `Seq2SeqTrainer(model, strategy, seed=0)` compiled with
     Adam, one untimed `fit()` of `--warmup` steps (compiling), then one
-    timed `fit()` of `--steps` steps on the same fixed random batch; fit
-    returns python floats, so the device has finished when the clock stops.
+    `fit()` of `--steps` steps on the same fixed random batch, timed from
+    the end of its first step to the end of its last (`step_timer`).
     With `--repeats R` the strategies run R rounds in turn and each row is
     the median round: on a machine shared with other jobs a slow spell
     then hits every strategy alike. tokens/s = batch * maxlen / step;
@@ -636,6 +657,8 @@ def run_train(args):
 
     device, gpu = keras_device()
     args.precision = args.precision or ("bf16" if gpu else "fp32")
+    if args.steps < 2 or args.repeats < 1:
+        raise SystemExit("--steps must be at least 2, --repeats at least 1")
     strategies = args.strategies or list(strategies_lib.STRATEGIES)
     for spec in strategies:
         strategy_from_spec(spec)
@@ -651,7 +674,8 @@ def run_train(args):
         f"{args.hidden} hidden, {args.heads} heads, intermediate "
         f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
         f"(target = last {max(1, args.maxlen // 4)} tokens); "
-        f"{args.warmup} warm-up + {args.steps} timed steps, median of "
+        f"{args.warmup} warm-up + {args.steps} steps (the last "
+        f"{args.steps - 1} timed), median of "
         f"{args.repeats} round(s)",
         flush=True,
     )
@@ -760,7 +784,10 @@ def add_train_parser(subparsers):
         "strategy with its defaults",
     )
     parser.add_argument(
-        "--steps", type=int, default=20, help="timed steps per row"
+        "--steps",
+        type=int,
+        default=20,
+        help="steps per row, all but the first timed (at least 2)",
     )
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed steps first (compiling)"
