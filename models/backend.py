@@ -9,6 +9,10 @@ Training differs per backend in these places, and only there:
   and returning the updated state (keras-io `custom_train_step_in_jax.py`);
 - gradients taken *inside* a loss (gradient penalty, FGM), which must stay
   differentiable for double backprop: a nested tape, or a nested `jax.grad`;
+  and a part that a strategy trains itself inside the loss (professor
+  forcing's discriminator), with its own optimizer;
+- a branch taken at run time that updates variables (`cond`): a `tf.cond`,
+  or a `jax.lax.cond` of two pure functions of the state.
 - feeding `fit` (`fit_input`: a `tf.data` pipeline on TensorFlow) and
   compiling a function (`compile_function`: `tf.function` or `jax.jit`);
 - data parallelism's devices (`mirrored_strategy`, `replicas`,
@@ -209,6 +213,80 @@ def value_and_grad(fn, variable, state_variables):
     )
     _hand_back(seeds, updated)
     return value, grad
+
+
+def gradients(fn, variables, state_variables):
+    """`(value, aux) = fn()` and d value / d v for each v of `variables`.
+
+    For a part that a strategy trains inside the loss with its own
+    optimizer: `variables` may be non-trainable for the trainer (they are
+    watched explicitly), the gradients are not differentiable again, and
+    under a `tf.distribute` strategy each replica returns its own share,
+    which the optimizer sums as it does the train step's gradients (unlike
+    `value_and_grad`, whose gradient is itself part of a loss).
+    """
+    if BACKEND == "tensorflow":
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for variable in variables:
+                tape.watch(variable.value)
+            value, aux = fn()
+        grads = tape.gradient(value, [v.value for v in variables])
+        # None (not connected) becomes zeros, as jax.grad gives.
+        grads = [
+            tf.zeros_like(v.value) if g is None else tf.convert_to_tensor(g)
+            for v, g in zip(variables, grads)
+        ]
+        return value, aux, grads
+    ids = {id(v) for v in variables}
+    others = [v for v in state_variables if id(v) not in ids]
+    values = [v.value for v in others]
+    seeds = [v for v in others if not v.trainable]
+
+    def pure(own):
+        mapping = [*zip(variables, own), *zip(others, values)]
+        (value, aux), updated = _run_stateless(fn, mapping, seeds)
+        return value, (aux, updated)
+
+    (value, (aux, updated)), grads = jax.value_and_grad(pure, has_aux=True)(
+        [v.value for v in variables]
+    )
+    _hand_back(seeds, updated)
+    return value, aux, grads
+
+
+def branches_may_synchronise():
+    """Whether `cond`'s branches may sum over replicas or step an
+    optimizer: not inside a TensorFlow distribution strategy, whose
+    replicas cannot synchronise within a run-time branch."""
+    return BACKEND != "tensorflow" or not tf.distribute.has_strategy()
+
+
+def cond(pred, true_fn, false_fn, state_variables):
+    """`true_fn()` if `pred` else `false_fn()`, decided at run time; the
+    branches may update variables (dropout seeds, a discriminator's weights
+    and its optimizer) and only the branch taken runs.
+
+    TensorFlow's `tf.cond` runs stateful branches as they are. JAX traces
+    both branches as pure functions of the state (every variable of
+    `state_variables` mapped to its current value) and hands the new values
+    of the non-trainable ones back, as the train step does. Gradients flow
+    through the branch taken on both.
+    """
+    if BACKEND == "tensorflow":
+        return tf.cond(pred, true_fn, false_fn)
+    values = [v.value for v in state_variables]
+    stateful = [v for v in state_variables if not v.trainable]
+
+    def pure(fn):
+        def branch():
+            mapping = list(zip(state_variables, values))
+            return _run_stateless(fn, mapping, stateful)
+
+        return branch
+
+    result, updated = jax.lax.cond(pred, pure(true_fn), pure(false_fn))
+    _hand_back(stateful, updated)
+    return result
 
 
 def _hand_back(variables, values):

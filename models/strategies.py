@@ -1,7 +1,8 @@
 """Training strategies against exposure bias, one short class each.
 
-A strategy overrides at most two hooks, both written with `keras.ops` so
-they run unchanged on every backend and inside a compiled step:
+A strategy overrides at most two hooks of the step, both written with
+`keras.ops` so they run unchanged on every backend and inside a compiled
+step:
 
 - `prepare_batch(token_ids, segment_ids, seed_generator)` returns the
   `(inputs, segment_ids)` the model reads. Labels are always the original
@@ -13,9 +14,14 @@ they run unchanged on every backend and inside a compiled step:
   `trainer.target_loss(batch, logits)`,
   `trainer.value_and_grad(fn, variable)` (differentiable gradients),
   `trainer.overridden(variable, value)`, `trainer.embeddings` (E),
-  `trainer.seed_generator` and `trainer.optimizer.iterations`.
+  `trainer.seed_generator`, `trainer.optimizer.iterations` and
+  `trainer.state_variables()` (every variable a loss may read).
 
-Figures named in `metric_names` are logged as Keras metrics. Strategies are
+Figures named in `metric_names` are logged as Keras metrics; a figure given
+as `(value, measured)` counts only in the steps where `measured` is 1. A
+strategy that trains a part of its own (professor's discriminator) creates
+it in `build(trainer)`, which the trainer holds as `trainer.strategy_state`
+and a run saves and restores with its checkpoints. Strategies are
 dataclasses: their options are fields, validated on creation, and
 `dataclasses.asdict(strategy)` records them in reports.
 """
@@ -26,6 +32,13 @@ from typing import ClassVar
 
 import keras
 from keras import ops
+
+from models import backend
+from models.professor import Adversary
+from models.professor import discriminator_loss
+from models.professor import free_run_inputs
+from models.professor import generator_loss
+from models.professor import title_positions
 
 STRATEGIES = {}
 
@@ -64,6 +77,10 @@ class Baseline:
 
     name: ClassVar[str] = "baseline"
     metric_names: ClassVar[tuple] = ()
+
+    def build(self, trainer):
+        """What this strategy trains itself, beside the model: None here."""
+        return None
 
     def prepare_batch(self, token_ids, segment_ids, seed_generator):
         return token_ids, segment_ids
@@ -486,3 +503,157 @@ class FGM(Baseline):
         delta_norm = ops.cast(ops.sqrt(ops.sum(ops.square(delta))), "float32")
         figures = {"adv_ce": adversarial, "delta_norm": delta_norm}
         return 0.5 * (cross_entropy + adversarial), figures
+
+
+@register
+@dataclasses.dataclass
+class Professor(Baseline):
+    """Professor forcing (Lamb, Goyal et al., 2016) for the UniLM BERT.
+
+    Three passes per step. The teacher-forced pass gives the cross-entropy
+    and H_t, the final hidden states of the title positions. The free run
+    (`models/professor.py`, `free_run_inputs`) fills each title position
+    with the model's own output, greedy (`free_run='greedy'`) or sampled
+    (`'sample'`): an in-graph loop of full passes, one per title slot,
+    without dropout or gradient, inside the compiled step. The free pass
+    reads the source and that generated title, with dropout and gradient,
+    and gives H_f at the same positions.
+
+    A discriminator D (`Discriminator`: `discriminator_layers` residual
+    convolutions of `discriminator_units` features, pooled) has its own
+    Adam optimizer (`discriminator_lr`): it takes one step per measured
+    step on ½·[−log D(H_t) − log(1 − D(H_f))], both held constant. The
+    model minimises CE + λ·C_f with C_f = −log D(H_f), λ =
+    `adversarial_weight`: its free-running dynamics should pass for
+    teacher-forced ones, while H_t is held constant (the paper's main
+    variant). C_f reads D's weights but trains only the model; D's loss
+    trains only D. D and its optimizer are saved and restored with a run.
+
+    Every `every` optimizer steps (1: every step) the free run, D's step
+    and C_f happen; the steps between are plain teacher forcing. λ is 0
+    for the first `warmup` optimizer steps (D still learns). With λ = 0
+    the model trains exactly as `baseline` while D measures how far apart
+    the two dynamics are. Logs `ce` (the baseline's loss, comparable
+    across strategies), `adversarial` (C_f), `disc_loss` and
+    `disc_accuracy` (over both runs; 0.5 is chance), the last three as
+    means over the steps that measured them.
+    """
+
+    name: ClassVar[str] = "professor"
+    metric_names: ClassVar[tuple] = (
+        "ce",
+        "adversarial",
+        "disc_loss",
+        "disc_accuracy",
+    )
+    adversarial_weight: float = 1.0
+    free_run: str = "greedy"
+    every: int = 1
+    warmup: int = 0
+    discriminator_units: int = 128
+    discriminator_layers: int = 2
+    discriminator_lr: float = 1e-4
+
+    def __post_init__(self):
+        if not self.adversarial_weight >= 0:
+            raise ValueError(
+                "adversarial_weight must not be negative, got "
+                f"{self.adversarial_weight}"
+            )
+        _check_choice("free_run", self.free_run, ("greedy", "sample"))
+        self.every = _check_count("every", self.every)
+        self.discriminator_units = _check_count(
+            "discriminator_units", self.discriminator_units
+        )
+        self.discriminator_layers = _check_count(
+            "discriminator_layers", self.discriminator_layers
+        )
+        if isinstance(self.warmup, bool) or int(self.warmup) != self.warmup:
+            raise ValueError(f"warmup must be an integer, got {self.warmup!r}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must not be negative, got {self.warmup}")
+        self.warmup = int(self.warmup)
+        if not self.discriminator_lr > 0:
+            raise ValueError(
+                "discriminator_lr must be positive, got "
+                f"{self.discriminator_lr}"
+            )
+
+    def build(self, trainer):
+        if self.every > 1 and not backend.branches_may_synchronise():
+            raise ValueError(
+                "professor: every > 1 is not available with TensorFlow's "
+                "data parallelism (MirroredStrategy cannot synchronise "
+                "replicas within a branch taken at run time); use every=1, "
+                "or the JAX backend"
+            )
+        return Adversary(
+            trainer.network.config.hidden_size,
+            self.discriminator_units,
+            self.discriminator_layers,
+            self.discriminator_lr,
+            name="professor_adversary",
+        )
+
+    def loss(self, trainer, batch):
+        network = trainer.network
+        teacher = network(
+            batch.inputs, batch.segment_ids, training=True, output="hidden"
+        )
+        cross_entropy = trainer.target_loss(batch, network.mlm_logits(teacher))
+        step = trainer.optimizer.iterations
+        weight = self.adversarial_weight * ops.cast(
+            step >= self.warmup, "float32"
+        )
+        if self.every == 1:
+            terms = self.adversarial_terms(trainer, batch, teacher)
+            measured = None
+        else:
+            measured = ops.equal(step % self.every, 0)
+            terms = backend.cond(
+                measured,
+                lambda: self.adversarial_terms(trainer, batch, teacher),
+                lambda: (ops.zeros(()), ops.zeros(()), ops.zeros(())),
+                trainer.state_variables(),
+            )
+            measured = ops.cast(measured, "float32")
+        adversarial, disc_loss, accuracy = terms
+        figures = {
+            "adversarial": adversarial,
+            "disc_loss": disc_loss,
+            "disc_accuracy": accuracy,
+        }
+        if measured is not None:
+            figures = {k: (v, measured) for k, v in figures.items()}
+        figures["ce"] = cross_entropy
+        return cross_entropy + weight * adversarial, figures
+
+    def adversarial_terms(self, trainer, batch, teacher):
+        """(C_f, D's loss, D's accuracy), after one step of D."""
+        adversary = trainer.strategy_state
+        title = title_positions(batch.token_ids, batch.segment_ids)
+        free = self.free_states(trainer, batch)
+        # Before D's step: C_f and D's loss see the same D.
+        adversarial = generator_loss(adversary, free, title)
+        teacher, free = ops.stop_gradient(teacher), ops.stop_gradient(free)
+        disc_loss, accuracy = adversary.train(
+            lambda: discriminator_loss(adversary, teacher, free, title),
+            trainer.state_variables(),
+        )
+        return adversarial, disc_loss, accuracy
+
+    def free_states(self, trainer, batch):
+        """Final hidden states of the free pass: the network (training,
+        with gradient) reading the source and its own free-run title."""
+        uniforms = None
+        if self.free_run == "sample":
+            uniforms = keras.random.uniform(
+                ops.shape(batch.token_ids), seed=trainer.seed_generator
+            )
+        network = trainer.network
+        inputs = free_run_inputs(
+            network, batch.token_ids, batch.segment_ids, uniforms
+        )
+        return network(
+            inputs, batch.segment_ids, training=True, output="hidden"
+        )

@@ -119,6 +119,9 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         self.network = BertNetwork.from_model(model)
         self.strategy = strategy
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # What the strategy trains itself, with its own optimizer (the
+        # professor's discriminator), or None: see `strategy_variables`.
+        self.strategy_state = strategy.build(self)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.figure_trackers = [
             keras.metrics.Mean(name=name) for name in strategy.metric_names
@@ -168,6 +171,14 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         """`seq2seq_cross_entropy` of logits against the batch's labels."""
         return seq2seq_cross_entropy(batch.token_ids, batch.segment_ids, logits)
 
+    def strategy_variables(self):
+        """The variables of what the strategy trains itself (weights, then
+        its optimizer's), which a checkpoint must save beside the model's
+        weights and the optimizer; [] for most strategies."""
+        if self.strategy_state is None:
+            return []
+        return self.strategy_state.state_variables()
+
     def state_variables(self):
         """Every variable a loss may read: weights, seeds, optimizer."""
         optimizer = getattr(self, "optimizer", None)
@@ -183,13 +194,20 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         return backend.overridden(variable, value, self.state_variables())
 
     def update_metrics(self, total, figures, batch_size):
-        """Epoch means weighted by batch size, as Keras's own loss tracker."""
+        """Epoch means weighted by batch size, as Keras's own loss tracker.
+
+        A figure given as `(value, measured)`, `measured` 0 or 1 at run
+        time, counts only in the steps that measured it (professor's
+        discriminator figures with `every` > 1).
+        """
         self.loss_tracker.update_state(total, sample_weight=batch_size)
         for tracker in self.figure_trackers:
             if tracker.name in figures:
-                tracker.update_state(
-                    figures[tracker.name], sample_weight=batch_size
-                )
+                value, weight = figures[tracker.name], batch_size
+                if isinstance(value, tuple):
+                    value, measured = value
+                    weight = ops.cast(weight, "float32") * measured
+                tracker.update_state(value, sample_weight=weight)
         # Only what this step measured: evaluate() reports no stale `gp`.
         return {
             metric.name: metric.result()

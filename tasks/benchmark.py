@@ -23,6 +23,11 @@ same run, on the same shapes:
 
     python tasks/benchmark.py train
     python tasks/benchmark.py train --batch-sizes 16 --strategies baseline gp
+    python tasks/benchmark.py train --strategies baseline professor \
+        professor:every=4
+
+A strategy is named alone (its defaults) or with options, `NAME:KEY=VALUE`
+(repeat `:KEY=VALUE` for more), as `--strategy-option` takes them.
 
 See `run_train` for what is timed and `train_flops` for the FLOPs formula.
 """
@@ -393,11 +398,52 @@ def peak_matmul_flops(precision, gpu, size=None, repeats=None):
     return 2 * size**3 / best
 
 
-def time_ours(args, batch_size, strategy, token_ids, segment_ids):
-    """(seconds per step, peak bytes or None) of `Seq2SeqTrainer`.
+def strategy_from_spec(spec):
+    """`NAME` or `NAME:KEY=VALUE[:KEY=VALUE...]` -> a strategy object,
+    e.g. `professor:every=4`; a clear error for a bad name or option."""
+    from models import strategies as strategies_lib
+    from tasks.lib.experiment import parse_strategy_options
 
-    The timed `fit()` includes its per-call set-up (callbacks, iterator),
-    spread over `--steps` steps: use enough steps for it not to matter."""
+    name, *options = spec.split(":")
+    if name not in strategies_lib.STRATEGIES:
+        raise SystemExit(
+            f"unknown strategy {name!r}; expected one of "
+            f"{sorted(strategies_lib.STRATEGIES)}"
+        )
+    try:
+        return strategies_lib.get(name, **parse_strategy_options(options))
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"--strategies {spec}: {error}") from None
+
+
+def step_timer():
+    """A callback timing the steps of one `fit()` from the end of its
+    first step to the end of its last, so that neither compiling nor
+    `fit`'s per-call set-up and tear-down count (on TensorFlow with a
+    generator, over a second per call here). Each step's loss is read, so
+    the device has finished that step when its clock is read.
+    """
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])
+            self.ends.append(time.perf_counter())
+
+        def seconds_per_step(self):
+            if len(self.ends) < 2:
+                raise ValueError("timing needs at least 2 steps (--steps)")
+            return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+
+    return StepTimer()
+
+
+def time_ours(args, batch_size, strategy, token_ids, segment_ids):
+    """(seconds per step, peak bytes or None) of `Seq2SeqTrainer`: the
+    steady steps of one `fit()` of `--steps` steps (`step_timer`)."""
     import keras
 
     from models.bert import build_transformer_model
@@ -417,7 +463,7 @@ def time_ours(args, batch_size, strategy, token_ids, segment_ids):
         intermediate_size=args.intermediate,
         max_position_embeddings=max(512, args.maxlen),
     )
-    trainer = Seq2SeqTrainer(model, strategy, seed=0)
+    trainer = Seq2SeqTrainer(model, strategy_from_spec(strategy), seed=0)
     optimizer = keras.optimizers.Adam(1e-5)
     if args.precision == "fp16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -438,18 +484,16 @@ def time_ours(args, batch_size, strategy, token_ids, segment_ids):
             verbose=0,
             shuffle=False,
         )
-    started = time.perf_counter()
-    history = trainer.fit(
+    timer = step_timer()
+    trainer.fit(
         batches(),
         steps_per_epoch=args.steps,
         epochs=1,
         verbose=0,
         shuffle=False,
+        callbacks=[timer],
     )
-    # fit() hands back python floats: the last step has finished.
-    float(history.history["loss"][-1])
-    elapsed = (time.perf_counter() - started) / args.steps
-    return elapsed, keras_peak_bytes()
+    return timer.seconds_per_step(), keras_peak_bytes()
 
 
 def unilm_additive_mask(token_ids, segment_ids, dtype):
@@ -548,16 +592,26 @@ def gib(value):
 
 
 TRAIN_HEADER = (
-    "| batch | strategy | ours ms/step | ours tokens/s | MFU | ours peak mem "
-    "| peer ms/step | peer tokens/s | peer peak mem | ours/peer (tokens/s) |",
-    "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| batch | strategy | ours ms/step | × baseline | ours tokens/s | MFU "
+    "| ours peak mem | peer ms/step | peer tokens/s | peer peak mem "
+    "| ours/peer (tokens/s) |",
+    "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 )
 
 
 def train_table(rows):
-    """Markdown table lines; peer columns only on rows that have a peer."""
+    """Markdown table lines; peer columns only on rows that have a peer;
+    × baseline: the step against the same batch size's `baseline` row."""
     lines = list(TRAIN_HEADER)
+    baselines = {
+        row["batch"]: row["step"]
+        for row in rows
+        if row["strategy"] == "baseline"
+    }
     for row in rows:
+        relative = "—"
+        if row["batch"] in baselines:
+            relative = f"{row['step'] / baselines[row['batch']]:.2f}"
         peer = row.get("peer")
         if peer:
             peer_cells = (
@@ -569,7 +623,7 @@ def train_table(rows):
             peer_cells = "— | — | — | —"
         lines.append(
             f"| {row['batch']} | {row['strategy']} | {row['step'] * 1e3:.1f} "
-            f"| {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
+            f"| {relative} | {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
             f"| {gib(row['peak'])} | {peer_cells} |"
         )
     return lines
@@ -582,10 +636,13 @@ def run_train(args):
     runs first and frees its memory, then every strategy: a fresh UniLM
     model and `Seq2SeqTrainer(model, strategy, seed=0)` compiled with
     Adam, one untimed `fit()` of `--warmup` steps (compiling), then one
-    timed `fit()` of `--steps` steps on the same fixed random batch; fit
-    returns python floats, so the device has finished when the clock stops.
-    tokens/s = batch * maxlen / step; MFU = train_flops / step / the
-    matmul FLOP/s measured in this process (`peak_matmul_flops`).
+    `fit()` of `--steps` steps on the same fixed random batch, timed from
+    the end of its first step to the end of its last (`step_timer`).
+    With `--repeats R` the strategies run R rounds in turn and each row is
+    the median round: on a machine shared with other jobs a slow spell
+    then hits every strategy alike. tokens/s = batch * maxlen / step;
+    MFU = train_flops / step / the matmul FLOP/s measured in this process
+    (`peak_matmul_flops`).
     """
     # Allocate on demand, so JAX/TF and torch share one GPU in one process
     # and the peaks are what each side used (set before keras is imported).
@@ -597,13 +654,11 @@ def run_train(args):
 
     device, gpu = keras_device()
     args.precision = args.precision or ("bf16" if gpu else "fp32")
+    if args.steps < 2 or args.repeats < 1:
+        raise SystemExit("--steps must be at least 2, --repeats at least 1")
     strategies = args.strategies or list(strategies_lib.STRATEGIES)
-    for name in strategies:
-        if name not in strategies_lib.STRATEGIES:
-            raise SystemExit(
-                f"unknown strategy {name!r}; expected one of "
-                f"{sorted(strategies_lib.STRATEGIES)}"
-            )
+    for spec in strategies:
+        strategy_from_spec(spec)
     token_ids, segment_ids = random_batch(
         max(args.batch_sizes), args.maxlen, args.vocab
     )
@@ -616,7 +671,9 @@ def run_train(args):
         f"{args.hidden} hidden, {args.heads} heads, intermediate "
         f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
         f"(target = last {max(1, args.maxlen // 4)} tokens); "
-        f"{args.warmup} warm-up + {args.steps} timed steps",
+        f"{args.warmup} warm-up + {args.steps} steps (the last "
+        f"{args.steps - 1} timed), median of "
+        f"{args.repeats} round(s)",
         flush=True,
     )
     rows = []
@@ -648,10 +705,23 @@ def run_train(args):
                 file=sys.stderr,
                 flush=True,
             )
+        timings = {strategy: [] for strategy in strategies}
+        for round_ in range(args.repeats):
+            for strategy in strategies:
+                step, ours_peak = time_ours(
+                    args, batch_size, strategy, token_ids, segment_ids
+                )
+                timings[strategy].append((step, ours_peak))
+                print(
+                    f"ours batch {batch_size} {strategy} round {round_ + 1}: "
+                    f"{step * 1e3:.1f} ms/step",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for strategy in strategies:
-            step, ours_peak = time_ours(
-                args, batch_size, strategy, token_ids, segment_ids
-            )
+            step = statistics.median(step for step, _ in timings[strategy])
+            peaks = [peak for _, peak in timings[strategy] if peak is not None]
+            ours_peak = max(peaks) if peaks else None
             rows.append(
                 {
                     "batch": batch_size,
@@ -663,11 +733,6 @@ def run_train(args):
                     "flops": flops,
                     "peer": peer if strategy == "baseline" else None,
                 }
-            )
-            print(
-                f"ours batch {batch_size} {strategy}: {step * 1e3:.1f} ms/step",
-                file=sys.stderr,
-                flush=True,
             )
     lines = train_table(rows)
     notes = [
@@ -711,13 +776,24 @@ def add_train_parser(subparsers):
         "--strategies",
         nargs="+",
         default=None,
-        help="default: every registered strategy",
+        help="NAME or NAME:KEY=VALUE[:KEY=VALUE...] (options as "
+        "--strategy-option takes them); default: every registered "
+        "strategy with its defaults",
     )
     parser.add_argument(
-        "--steps", type=int, default=20, help="timed steps per row"
+        "--steps",
+        type=int,
+        default=20,
+        help="steps per row, all but the first timed (at least 2)",
     )
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed steps first (compiling)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds over all strategies; each row is the median round",
     )
     parser.add_argument(
         "--precision",

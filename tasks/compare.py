@@ -18,7 +18,9 @@ Usage:
         --seeds 0 1 2 --workdir runs -- --epochs 3
 
 Writes to --out: table.md, table.csv, results.json (every run and every
-aggregate) and metrics.png (one panel per metric, x = beam size).
+aggregate) and metrics.png (one panel per metric, x = beam size); with
+--diagnostics also diagnostics/ (see tasks/diagnose.py), whose tables and
+figures table.md then shows.
 """
 
 import argparse
@@ -532,6 +534,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         action="store_true",
         help="report runs that differ in data/model/scoring",
     )
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="add exposure-bias diagnostics (tasks/diagnose.py: survival, "
+        "recovery, length) to the report, in OUT/diagnostics",
+    )
     args = parser.parse_args(argv)
     if extra and not args.run:
         parser.error("arguments after -- are passed on only with --run")
@@ -553,6 +561,10 @@ def main(argv: list[str] | None = None) -> dict:
             extra,
         )
     report = build_report(run_dirs, pathlib.Path(args.out), args.allow_mixed)
+    if args.diagnostics:
+        from tasks.lib.diagnostics_report import add_to_comparison
+
+        report["markdown"] += add_to_comparison(run_dirs, args.out)
     print(report["markdown"])
     print(f"wrote {args.out}/table.md, table.csv, results.json, metrics.png")
     return report

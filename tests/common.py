@@ -117,7 +117,8 @@ TINY_PRETRAIN_ARGS = {
     "--log-every": 8,
     "--objective": "mix",
 }
-# benchmark.py train: two strategies, two timed steps.
+# benchmark.py train: three strategies (one with options), two timed steps,
+# two rounds.
 TINY_BENCHMARK_ARGS = [
     "--layers",
     "1",
@@ -136,10 +137,13 @@ TINY_BENCHMARK_ARGS = [
     "--strategies",
     "baseline",
     "gp",
+    "professor:every=2",
     "--steps",
     "2",
     "--warmup",
     "1",
+    "--repeats",
+    "2",
 ]
 
 

@@ -37,15 +37,14 @@ def atomic_save_weights(model, path):
     os.replace(temporary, path)
 
 
-def atomic_save_optimizer(optimizer, path):
-    """The optimizer's variables (step count, moments) as a NumPy archive:
-    with them a resumed run continues exactly where it stopped."""
+def atomic_save_variables(variables, path):
+    """Variables' values, in order, as a NumPy archive."""
     import keras
 
     path = pathlib.Path(path)
     values = {
         f"{i:05d}": keras.ops.convert_to_numpy(variable)
-        for i, variable in enumerate(optimizer.variables)
+        for i, variable in enumerate(variables)
     }
     temporary = path.with_name(f"tmp-{path.name}")
     with open(temporary, "wb") as handle:
@@ -53,17 +52,41 @@ def atomic_save_optimizer(optimizer, path):
     os.replace(temporary, path)
 
 
+def load_variables(variables, path, what):
+    """Assign what `atomic_save_variables` saved, checking count and shapes."""
+    with np.load(path) as values:
+        if len(values.files) != len(variables):
+            raise ValueError(
+                f"{path}: {len(values.files)} {what} variables, "
+                f"expected {len(variables)}"
+            )
+        for i, variable in enumerate(variables):
+            value = values[f"{i:05d}"]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"{path}: {what} variable {i} ({variable.path}) has "
+                    f"shape {value.shape}, expected {tuple(variable.shape)}"
+                )
+            variable.assign(value)
+
+
+def atomic_save_optimizer(optimizer, path):
+    """The optimizer's variables (step count, moments) as a NumPy archive:
+    with them a resumed run continues exactly where it stopped."""
+    atomic_save_variables(optimizer.variables, path)
+
+
 def load_optimizer(trainer, path):
     optimizer = trainer.optimizer
     optimizer.build(trainer.trainable_variables)
-    with np.load(path) as values:
-        if len(values.files) != len(optimizer.variables):
-            raise ValueError(
-                f"{path}: {len(values.files)} optimizer "
-                f"variables, expected {len(optimizer.variables)}"
-            )
-        for i, variable in enumerate(optimizer.variables):
-            variable.assign(values[f"{i:05d}"])
+    load_variables(optimizer.variables, path, "optimizer")
+
+
+def strategy_variables(trainer):
+    """What the trainer's strategy trains itself, with its own optimizer
+    (`Seq2SeqTrainer.strategy_variables`); [] for other trainers."""
+    variables = getattr(trainer, "strategy_variables", None)
+    return variables() if variables is not None else []
 
 
 def git_commit(directory=None):
@@ -120,6 +143,13 @@ class RunDirectory:
         }
         atomic_save_weights(trainer, self / files["weights"])
         atomic_save_optimizer(trainer.optimizer, self / files["optimizer"])
+        # What the strategy trains itself (professor's discriminator and
+        # its optimizer), if anything.
+        if strategy_variables(trainer):
+            files["strategy"] = f"{name}.strategy.npz"
+            atomic_save_variables(
+                strategy_variables(trainer), self / files["strategy"]
+            )
         previous = state.get("checkpoint") or {}
         state["checkpoint"] = files
         atomic_write_json(self / STATE_FILE, state)
@@ -128,10 +158,22 @@ class RunDirectory:
                 (self / file).unlink(missing_ok=True)
 
     def restore_checkpoint(self, trainer, state):
-        """Weights and optimizer state (moments, step count: schedules)."""
+        """Weights and optimizer state (moments, step count: schedules),
+        and what the strategy trains itself."""
         files = state["checkpoint"]
         trainer.load_weights(str(self / files["weights"]))
         load_optimizer(trainer, self / files["optimizer"])
+        if strategy_variables(trainer):
+            if "strategy" not in files:
+                raise ValueError(
+                    f"{self.path}: the checkpoint has no state of the "
+                    "strategy's own (discriminator), which this strategy needs"
+                )
+            load_variables(
+                strategy_variables(trainer),
+                self / files["strategy"],
+                "strategy",
+            )
 
     def check_settings(self, settings):
         """Refuse to resume a run made with other settings (`RESUMABLE`

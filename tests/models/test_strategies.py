@@ -31,6 +31,7 @@ def test_registry_names_and_options():
         "teaforn",
         "scheduled",
         "fgm",
+        "professor",
     }
     strategy = strategies.get("replace", token_rate=0.1, pool="target")
     assert (strategy.sample_rate, strategy.token_rate) == (0.5, 0.1)

@@ -6,9 +6,28 @@ import sys
 import pytest
 
 from tasks.benchmark import random_batch
+from tasks.benchmark import strategy_from_spec
 from tasks.benchmark import train_flops
 from tests.common import ROOT
 from tests.common import TINY_BENCHMARK_ARGS
+
+
+def test_strategy_specs_carry_options():
+    strategy = strategy_from_spec("professor:every=4:free_run=sample")
+    assert (strategy.name, strategy.every, strategy.free_run) == (
+        "professor",
+        4,
+        "sample",
+    )
+    assert strategy_from_spec("gp").epsilon == 1.0
+    for bad, message in [
+        ("nope", "unknown strategy"),
+        ("professor:every=0", "every"),
+        ("gp:every=2", "every"),
+        ("gp:epsilon", "KEY=VALUE"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            strategy_from_spec(bad)
 
 
 def test_train_flops_matches_a_hand_count():
@@ -101,16 +120,28 @@ def test_tiny_train_run_prints_a_table(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     header, rows = table_rows(result.stdout)
     assert "peer ms/step" in header and "ours/peer (tokens/s)" in header
-    assert [row["strategy"] for row in rows] == ["baseline", "gp"]
+    assert [row["strategy"] for row in rows] == [
+        "baseline",
+        "gp",
+        "professor:every=2",
+    ]
     for row in rows:
         assert row["batch"] == "4"
         for column in ("ours ms/step", "ours tokens/s", "MFU"):
             assert number(row[column]) > 0, (column, row)
         assert row["ours peak mem"] == "n/a" or "GiB" in row["ours peak mem"]
-    baseline, gp = rows
+    baseline, *others = rows
     for column in ("peer ms/step", "peer tokens/s", "ours/peer (tokens/s)"):
         assert number(baseline[column]) > 0, (column, baseline)
-        assert gp[column] == "—"
+        assert all(row[column] == "—" for row in others)
+    assert baseline["× baseline"] == "1.00"
+    for row in others:
+        # From milliseconds printed to 0.1: a few percent at these sizes.
+        relative = number(row["ours ms/step"]) / number(
+            baseline["ours ms/step"]
+        )
+        assert number(row["× baseline"]) == pytest.approx(relative, rel=0.05)
+    assert result.stderr.count("round 2:") == len(rows)
     ratio = number(baseline["ours tokens/s"]) / number(
         baseline["peer tokens/s"]
     )

@@ -210,3 +210,55 @@ def test_known_model_directory_is_checked(tmp_path, capsys):
     digests = check_known_model(name, tmp_path)
     assert digests["vocab.txt"] == hashlib.sha256(b"[PAD]\n").hexdigest()
     assert f"{name}: pytorch_model.bin sha256" in capsys.readouterr().out
+
+
+def iterations(path):
+    """The step counter of an optimizer saved in `path`: its first
+    integer scalar (Keras optimizers keep `iterations` first)."""
+    import numpy as np
+
+    with np.load(path) as values:
+        for name in values.files:
+            value = values[name]
+            if value.shape == () and value.dtype.kind in "iu":
+                return int(value)
+    raise AssertionError(f"{path}: no step counter")
+
+
+@pytest.mark.slow
+def test_professor_resumes_with_its_discriminator(csl_dev_path, tmp_path):
+    """A professor run continued with more epochs restores D and its
+    optimizer: D's step counter counts the steps of both runs."""
+    out = tmp_path / "professor"
+    command = task_command(
+        csl_dev_path,
+        out,
+        "--strategy",
+        "professor",
+        "--strategy-option",
+        "every=2",
+        "--strategy-option",
+        "free_run=sample",
+        "--limit",
+        "60",
+        "--beams",
+        "1",
+    )
+    result = run_task([*command, "--epochs", "1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = iterations(out / "epoch-1.strategy.npz")
+    assert first == (iterations(out / "epoch-1.optimizer.npz") + 1) // 2
+
+    result = run_task([*command, "--epochs", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "after epoch 1" in result.stdout
+    assert not (out / "epoch-1.strategy.npz").exists()
+    steps = iterations(out / "epoch-2.optimizer.npz")
+    assert iterations(out / "epoch-2.strategy.npz") == (steps + 1) // 2 > first
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    assert results["strategy_options"] == {"every": 2, "free_run": "sample"}
+    for entry in results["history"]:
+        figures = entry["train"]
+        assert 0.0 <= figures["disc_accuracy"] <= 1.0
+        assert figures["disc_loss"] > 0.0 and figures["adversarial"] > 0.0
+        assert figures["loss"] > figures["ce"]

@@ -1,0 +1,153 @@
+"""Exposure-bias diagnostics of finished runs: survival, recovery, length.
+
+Rebuilds each run's test set, tokenizer and best model from the settings it
+saved, then measures on the test set (strategies side by side, mean ± std
+over seeds):
+
+- survival: greedy titles still equal to the reference after t tokens,
+  beside the product of teacher-forced accuracies (independent errors);
+- recovery: cross-entropy and accuracy of the reference continuation after
+  one wrong token (the model's own likeliest mistake, or a random token),
+  against the clean prefix;
+- length: ROUGE-L of greedy titles by reference length.
+
+Usage:
+
+    python tasks/diagnose.py runs/baseline-seed0 runs/replace-seed0 \\
+        --out diagnostics
+    python tasks/diagnose.py runs/*-seed* --limit 200 --span 8
+
+Writes to --out: diagnostics.md (all tables and figures), and per
+diagnostic NAME.md, NAME.csv, NAME.json, NAME.png. Each run's results are
+cached in RUN_DIR/diagnostics.json and reused while its options and
+best.weights.h5 are unchanged.
+"""
+
+import argparse
+import dataclasses
+import sys
+
+from tasks.lib.diagnostics import DEFAULT_SPAN
+
+
+class _Formatter(
+    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
+):
+    """Show defaults, and keep the usage examples' line breaks."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=_Formatter
+    )
+    add = parser.add_argument
+    add(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="finished run directories (results.json, config.json, "
+        "best.weights.h5) of tasks/csl_title.py or tasks/lcsts_summary.py",
+    )
+    add("--out", default="diagnostics", help="report directory")
+    add(
+        "--limit",
+        type=_positive,
+        help="use only the first N test pairs of each run",
+    )
+    add(
+        "--span",
+        type=_positive,
+        default=DEFAULT_SPAN,
+        help="recovery: reference tokens scored after the wrong one",
+    )
+    add(
+        "--positions",
+        type=_positive,
+        help="recovery: wrong-token positions per title, spread evenly "
+        "(default: every position but the last)",
+    )
+    add(
+        "--length-edges",
+        type=int,
+        nargs="+",
+        metavar="CHARS",
+        help="length buckets' upper bounds in characters (default: the "
+        "quartiles of all reference lengths)",
+    )
+    add("--seed", type=int, default=0, help="seed of the random wrong tokens")
+    add(
+        "--batch-size",
+        type=_positive,
+        default=64,
+        help="titles per teacher-forced pass and per decoding batch",
+    )
+    add(
+        "--recompute",
+        action="store_true",
+        help="ignore the cached RUN_DIR/diagnostics.json",
+    )
+    add(
+        "--allow-mixed",
+        action="store_true",
+        help="report runs that differ in data/model/scoring",
+    )
+    add(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars",
+    )
+    return parser
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer: {text}")
+    return value
+
+
+def run(args):
+    """Diagnose every run, then write the report; returns its Markdown."""
+    from tasks.compare import consistency_problems
+    from tasks.lib.diagnostics import Options
+    from tasks.lib.diagnostics import check_run_dir
+    from tasks.lib.diagnostics import diagnose_runs
+    from tasks.lib.diagnostics_report import write_report
+
+    # Check every folder, and that the runs compare, before the slow work.
+    runs = [check_run_dir(directory)[0] for directory in args.runs]
+    problems = consistency_problems(runs)
+    if problems and not args.allow_mixed:
+        raise ValueError("; ".join(problems) + " (--allow-mixed to go on)")
+    options = Options(args.span, args.positions, args.seed, args.limit)
+    results = diagnose_runs(
+        args.runs, options, args.batch_size, args.progress, args.recompute
+    )
+    return write_report(
+        results, args.out, dataclasses.asdict(options), args.length_edges
+    )
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        markdown = run(args)
+    except (OSError, ValueError) as error:
+        # A folder that is not a finished run, changed data, weights that
+        # do not fit: one clear line, no traceback.
+        print(f"diagnose.py: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted: finished runs are cached.", file=sys.stderr)
+        return 130
+    print(markdown)
+    print(
+        f"wrote {args.out}/diagnostics.md and survival/recovery/length "
+        ".md, .csv, .json, .png"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
