@@ -52,6 +52,7 @@ import sys
 import time
 
 from tasks.lib import stages as pipeline_lib
+from tasks.lib.rundir import git_commit
 from tasks.lib.stages import Stage
 from tasks.lib.stages import Unavailable
 
@@ -365,6 +366,7 @@ class Reproduction:
         self.argv = argv
         self.size = SMOKE if args.smoke else FULL
         self.out = pathlib.Path(args.out)
+        self._facts = None
 
     # --- set-up --------------------------------------------------------
 
@@ -394,25 +396,22 @@ class Reproduction:
                 "benchmark-train",
                 "training speed against the PyTorch peer",
                 self.benchmark_train,
-                needs=("environment",),
             ),
             Stage(
                 "benchmark-decode",
                 "decoding speed, cached against recompute",
                 self.benchmark_decode,
-                needs=("environment",),
             ),
             Stage(
                 "model",
                 "the model to fine-tune",
                 self.model,
-                needs=("environment",),
             ),
             Stage(
                 "finetune",
                 "fine-tuning each strategy x seed",
                 self.finetune,
-                needs=("environment", "model"),
+                needs=("model",),
                 inputs=runs,
             ),
             Stage(
@@ -425,7 +424,14 @@ class Reproduction:
         ]
 
     def environment_facts(self):
-        return self.pipeline.record("environment").get("result", {})
+        """The environment stage's facts; measured here when that stage
+        was skipped (precision and device decide the other stages)."""
+        facts = self.pipeline.record("environment").get("result")
+        if facts is None:
+            if self._facts is None:
+                self._facts = self.environment()
+            facts = self._facts
+        return facts
 
     def require_gpu(self, what):
         """BERT-base work without a GPU takes days: refuse unless asked."""
@@ -568,6 +574,7 @@ class Reproduction:
     def finetune(self):
         self.require_gpu("fine-tuning")
         extra = self.finetune_extra()
+        precision = self.environment_facts()["precision"]
         started = time.perf_counter()
         for strategy in self.args.strategies:
             for seed in self.args.seeds:
@@ -576,8 +583,9 @@ class Reproduction:
                     print(f"skip {run_dir}: finished in an earlier run")
                     continue
                 argv = ["--strategy", strategy, "--seed", str(seed)]
-                run_task(argv + ["--out", str(run_dir), *extra])
+                run_task(argv + ["--out", str(run_dir), *extra], precision)
         return {
+            "precision": precision,
             "command": shlex.join(
                 ["python", "tasks/csl_title.py", "--strategy", "STRATEGY"]
                 + ["--seed", "SEED", "--out", "DIR", *extra]
@@ -627,6 +635,7 @@ class Reproduction:
                     ["python", "tasks/reproduce.py", *self.argv]
                 ),
                 "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+                "commit": git_commit(),
             }
         )
         self.pipeline.save()
@@ -716,19 +725,28 @@ def benchmark_command(argv):
     return shlex.join(["python", "tasks/benchmark.py", *argv])
 
 
-def run_task(argv):
+def run_task(argv, precision):
     """One `tasks/csl_title.py` run, in this process: its own parser and
-    run loop (resuming after its last finished epoch)."""
+    run loop (resuming after its last finished epoch), its model built
+    under `precision`'s dtype policy (bf16 computes in bfloat16 and keeps
+    float32 weights)."""
     import keras
 
     from tasks import csl_title
     from tasks.lib import experiment
+    from tasks.lib.environment import POLICIES
 
     print("run: " + shlex.join(["python", "tasks/csl_title.py", *argv]))
     keras.backend.clear_session()
     description = csl_title.__doc__.split("\n\n")[0]
     parser = experiment.build_parser(description, csl_title.DEFAULTS)
-    experiment.run(parser.parse_args(argv), "csl_title")
+    args = parser.parse_args(argv)
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES[precision])
+    try:
+        experiment.run(args, "csl_title")
+    finally:
+        keras.config.set_dtype_policy(saved)
 
 
 def summarise_run(path):

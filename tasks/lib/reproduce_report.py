@@ -64,8 +64,8 @@ def header(state, environment):
     lines = ["Commands (each run of the pipeline, in order):", ""]
     for call in state.get("invocations", []):
         lines.append(
-            f"- {call['time']} UTC, KERAS_BACKEND={call['backend']}: "
-            f"`{call['command']}`"
+            f"- {call['time']} UTC, commit `{call.get('commit', '?')}`, "
+            f"KERAS_BACKEND={call['backend']}: `{call['command']}`"
         )
     if environment:
         lines += [
@@ -253,6 +253,8 @@ def model_section(result, out):
 
 def finetune_section(result, out):
     lines = command(result["command"])
+    if result.get("precision"):
+        lines += [f"Precision: {result['precision']}.", ""]
     beams = sorted(
         {int(beam) for run in result["runs"] for beam in run["test"]}
     )

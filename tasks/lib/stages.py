@@ -85,6 +85,7 @@ class Pipeline:
 
         `after_stage()` is called after every stage (the report is
         rewritten, so an interrupted run still has one)."""
+        self.save()
         failed = []
         for stage in stages:
             outcome = self._run_one(stage, set(skip))
