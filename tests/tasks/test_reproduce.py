@@ -85,6 +85,24 @@ def test_arguments_after_dashes_go_to_every_fine_tuning_run(tmp_path):
         reproduce.parse_args(["--data", str(tmp_path / "absent.tsv")])
 
 
+def test_overlap_of_pretraining_text_and_fine_tuning_data_is_counted(
+    tmp_path,
+):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("title one\tcontent one\ntitle two\tcontent two\n")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("content two\nother text\ntitle one \n")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n")
+    args = reproduce.parse_args(
+        ["--data", str(data), "--corpus", str(corpus), "--vocab", str(vocab)]
+    )
+    line = reproduce.Reproduction(args, []).corpus_overlap()
+    assert "holds 1 of the 2 fine-tuning sources and 1 of their titles" in (
+        line
+    )
+
+
 def test_pretraining_steps_come_from_the_measured_step(tmp_path):
     run = tmp_path / "calibration"
     run.mkdir()
@@ -254,6 +272,9 @@ def test_smoke_report_has_every_stage_and_the_published_rows(smoke_run):
         assert re.search(rf"^\| {beam} \| {strategy} \| 1 \|", comparison, re.M)
     assert "Rows marked (published)" in comparison
     assert "- epochs: here 1; published 20" in comparison
+    assert "- pretraining: on the CSL corpus here, whose text holds" in (
+        comparison
+    )
     for name in ("table.md", "table.csv", "results.json", "metrics.png"):
         assert (out / "comparison" / name).is_file()
     assert re.search(r"`[0-9a-f]{64}` \| 1000 \|", report)  # dev.tsv sha256
