@@ -61,6 +61,18 @@ def test_google_checkpoint_without_tensorflow_says_how_to_convert(
     )
 
 
+def test_a_missing_peer_is_a_note_not_a_failure(monkeypatch):
+    find_spec = reproduce.importlib.util.find_spec
+    monkeypatch.setattr(
+        reproduce.importlib.util,
+        "find_spec",
+        lambda name: None if name == "torch" else find_spec(name),
+    )
+    assert reproduce.peer_problem("gpu") == (
+        "not measured: torch not installed (pip install torch transformers)"
+    )
+
+
 def test_incomplete_model_dir_is_refused_before_any_stage(tmp_path):
     directory = google_dir(tmp_path)
     (directory / "vocab.txt").unlink()
