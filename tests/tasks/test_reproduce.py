@@ -261,8 +261,9 @@ def test_smoke_report_has_every_stage_and_the_published_rows(smoke_run):
         assert "| status | reason |" not in body, title
     assert "**Smoke run**" in report
     assert "Command: `python tasks/benchmark.py train" in report
-    # Our baseline step beside the peer's (ms/step, tokens/s: numbers).
-    number = r"[0-9.]+"
+    # Our baseline step beside the peer's (ms/step, tokens/s: numbers;
+    # the ratio is printed to 3 significant digits, 1.2e+03 included).
+    number = r"[0-9.]+(?:e\+[0-9]+)?"
     assert re.search(
         rf"^\| 4 \| baseline \| {number} \| 1\.00 \|.*"
         rf"\| {number} \| {number} \| n/a \| {number} \|$",
