@@ -79,39 +79,16 @@ ARTICLE_STRATEGIES = ["baseline", "replace", "gp"]
 FULL = {
     # BERT-base (the defaults of benchmark.py train), batches 16 and 64,
     # every registered strategy.
-    "benchmark_train": ["train"],
-    "benchmark_decode": [
-        "decode",
-        "--n",
-        "1000",
-        "--reference-n",
-        "100",
-        "--layers",
-        "12",
-        "--hidden",
-        "768",
-        "--heads",
-        "12",
-    ],
+    "benchmark_train": "train".split(),
+    "benchmark_decode": (
+        "decode --n 1000 --reference-n 100 --layers 12 --hidden 768 --heads 12"
+    ).split(),
     # A BERT-base shape trained from scratch on the CSL corpus.
-    "pretrain": [
-        "--layers",
-        "12",
-        "--hidden",
-        "768",
-        "--heads",
-        "12",
-        "--intermediate",
-        "3072",
-        "--seq-len",
-        "128",
-        "--batch-size",
-        "64",
-        "--lr",
-        "1e-4",
-        "--checkpoint-every",
-        "1000",
-    ],
+    "pretrain": (
+        "--layers 12 --hidden 768 --heads 12 --intermediate 3072 "
+        "--seq-len 128 --batch-size 64 --lr 1e-4 --checkpoint-every "
+        "1000"
+    ).split(),
     "calibration_steps": 30,
     "min_steps": 100,
     "max_steps": 1_000_000,
@@ -121,91 +98,28 @@ FULL = {
     "needs_gpu": True,
 }
 SMOKE = {
-    "benchmark_train": [
-        "train",
-        "--layers",
-        "1",
-        "--hidden",
-        "32",
-        "--heads",
-        "2",
-        "--intermediate",
-        "64",
-        "--vocab",
-        "100",
-        "--maxlen",
-        "32",
-        "--batch-sizes",
-        "4",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--strategies",
-        "baseline",
-    ],
-    "benchmark_decode": [
-        "decode",
-        "--n",
-        "6",
-        "--reference-n",
-        "3",
-        "--layers",
-        "1",
-        "--hidden",
-        "32",
-        "--heads",
-        "2",
-        "--maxlen",
-        "6",
-        "--max-positions",
-        "64",
-        "--batch-size",
-        "6",
-    ],
-    "pretrain": [
-        "--limit",
-        "150",
-        "--layers",
-        "1",
-        "--hidden",
-        "32",
-        "--heads",
-        "2",
-        "--intermediate",
-        "64",
-        "--seq-len",
-        "64",
-        "--target-len",
-        "16",
-        "--batch-size",
-        "8",
-        "--lr",
-        "1e-3",
-        "--checkpoint-every",
-        "4",
-    ],
+    "benchmark_train": (
+        "train --layers 1 --hidden 32 --heads 2 --intermediate 64 "
+        "--vocab 100 --maxlen 32 --batch-sizes 4 --steps 2 --warmup 1 "
+        "--strategies baseline"
+    ).split(),
+    "benchmark_decode": (
+        "decode --n 6 --reference-n 3 --layers 1 --hidden 32 --heads "
+        "2 --maxlen 6 --max-positions 64 --batch-size 6"
+    ).split(),
+    "pretrain": (
+        "--limit 150 --layers 1 --hidden 32 --heads 2 --intermediate "
+        "64 --seq-len 64 --target-len 16 --batch-size 8 --lr 1e-3 "
+        "--checkpoint-every 4"
+    ).split(),
     "calibration_steps": 6,
     "min_steps": 4,
     "max_steps": 12,
-    "finetune": [
-        "--limit",
-        "60",
-        "--maxlen",
-        "64",
-        "--title-maxlen",
-        "8",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--lr",
-        "1e-3",
-        "--valid-limit",
-        "6",
-        "--eval-batch-size",
-        "16",
-    ],
+    "finetune": (
+        "--limit 60 --maxlen 64 --title-maxlen 8 --epochs 1 "
+        "--batch-size 8 --lr 1e-3 --valid-limit 6 --eval-batch-size "
+        "16"
+    ).split(),
     "seeds": [0],
     "needs_gpu": False,
 }
