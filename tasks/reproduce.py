@@ -193,12 +193,13 @@ def build_parser():
         "--vocab",
         type=pathlib.Path,
         default=VOCAB,
-        help="vocabulary of a pretrained model",
+        help="vocabulary of the model pretrained on --corpus",
     )
     add(
         "--allow-cpu",
         action="store_true",
-        help="run the BERT-base stages without a GPU (slow: days)",
+        help="run the BERT-base stages without a GPU (slow: days for "
+        "fine-tuning)",
     )
     return parser
 
@@ -295,7 +296,6 @@ class Reproduction:
             "corpus": [str(path) for path in args.corpus],
             "vocab": str(args.vocab),
             "finetune_extra": args.finetune_extra,
-            "allow_cpu": args.allow_cpu,
         }
 
     def stages(self):
