@@ -204,10 +204,19 @@ def build_parser():
     return parser
 
 
-class _Formatter(
-    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
-):
-    """Show defaults, and keep the usage examples' line breaks."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the usage examples' line breaks; show each real default once
+    (not None, a flag's False or an empty list, nor where the help text
+    already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help
+        default = action.default
+        if default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        if isinstance(default, list):
+            default = " ".join(map(str, default))
+        return f"{text} (default: {default})".replace("%", "%%")
 
 
 def parse_args(argv):

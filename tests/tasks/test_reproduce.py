@@ -33,6 +33,22 @@ def test_unknown_strategies_are_refused_and_new_ones_accepted(monkeypatch):
     reproduce.check_strategies(["baseline", "later"])
 
 
+def test_help_shows_each_real_default_once():
+    parser = reproduce.build_parser()
+    formatter = parser._get_formatter()
+    shown = {
+        action.dest: formatter._expand_help(action)
+        for action in parser._actions[1:]
+    }
+    for dest, text in shown.items():
+        assert text, dest
+        for wrong in ("None", "True", "False", "[]"):
+            assert f"(default: {wrong})" not in text
+        assert len(re.findall(r"\bdefault\b", text)) <= 1, text
+    assert shown["strategies"].endswith("(default: baseline replace gp)")
+    assert shown["out"].endswith("(default: runs/reproduce)")
+
+
 def google_dir(tmp_path):
     directory = tmp_path / "chinese_wwm"
     directory.mkdir()
