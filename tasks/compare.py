@@ -20,7 +20,10 @@ Usage:
 Writes to --out: table.md, table.csv, results.json (every run and every
 aggregate) and metrics.png (one panel per metric, x = beam size); with
 --diagnostics also diagnostics/ (see tasks/diagnose.py), whose tables and
-figures table.md then shows.
+figures table.md then shows. With --published csl (or lcsts) the exposure-
+bias article's figures join each beam block as reference rows, labelled
+"(published)" and dashed in the plot; they take no part in the bold and
+noise marks, which compare measured runs only.
 """
 
 import argparse
@@ -32,6 +35,7 @@ import statistics
 import subprocess
 import sys
 
+from tasks.lib import published as published_tables
 from tasks.lib.metrics import SCORING
 from tasks.lib.rundir import git_commit
 
@@ -186,30 +190,66 @@ def format_cell(cell: dict, n: int) -> str:
     return f"{text} {NOISE_MARK}" if cell["within_noise"] else text
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """Rows grouped by beam size; scores x100 with two decimals."""
+def markdown_table(rows: list[dict], reference: list[dict] = ()) -> str:
+    """Rows grouped by beam size; scores x100 with two decimals. The
+    `reference` rows (published figures) close each beam block."""
     titles = ["Beam", "Strategy", "Seeds"] + [title for _, title in COLUMNS]
     lines = [_md_line(titles), _md_line(["---"] * len(titles))]
-    for row in rows:
-        cells = [format_cell(row[key], row["n"]) for key, _ in COLUMNS]
+    for row in with_reference(rows, reference):
+        if row.get("published"):
+            cells = [_shown(row[key]["mean"]) for key, _ in COLUMNS]
+            seeds = f"{row['n']} runs (published)"
+        else:
+            cells = [format_cell(row[key], row["n"]) for key, _ in COLUMNS]
+            seeds = str(row["n"])
         lines.append(
-            _md_line([str(row["beam"]), row["strategy"], str(row["n"])] + cells)
+            _md_line([str(row["beam"]), row["strategy"], seeds] + cells)
         )
     return "\n".join(lines) + "\n"
+
+
+def with_reference(rows: list[dict], reference: list[dict]) -> list[dict]:
+    """Measured rows, each beam block followed by its reference rows."""
+    beams = sorted({row["beam"] for row in [*rows, *reference]})
+    return [
+        row
+        for beam in beams
+        for group in (rows, reference)
+        for row in group
+        if row["beam"] == beam
+    ]
 
 
 def _md_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def legend(rows: list[dict]) -> str:
+def legend(rows: list[dict], published: str | None = None) -> str:
     """What the numbers and marks mean; seed statistics only when used."""
     bold = "**Bold**: best of its beam block."
     if not any(row["n"] > 1 for row in rows):
-        return f"Scores x100, one seed each. {bold}\n"
+        text = f"Scores x100, one seed each. {bold}\n"
+    else:
+        text = (
+            f"Scores x100, mean ± sample std (ddof=1) over seeds. {bold}\n\n"
+            f"{NOISE_RULE}\n"
+        )
+    if published:
+        text += "\n" + published_legend(published)
+    return text
+
+
+def published_legend(task: str) -> str:
+    """Where the "(published)" rows come from and what they were."""
+    setting = published_tables.SETTING
     return (
-        f"Scores x100, mean ± sample std (ddof=1) over seeds. {bold}\n\n"
-        f"{NOISE_RULE}\n"
+        f"Rows marked (published): figures of {published_tables.SOURCE}, "
+        f"each the mean of {published_tables.RUNS} runs, copied, not "
+        f"measured here; bold and {NOISE_MARK} compare measured rows only. "
+        f"Their setting: {setting['model']}, "
+        f"{published_tables.DATA[task]}, maxlen {setting['maxlen']}, batch "
+        f"{setting['batch_size']}, Adam {setting['lr']:g}, "
+        f"{setting['epochs']} epochs, {setting['selection']}.\n"
     )
 
 
@@ -326,17 +366,24 @@ def _comparable_entry(info):
     return {key: v for key, v in info.items() if key != "seed"}
 
 
-def write_csv(rows: list[dict], path: pathlib.Path) -> None:
-    """Machine-readable table: fractions, not x100."""
+def write_csv(
+    rows: list[dict], path: pathlib.Path, reference: list[dict] = ()
+) -> None:
+    """Machine-readable table: fractions, not x100; `source` says whether
+    a row was measured or published (n: runs averaged)."""
     keys = [key for key, _ in COLUMNS] + ["seconds"]
     fields = ["beam", "strategy", "n", "seeds"]
     for key in keys:
         fields += [f"{key}_mean", f"{key}_std"]
+    fields.append("source")
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        for row in rows:
+        for row in with_reference(rows, reference):
             record = {name: row[name] for name in ("beam", "strategy", "n")}
+            record["source"] = (
+                "published" if row.get("published") else "measured"
+            )
             record["seeds"] = " ".join(map(str, row["seeds"]))
             for key in keys:
                 stats = row.get(key, {})
@@ -350,7 +397,8 @@ def _blank_none(value):
 
 
 def plot(rows: list[dict], path: pathlib.Path) -> None:
-    """One panel per metric; error bars are seed std where there are seeds.
+    """One panel per metric; error bars are seed std where there are seeds;
+    published rows dashed, with open markers.
 
     Uses the Agg canvas directly, so no global pyplot backend is touched.
     """
@@ -364,12 +412,8 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     strategies = list(dict.fromkeys(row["strategy"] for row in rows))
     for axis, (key, title) in zip(axes, COLUMNS):
         for strategy in strategies:
-            _plot_strategy(
-                axis,
-                [r for r in rows if r["strategy"] == strategy],
-                key,
-                strategy,
-            )
+            group = [r for r in rows if r["strategy"] == strategy]
+            _plot_strategy(axis, group, key, strategy)
         axis.set(title=title, xlabel="beam size", xticks=beams)
         axis.set_ylabel("score x100")
         axis.grid(alpha=0.3)
@@ -381,20 +425,27 @@ def _plot_strategy(axis, rows: list[dict], key: str, label: str) -> None:
     """One line; error bars only when some beam has several seeds."""
     means = [100 * row[key]["mean"] for row in rows]
     errors = [100 * (row[key]["std"] or 0.0) for row in rows]
+    published = any(row.get("published") for row in rows)
     axis.errorbar(
         [row["beam"] for row in rows],
         means,
-        yerr=errors if any(row["n"] > 1 for row in rows) else None,
+        yerr=errors if any(row[key]["std"] for row in rows) else None,
         marker="o",
         capsize=3,
         label=label,
+        linestyle="--" if published else "-",
+        markerfacecolor="none" if published else None,
     )
 
 
 def build_report(
-    run_dirs: list[pathlib.Path], out_dir: pathlib.Path, allow_mixed=False
+    run_dirs: list[pathlib.Path],
+    out_dir: pathlib.Path,
+    allow_mixed=False,
+    published: str | None = None,
 ) -> dict:
-    """Load runs, aggregate, and write table.md/.csv, results.json, png."""
+    """Load runs, aggregate, and write table.md/.csv, results.json, png;
+    `published` ('csl', 'lcsts') adds the article's rows for that task."""
     runs = [load_run(run_dir) for run_dir in run_dirs]
     if not runs:
         raise ValueError("no runs to compare")
@@ -402,15 +453,17 @@ def build_report(
     if problems and not allow_mixed:
         raise ValueError("; ".join(problems) + " (--allow-mixed to go on)")
     rows = aggregate(runs)
+    reference = published_tables.reference_rows(published) if published else []
     commit = git_commit()
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     warnings = "".join(f"**Warning: {p}.**\n\n" for p in problems)
     header = report_header(runs, commit)
-    markdown = f"{header}\n{warnings}{markdown_table(rows)}\n{legend(rows)}"
+    table = markdown_table(rows, reference)
+    markdown = f"{header}\n{warnings}{table}\n{legend(rows, published)}"
     (out_dir / "table.md").write_text(markdown, encoding="utf-8")
-    write_csv(rows, out_dir / "table.csv")
-    plot(rows, out_dir / "metrics.png")
+    write_csv(rows, out_dir / "table.csv", reference)
+    plot(with_reference(rows, reference), out_dir / "metrics.png")
     results = {
         "commit": commit,
         "problems": problems,
@@ -419,6 +472,16 @@ def build_report(
         "runs": runs,
         "aggregate": rows,
     }
+    if published:
+        results["published"] = {
+            "task": published,
+            "source": published_tables.SOURCE,
+            "setting": {
+                **published_tables.SETTING,
+                "data": published_tables.DATA[published],
+            },
+            "rows": reference,
+        }
     (out_dir / "results.json").write_text(
         json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8"
     )
@@ -535,6 +598,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="report runs that differ in data/model/scoring",
     )
     parser.add_argument(
+        "--published",
+        choices=sorted(published_tables.TABLES),
+        help="add the exposure-bias article's figures for this task as "
+        "labelled reference rows",
+    )
+    parser.add_argument(
         "--diagnostics",
         action="store_true",
         help="add exposure-bias diagnostics (tasks/diagnose.py: survival, "
@@ -560,7 +629,9 @@ def main(argv: list[str] | None = None) -> dict:
             pathlib.Path(args.workdir),
             extra,
         )
-    report = build_report(run_dirs, pathlib.Path(args.out), args.allow_mixed)
+    report = build_report(
+        run_dirs, pathlib.Path(args.out), args.allow_mixed, args.published
+    )
     if args.diagnostics:
         from tasks.lib.diagnostics_report import add_to_comparison
 

@@ -182,6 +182,46 @@ def test_plot_is_a_real_image(report):
     assert np.std(pixels) > 0.01  # not a blank canvas
 
 
+def test_published_rows_close_each_beam_block_labelled(run_dirs, tmp_path):
+    out = tmp_path / "with-published"
+    compare.main(
+        [str(d) for d in run_dirs] + ["--out", str(out), "--published", "csl"]
+    )
+    markdown = (out / "table.md").read_text()
+    rows = table_rows(markdown)
+    assert list(rows)[:6] == [
+        (1, "baseline"),
+        (1, "replace"),
+        (1, "gp"),
+        (1, "baseline (published)"),
+        (1, "replace (published)"),
+        (1, "gp (published)"),
+    ]
+    # The article's figures as printed, never bold nor marked.
+    assert rows[1, "gp (published)"] == [
+        "2 runs (published)",
+        "65.41",
+        "67.29",
+        "56.64",
+        "47.37",
+    ]
+    assert (3, "baseline (published)") in rows  # beams beyond the runs'
+    # Measured marks are unchanged by the far better published rows.
+    assert rows[1, "replace"][1] == "**33.00**"
+    assert "Rows marked (published)" in markdown and "BERT-wwm" in markdown
+    with open(out / "table.csv", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    sources = [(r["strategy"], r["source"]) for r in records[:4]]
+    assert sources[2:] == [
+        ("gp", "measured"),
+        ("baseline (published)", "published"),
+    ]
+    assert float(records[3]["bleu_mean"]) == pytest.approx(0.4552)
+    results = json.loads((out / "results.json").read_text())
+    assert results["published"]["setting"]["lr"] == 1e-5
+    assert len(results["published"]["rows"]) == 9
+
+
 def test_single_seed_table_has_no_noise_legend(tmp_path):
     runs = [
         write_run(tmp_path / "a", "baseline", 0, SCORES["baseline", 0]),

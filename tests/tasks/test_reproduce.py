@@ -1,0 +1,309 @@
+"""tasks/reproduce.py: argument checks, and the --smoke pipeline end to end
+(slow): every stage, a table per stage in REPORT.md, the published rows,
+and a run killed after its first stages resuming where it stopped."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tasks import reproduce
+from tasks.lib import pretraining_plan
+from tasks.lib import published
+from tasks.lib import reproduce_report
+from tests.common import CSL_CORPUS
+from tests.common import ROOT
+from tests.common import require_shared
+
+
+def test_unknown_strategies_are_refused_and_new_ones_accepted(monkeypatch):
+    from models import strategies
+
+    with pytest.raises(SystemExit, match="unknown strategies.*'nope'"):
+        reproduce.check_strategies(["baseline", "nope"])
+    # Strategies registered after this script was written are accepted.
+    monkeypatch.setitem(
+        strategies.STRATEGIES, "later", strategies.STRATEGIES["baseline"]
+    )
+    reproduce.check_strategies(["baseline", "later"])
+
+
+def test_help_shows_each_real_default_once():
+    parser = reproduce.build_parser()
+    formatter = parser._get_formatter()
+    shown = {
+        action.dest: formatter._expand_help(action)
+        for action in parser._actions[1:]
+    }
+    for dest, text in shown.items():
+        assert text, dest
+        for wrong in ("None", "True", "False", "[]"):
+            assert f"(default: {wrong})" not in text
+        assert len(re.findall(r"\bdefault\b", text)) <= 1, text
+    assert shown["strategies"].endswith("(default: baseline replace gp)")
+    assert shown["out"].endswith("(default: runs/reproduce)")
+
+
+def google_dir(tmp_path):
+    directory = tmp_path / "chinese_wwm"
+    directory.mkdir()
+    for name in ("bert_config.json", "vocab.txt", "bert_model.ckpt.index"):
+        (directory / name).write_text("{}")
+    return directory
+
+
+def test_google_checkpoint_without_tensorflow_says_how_to_convert(
+    tmp_path, monkeypatch
+):
+    directory = google_dir(tmp_path)
+    find_spec = reproduce.importlib.util.find_spec
+    monkeypatch.setattr(
+        reproduce.importlib.util,
+        "find_spec",
+        lambda name: None if name == "tensorflow" else find_spec(name),
+    )
+    with pytest.raises(SystemExit) as error:
+        reproduce.check_model_dir(directory)
+    message = str(error.value)
+    assert "TensorFlow is not installed" in message
+    assert (
+        f"python -m weights.convert {directory / 'bert_model.ckpt'} "
+        f"{directory / 'model.safetensors'}" in message
+    )
+
+
+def test_a_missing_peer_is_a_note_not_a_failure(monkeypatch):
+    find_spec = reproduce.importlib.util.find_spec
+    monkeypatch.setattr(
+        reproduce.importlib.util,
+        "find_spec",
+        lambda name: None if name == "torch" else find_spec(name),
+    )
+    assert reproduce.peer_problem("gpu") == (
+        "not measured: torch not installed (pip install torch transformers)"
+    )
+
+
+def test_incomplete_model_dir_is_refused_before_any_stage(tmp_path):
+    directory = google_dir(tmp_path)
+    (directory / "vocab.txt").unlink()
+    with pytest.raises(SystemExit, match="no vocab.txt"):
+        reproduce.check_model_dir(directory)
+    (directory / "bert_model.ckpt.index").unlink()
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        reproduce.check_model_dir(directory)
+    with pytest.raises(SystemExit, match="not a directory"):
+        reproduce.check_model_dir(tmp_path / "absent")
+
+
+def test_arguments_after_dashes_go_to_every_fine_tuning_run(tmp_path):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("t\tc\n")
+    args = reproduce.parse_args(
+        ["--smoke", "--data", str(data), "--", "--beams", "1"]
+    )
+    assert args.finetune_extra == ["--beams", "1"] and args.seeds == [0]
+    assert reproduce.parse_args(["--data", str(data)]).seeds == [0, 1, 2]
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--data", str(tmp_path / "absent.tsv")])
+
+
+def test_overlap_of_pretraining_text_and_fine_tuning_data_is_counted(
+    tmp_path,
+):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("title one\tcontent one\ntitle two\tcontent two\n")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("content two\nother text\ntitle one \n")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n")
+    args = reproduce.parse_args(
+        ["--data", str(data), "--corpus", str(corpus), "--vocab", str(vocab)]
+    )
+    line = reproduce.Reproduction(args, []).corpus_overlap()
+    assert "holds 1 of the 2 fine-tuning sources and 1 of their titles" in (
+        line
+    )
+
+
+def test_pretraining_steps_come_from_the_measured_step(tmp_path):
+    run = tmp_path / "calibration"
+    run.mkdir()
+    lines = [
+        {"step": 10, "loss": 9.0, "tokens_per_s": 100.0},  # compiling
+        {"step": 20, "loss": 8.0, "tokens_per_s": 4000.0},
+    ]
+    (run / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / "state.json").write_text(json.dumps({"tokens": 20 * 2000}))
+    # 2,000 tokens a step at 4,000 tokens/s: half a second a step.
+    assert pretraining_plan.measured_step_seconds(run, 20) == 0.5
+    argv = ["--text", "a", "--vocab", "v.txt", "--layers", "2"]
+    assert pretraining_plan.without_flags(argv, {"--vocab"}) == [
+        "--text",
+        "a",
+        "--layers",
+        "2",
+    ]
+
+
+def test_report_has_a_table_for_stages_that_did_not_run():
+    state = {
+        "settings": {"smoke": False},
+        "invocations": [
+            {"time": "t", "backend": "jax", "command": "python x --y"}
+        ],
+        "stages": {
+            "benchmark-train": {
+                "status": "unavailable",
+                "reason": "no GPU: the training benchmark runs at BERT-base",
+            }
+        },
+    }
+    text = reproduce_report.render(state, ROOT)
+    sections = section_texts(text)
+    assert list(sections) == list(reproduce_report.SECTION_TITLES.values())
+    for body in sections.values():
+        assert "| status | reason |" in body
+    assert "| unavailable | no GPU: the training benchmark" in text
+    assert "commit `?`, KERAS_BACKEND=jax: `python x --y`" in text
+
+
+def section_texts(report):
+    """{title: text} of the report's numbered stage sections."""
+    parts = re.split(r"^## \d+\. (.+)$", report, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+# --- the smoke pipeline, end to end (slow) ----------------------------------
+
+
+def smoke_env(tmp_path):
+    """The test's environment; on JAX, TensorFlow cannot be imported, as
+    on a GPU machine that has JAX and not TensorFlow."""
+    env = dict(os.environ)
+    if env.get("KERAS_BACKEND") == "jax":
+        blocked = tmp_path / "no-tensorflow" / "tensorflow"
+        blocked.mkdir(parents=True)
+        (blocked / "__init__.py").write_text(
+            "raise ImportError('tensorflow is not installed here')\n"
+        )
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(blocked.parent), env.get("PYTHONPATH", str(ROOT))]
+        )
+    return env
+
+
+def stage_status(out, name):
+    path = out / "state.json"
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return state["stages"].get(name, {}).get("status")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Kill the smoke pipeline once its benchmarks are done, then run the
+    same command again to the end; both outputs and the folder."""
+    require_shared(CSL_CORPUS / "abstracts.txt")
+    tmp_path = tmp_path_factory.mktemp("reproduce")
+    out = tmp_path / "out"
+    command = [sys.executable, "tasks/reproduce.py", "--smoke"]
+    command += ["--out", str(out)]
+    env = smoke_env(tmp_path)
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 300
+    while stage_status(out, "benchmark-decode") != "done":
+        assert first.poll() is None, (tmp_path / "first.log").read_text()
+        assert time.monotonic() < deadline, "benchmarks took over 5 min"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    log.close()
+    killed = json.loads((out / "state.json").read_text())
+    second = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
+    return {"out": out, "killed": killed, "second": second.stdout}
+
+
+@pytest.mark.slow
+def test_smoke_killed_run_resumes_where_it_stopped(smoke_run):
+    out, killed = smoke_run["out"], smoke_run["killed"]
+    first_stages = ["environment", "benchmark-train", "benchmark-decode"]
+    assert [killed["stages"][name]["status"] for name in first_stages] == [
+        "done"
+    ] * 3
+    assert killed["stages"].get("compare") is None
+    state = json.loads((out / "state.json").read_text())
+    for name in first_stages:
+        assert (
+            f"== {name}: done in an earlier run, skipped"
+            in (smoke_run["second"])
+        )
+        # Not run again: the record is the first run's.
+        assert state["stages"][name] == killed["stages"][name]
+    assert [record["status"] for record in state["stages"].values()] == [
+        "done"
+    ] * 6
+    assert len(state["invocations"]) == 2
+
+
+@pytest.mark.slow
+def test_smoke_report_has_every_stage_and_the_published_rows(smoke_run):
+    out = smoke_run["out"]
+    report = (out / "REPORT.md").read_text()
+    sections = section_texts(report)
+    assert list(sections) == list(reproduce_report.SECTION_TITLES.values())
+    for title, body in sections.items():
+        assert "| --- |" in body or "|---:|" in body, title
+        assert "| status | reason |" not in body, title
+    assert "**Smoke run**" in report
+    assert "Command: `python tasks/benchmark.py train" in report
+    # Our baseline step beside the peer's (ms/step, tokens/s: numbers;
+    # the ratio is printed to 3 significant digits, 1.2e+03 included).
+    number = r"[0-9.]+(?:e\+[0-9]+)?"
+    assert re.search(
+        rf"^\| 4 \| baseline \| {number} \| 1\.00 \|.*"
+        rf"\| {number} \| {number} \| n/a \| {number} \|$",
+        report,
+        re.M,
+    )
+    assert "identical titles" in report and "| NO |" not in report
+    assert "![pretraining loss](model/loss.png)" in report
+    assert (out / "model" / "loss.png").stat().st_size > 5000
+    # Every strategy of the article, measured and published, beams 1-3.
+    comparison = sections["Comparison with the published figures"]
+    for strategy, beam, rouge_l, rouge_1, rouge_2, bleu in published.TABLES[
+        "csl"
+    ]:
+        assert (
+            f"| {beam} | {strategy} (published) | 2 runs (published) "
+            f"| {rouge_l:.2f} | {rouge_1:.2f} | {rouge_2:.2f} | {bleu:.2f} |"
+        ) in comparison
+        assert re.search(rf"^\| {beam} \| {strategy} \| 1 \|", comparison, re.M)
+    assert "Rows marked (published)" in comparison
+    assert "- epochs: here 1; published 20" in comparison
+    assert "- pretraining: on the CSL corpus here, whose text holds" in (
+        comparison
+    )
+    for name in ("table.md", "table.csv", "results.json", "metrics.png"):
+        assert (out / "comparison" / name).is_file()
+    assert re.search(r"`[0-9a-f]{64}` \| 1000 \|", report)  # dev.tsv sha256
