@@ -114,6 +114,83 @@ def test_killed_run_resumes_after_last_finished_epoch(csl_dev_path, tmp_path):
     assert len(list(out.glob("epoch-*.weights.h5"))) == 1
 
 
+RUN_OPTIONS = [
+    "--ema",
+    "0.9",
+    "--label-smoothing",
+    "0.1",
+    "--length-penalty",
+    "1.0",
+    "--min-length",
+    "2",
+]
+
+
+@pytest.mark.slow
+def test_run_options_end_to_end_and_resumed_exactly(csl_dev_path, tmp_path):
+    """--ema, --label-smoothing, --length-penalty and --min-length reach
+    results.json; two epochs in one go equal one epoch, then a resumed
+    second (the weight averages travel with the checkpoint)."""
+
+    def command(out, epochs):
+        return task_command(
+            csl_dev_path,
+            out,
+            "--limit",
+            "40",
+            "--epochs",
+            str(epochs),
+            "--beams",
+            "2",
+            *RUN_OPTIONS,
+        )
+
+    straight = run_task(command(tmp_path / "straight", 2))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_task(command(tmp_path / "resumed", 1))
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_task(command(tmp_path / "resumed", 2))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "after epoch 1" in second.stdout
+    results = [
+        json.loads((tmp_path / name / "results.json").read_text("utf-8"))
+        for name in ("straight", "resumed")
+    ]
+    assert results[0]["options"] == {
+        "label_smoothing": 0.1,
+        "ema": 0.9,
+        "length_penalty": 1.0,
+        "min_length": 2,
+    }
+    for key in ("history", "test", "best_epoch"):
+        drop = ("seconds", "decode_seconds")
+        clean = [_without(run[key], drop) for run in results]
+        assert clean[0] == clean[1], key
+
+
+def _without(value, keys):
+    """`value` with the timing entries `keys` removed at every depth."""
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--ema", "1.5"),
+        ("--label-smoothing", "1"),
+        ("--min-length", "0"),
+    ],
+)
+def test_bad_run_options_are_clear_errors(option, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        run_main(["--out", str(tmp_path / "o"), option, value])
+    assert option in str(raised.value.code) + capsys.readouterr().err
+
+
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return path
