@@ -162,19 +162,32 @@ def test_run_options_end_to_end_and_resumed_exactly(csl_dev_path, tmp_path):
         "length_penalty": 1.0,
         "min_length": 2,
     }
-    for key in ("history", "test", "best_epoch"):
-        drop = ("seconds", "decode_seconds")
-        clean = [_without(run[key], drop) for run in results]
-        assert clean[0] == clean[1], key
+    assert results[0]["best_epoch"] == results[1]["best_epoch"]
+    # JAX's resumed steps differ from uninterrupted ones in the last
+    # float32 digits (without --ema too), hence approx. Averages that were
+    # not restored would change the validation scores far more.
+    drop = ("seconds", "decode_seconds")
+    straight, resumed = (
+        _numbers({key: run[key] for key in ("history", "test")}, drop)
+        for run in results
+    )
+    assert straight.keys() == resumed.keys()
+    for key, value in straight.items():
+        assert resumed[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
-def _without(value, keys):
-    """`value` with the timing entries `keys` removed at every depth."""
+def _numbers(value, skip, path=""):
+    """{path: number} of every number in `value`, except keys in `skip`."""
     if isinstance(value, dict):
-        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
-    if isinstance(value, list):
-        return [_without(v, keys) for v in value]
-    return value
+        items = [(k, v) for k, v in value.items() if k not in skip]
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return {path: value}
+    found = {}
+    for key, item in items:
+        found.update(_numbers(item, skip, f"{path}/{key}"))
+    return found
 
 
 @pytest.mark.parametrize(
