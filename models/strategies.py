@@ -544,9 +544,9 @@ class PGD(Baseline):
     ½(CE(E) + CE(E + δ_K)), or with `average=True` ½(CE(E) + mean_k
     CE(E + δ_k)), k = 1..K (FreeLB's mean over the ascent steps). With
     K = 1 and ε = inf, δ_1 is `fgm`'s δ for ε = α. Each step reads E + δ
-    through `trainer.overridden`, so E is restored exactly. Costs K
-    forward-backward passes more than the baseline (bert4torch's defaults:
-    K = 3, α = 0.3, ε = 1). Logs `adv_ce` (the adversarial term) and
+    through `trainer.overridden`, so E is restored exactly. K + 1 passes,
+    each differentiated, so about K + 1 baseline steps (bert4torch's
+    defaults: K = 3, α = 0.3, ε = 1). Logs `adv_ce` (the adversarial term) and
     `delta_norm` (‖δ_K‖, the largest row norm with `norm='row'`).
     """
 
@@ -684,8 +684,8 @@ class RDrop(Baseline):
     P1)), so that `loss` compares with the baseline's while α (`alpha`)
     keeps the paper's meaning (its weight against the cross-entropy).
     α = 0 is the mean of two baseline losses; without dropout the passes
-    agree and the KL term is 0. The paper uses α from 0.1 to 5 (0.7 for
-    its summarisation runs); 1.0 here. Costs two passes. Logs `ce`
+    agree and the KL term is 0. The paper tunes α per task; 1.0 here.
+    Costs two passes. Logs `ce`
     (½(CE_1 + CE_2)) and `rdrop_kl`, the symmetric KL before α.
     """
 
