@@ -46,10 +46,15 @@ class AutoRegressiveDecoder:
     (or logits), and new states when `use_states`.
 
     `repetition` (a `Repetition`, None by default as in bert4keras) applies
-    n-gram blocking / a repetition penalty to beam search.
+    n-gram blocking / a repetition penalty to beam search; `length_penalty`
+    (None by default: bert4keras's rule) GNMT's length normalisation (see
+    `models.search.BeamState`). `minlen` is bert4keras's: the stop rule
+    applies once `minlen` tokens are out, so an end token drawn earlier is
+    kept as a token and does not end the beam.
     """
 
     repetition = None
+    length_penalty = None
 
     def __init__(self, start_id, end_id, maxlen, minlen=1):
         self.start_id = start_id
@@ -127,6 +132,7 @@ class AutoRegressiveDecoder:
             self.minlen,
             min_ends,
             self.repetition,
+            self.length_penalty,
         )
         return self.decode(beams, inputs, states, temperature, "logits")
 
@@ -250,8 +256,10 @@ class Seq2SeqDecoder:
     `reference=True` decodes one source at a time with `RecomputeDecoder`
     (bert4keras's AutoTitle), for checking and timing.
 
-    `no_repeat_ngram_size` and `repetition_penalty` (see `Repetition`)
-    apply to beam search and greedy decoding on both paths, not to sampling.
+    `no_repeat_ngram_size` and `repetition_penalty` (see `Repetition`),
+    and `length_penalty` (GNMT's α; None: bert4keras's rule, see
+    `BeamState`) apply to beam search and greedy decoding on both paths,
+    not to sampling. `minlen` is bert4keras's (see `AutoRegressiveDecoder`).
     """
 
     def __init__(
@@ -266,6 +274,7 @@ class Seq2SeqDecoder:
         jit_compile=True,
         no_repeat_ngram_size=0,
         repetition_penalty=1.0,
+        length_penalty=None,
     ):
         network = getattr(model, "bert_network", None)
         if network is None or network.application != "unilm":
@@ -282,6 +291,7 @@ class Seq2SeqDecoder:
         self.repetition = self.recompute.repetition = Repetition(
             no_repeat_ngram_size, repetition_penalty
         )
+        self.length_penalty = self.recompute.length_penalty = length_penalty
         self.trace_counts = collections.Counter()
         self._functions = {}
 
@@ -476,6 +486,7 @@ class Seq2SeqDecoder:
             self.end_id,
             self.minlen,
             self.repetition,
+            self.length_penalty,
         )
 
     def decode_batch(self, batch, size, search):

@@ -12,7 +12,9 @@ decoders cannot drift apart in the bookkeeping.
   otherwise ended beams leave and `topk` shrinks to the beams left; at
   `maxlen` the best-scoring beam is returned. `nbest` lists the other
   complete hypotheses with their scores. `Repetition` adds n-gram blocking
-  and a repetition penalty to that rule.
+  and a repetition penalty to that rule. With a `length_penalty` α, every
+  ended beam leaves (the best one too) and the answer is the complete
+  hypothesis with the best GNMT score (`length_normalised`).
 - `SampleState`: n sampled rows per source. Each step draws one token per
   live row from the top-k / top-p filtered distribution; once `minlen`
   tokens are out, a row that has ended (as a beam does) is a result and
@@ -93,13 +95,41 @@ def _ended(output_ids, end_id, min_ends):
     return (output_ids[:, -1] == end_id) & (end_counts >= min_ends)
 
 
+def length_normalised(score, length, alpha):
+    """GNMT's (Wu et al., 2016) length-normalised score of a hypothesis of
+    `length` tokens: score / lp, lp = ((5 + length) / 6)^α."""
+    return score / ((5.0 + length) / 6.0) ** alpha
+
+
 class BeamState:
-    """The live beams of one source under bert4keras's stop rule."""
+    """The live beams of one source under bert4keras's stop rule.
+
+    `length_penalty` None (the default) is bert4keras's rule exactly: the
+    search returns as soon as the best live beam has ended. With α (a
+    number, 0 included) it follows GNMT instead: once `minlen` tokens are
+    out, every ended beam leaves, the best one too, and `topk` shrinks to
+    the beams left; the search ends when none is left or at `maxlen` (the
+    live beams then count as complete); the answer is the complete
+    hypothesis of best `length_normalised` score, |y| counting the end
+    token. Beams are still ranked by their summed log-probabilities within
+    a step: there they all have one length. The scores of `nbest` and
+    `result_score` are then the normalised ones. α > 0 favours longer
+    titles, α < 0 shorter ones; α = 0 compares complete hypotheses by
+    their plain scores.
+    """
 
     def __init__(
-        self, first_ids, topk, end_id, minlen=1, min_ends=1, repetition=None
+        self,
+        first_ids,
+        topk,
+        end_id,
+        minlen=1,
+        min_ends=1,
+        repetition=None,
+        length_penalty=None,
     ):
         self.repetition = repetition
+        self.length_penalty = length_penalty
         self.output_ids = np.asarray(first_ids, dtype=int)
         self.scores = np.zeros(len(self.output_ids))
         self.parents = np.zeros(len(self.output_ids), dtype=int)
@@ -146,6 +176,8 @@ class BeamState:
 
     def _stop_or_drop(self):
         ended = _ended(self.output_ids, self.end_id, self.min_ends)
+        if self.length_penalty is not None:
+            return self._retire(ended)
         best = self.scores.argmax()
         keep = ~ended
         for row in np.flatnonzero(ended):
@@ -155,17 +187,40 @@ class BeamState:
             return self._stop(best)
         if keep.all():
             return
-        self.output_ids = self.output_ids[keep]
-        self.scores = self.scores[keep]
-        self.parents = self.parents[keep]
-        self.topk = int(keep.sum())
+        self._keep(keep)
 
     def _stop(self, row):
         self.result = self.output_ids[row]
         self.result_score = self.scores[row]
 
+    def _keep(self, rows):
+        self.output_ids = self.output_ids[rows]
+        self.scores = self.scores[rows]
+        self.parents = self.parents[rows]
+        self.topk = len(self.output_ids)
+
+    def _retire(self, rows):
+        """GNMT's rule: `rows` (a mask) leave as complete hypotheses with
+        their normalised scores; with no live beam left, the best wins."""
+        length = self.output_ids.shape[1]
+        for row in np.flatnonzero(rows):
+            normalised = length_normalised(
+                self.scores[row], length, self.length_penalty
+            )
+            self.finished.append((self.output_ids[row], normalised))
+        if rows.any():
+            self._keep(~rows)
+        if len(self) == 0:
+            best = max(range(len(self.finished)), key=self._finished_score)
+            self.result, self.result_score = self.finished.pop(best)
+
+    def _finished_score(self, index):
+        return self.finished[index][1]
+
     def finish(self):
         """At `maxlen`: the best beam, ended or not; the others complete."""
+        if self.length_penalty is not None:
+            return self._retire(np.ones(len(self), dtype=bool))
         best = self.scores.argmax()
         for row in range(len(self)):
             if row != best:
@@ -314,6 +369,7 @@ class BeamSearch:
         end_id,
         minlen=1,
         repetition=None,
+        length_penalty=None,
     ):
         self.width, self.candidates, self.padded = topk, candidates, padded
         self.states = [
@@ -323,6 +379,7 @@ class BeamSearch:
                 end_id,
                 minlen,
                 repetition=repetition,
+                length_penalty=length_penalty,
             )
             for _ in range(sources)
         ]

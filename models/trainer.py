@@ -18,8 +18,18 @@ and `replace` the target cross-entropy; for `gp` cross-entropy + `gp`),
 plus each strategy's own figures. `evaluate()` reports `loss` as the plain
 cross-entropy on clean inputs for every strategy, so validation losses
 compare across strategies.
+
+Two options hold for every strategy. `label_smoothing=ε` smooths the
+training cross-entropies (each term and figure of the objective that is a
+cross-entropy) towards the uniform distribution; `evaluate()` stays plain.
+An optimizer created with `use_ema=True, ema_momentum=DECAY` keeps an
+exponential moving average of the weights: `fit()` leaves the training
+weights in the model (Keras's own `fit()` ends by writing the averages in,
+so that a second `fit()` would train on from them), and
+`with trainer.averaged_weights():` evaluates or saves with the averages.
 """
 
+import contextlib
 from typing import NamedTuple
 
 import keras
@@ -28,6 +38,7 @@ from keras import ops
 from models import backend
 from models import strategies as strategies_lib
 from models.bert import BertNetwork
+from models.losses import token_mean
 
 
 class Batch(NamedTuple):
@@ -53,7 +64,7 @@ def seq2seq_cross_entropy(token_ids, segment_ids, logits):
     )
 
 
-def token_cross_entropy(labels, logits, weights):
+def token_cross_entropy(labels, logits, weights, label_smoothing=0.0):
     """Cross-entropy of `labels` under `logits`, averaged over the tokens
     that `weights` (0 or 1, the shape of `labels`) selects.
 
@@ -61,15 +72,20 @@ def token_cross_entropy(labels, logits, weights):
     (log-softmax, not log of a softmax), so that it neither underflows in
     bf16/fp16 nor loses its second derivative. The mean is over the
     global batch's tokens, also when replicas each hold a part of it.
+
+    `label_smoothing` ε scores the target (1 - ε)·onehot + ε/V over the V
+    logits (Keras's and Szegedy et al.'s convention):
+    (1 - ε)·(-log p_y) + ε·mean_v(-log p_v).
     """
     labels = ops.cast(labels, "int32")
-    weights = ops.cast(weights, "float32")
     logits = ops.cast(logits, "float32")
+    log_normaliser = ops.logsumexp(logits, axis=-1)
     picked = ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    nll = ops.logsumexp(logits, axis=-1) - picked
-    count = backend.replica_sum(ops.sum(weights))
-    # max(., 1) only matters for a batch without targets (0/0 otherwise).
-    return backend.replica_sum(ops.sum(nll * weights)) / ops.maximum(count, 1.0)
+    nll = log_normaliser - picked
+    if label_smoothing:
+        uniform = log_normaliser - ops.mean(logits, axis=-1)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    return token_mean(nll, weights)
 
 
 def unpack_batch(data):
@@ -105,16 +121,29 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         strategy: a name from `strategies.STRATEGIES` or a strategy object.
         seed: seeds the trainer's own random draws (input corruption);
             dropout keeps the model's seeds.
+        label_smoothing: ε in [0, 1) for the training cross-entropy.
         **options: options of the named strategy (e.g. `epsilon=1.0`).
     """
 
-    def __init__(self, model, strategy="baseline", seed=None, **options):
+    def __init__(
+        self,
+        model,
+        strategy="baseline",
+        seed=None,
+        label_smoothing=0.0,
+        **options,
+    ):
         backend.check_supported()
         super().__init__(name=f"{model.name}_trainer")
         if isinstance(strategy, str):
             strategy = strategies_lib.get(strategy, **options)
         elif options:
             raise TypeError("options are for a strategy given by name")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(
+                f"label_smoothing must be in [0, 1), got {label_smoothing}"
+            )
+        self.label_smoothing = float(label_smoothing)
         self.model = model
         self.network = BertNetwork.from_model(model)
         self.strategy = strategy
@@ -149,8 +178,11 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         token_ids = ops.cast(token_ids, "int32")
         segment_ids = ops.cast(segment_ids, "int32")
         if not training:
-            batch = Batch(token_ids, segment_ids, token_ids)
-            return self.cross_entropy(batch, training=False), {}
+            # Plain cross-entropy, label smoothing or not: comparable.
+            logits = self.network(
+                token_ids, segment_ids, training=False, output="logits"
+            )
+            return seq2seq_cross_entropy(token_ids, segment_ids, logits), {}
         inputs, segment_ids = self.strategy.prepare_batch(
             token_ids, segment_ids, self.seed_generator
         )
@@ -168,8 +200,30 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         return self.target_loss(batch, logits)
 
     def target_loss(self, batch, logits):
-        """`seq2seq_cross_entropy` of logits against the batch's labels."""
-        return seq2seq_cross_entropy(batch.token_ids, batch.segment_ids, logits)
+        """Training cross-entropy of full-length `logits` (the network's
+        output) against the batch's labels, shifted by one position."""
+        return self.label_loss(
+            logits[:, :-1], batch.token_ids[:, 1:], batch.segment_ids[:, 1:]
+        )
+
+    def label_loss(self, logits, labels, mask):
+        """Training cross-entropy of `target_logits`' output (label
+        smoothing applied)."""
+        return token_cross_entropy(labels, logits, mask, self.label_smoothing)
+
+    def target_logits(self, batch, training=True):
+        """(logits, labels, mask) of one pass over `batch.inputs`: what the
+        prediction at each position is scored against, and which positions
+        count. Losses over target distributions (KL terms) use these, and
+        need not know how positions are laid out."""
+        logits = self.network(
+            batch.inputs, batch.segment_ids, training=training, output="logits"
+        )
+        return (
+            logits[:, :-1],
+            batch.token_ids[:, 1:],
+            batch.segment_ids[:, 1:],
+        )
 
     def strategy_variables(self):
         """The variables of what the strategy trains itself (weights, then
@@ -215,9 +269,65 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
             if metric is self.loss_tracker or metric.name in figures
         }
 
+    @property
+    def uses_ema(self):
+        """Whether the optimizer averages the weights (`use_ema=True`)."""
+        optimizer = getattr(self, "optimizer", None)
+        return bool(getattr(optimizer, "use_ema", False))
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; with an averaging optimizer the model keeps
+        its training weights afterwards (see the module docstring)."""
+        if not self.uses_ema:
+            return super().fit(*args, **kwargs)
+        keeper = TrainingWeights()
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), keeper]
+        history = super().fit(*args, **kwargs)
+        keeper.restore()
+        return history
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within the block, the model holds the optimizer's averages of its
+        weights (`use_ema`); after it, the training weights again. Without
+        averaging, or before the first step, the weights as they are."""
+        optimizer = getattr(self, "optimizer", None)
+        if not self.uses_ema or not optimizer.built:
+            yield
+            return
+        variables = self.trainable_variables
+        saved = [ops.convert_to_numpy(v) for v in variables]
+        optimizer.finalize_variable_values(variables)
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+
     def save_weights(self, filepath, overwrite=True, **kwargs):
         """Saves the UniLM model's weights, loadable without the trainer."""
         return self.model.save_weights(filepath, overwrite=overwrite, **kwargs)
 
     def load_weights(self, filepath, **kwargs):
         return self.model.load_weights(filepath, **kwargs)
+
+
+class TrainingWeights(keras.callbacks.Callback):
+    """Keeps the weights as trained, to undo what Keras's `fit()` does at
+    its end under `use_ema` (it writes the optimizer's averages into the
+    weights). Read before training and after every epoch, when both
+    backends hold the current values in the variables."""
+
+    def on_train_begin(self, logs=None):
+        self.keep()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.keep()
+
+    def keep(self):
+        variables = self.model.trainable_variables
+        self.values = [ops.convert_to_numpy(v) for v in variables]
+
+    def restore(self):
+        for variable, value in zip(self.model.trainable_variables, self.values):
+            variable.assign(value)

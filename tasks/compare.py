@@ -81,9 +81,24 @@ def load_run(run_dir: pathlib.Path) -> dict:
     return {**run, "test": test, "dir": str(run_dir), "label": _label(run)}
 
 
+# Run options (results.json "options") and the value that leaves a run as
+# it was before they existed: only other values name a variant.
+OPTION_DEFAULTS = {
+    "label_smoothing": 0.0,
+    "ema": None,
+    "length_penalty": None,
+    "min_length": 1,
+}
+
+
 def _label(run: dict) -> str:
-    """Strategy name plus its options: other options are another strategy."""
-    options = run.get("strategy_options") or {}
+    """Strategy name plus its options and the run options that differ
+    from their defaults (--ema, --label-smoothing, --length-penalty,
+    --min-length): other options are another strategy."""
+    options = dict(run.get("strategy_options") or {})
+    for key, value in (run.get("options") or {}).items():
+        if value != OPTION_DEFAULTS.get(key):
+            options[key] = value
     if not options:
         return run["strategy"]
     listed = ", ".join(f"{key}={value}" for key, value in options.items())

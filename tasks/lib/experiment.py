@@ -172,11 +172,43 @@ def build_parser(description, defaults):
         f"{TINY['warmup_steps']} for a random model",
     )
     group.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        metavar="EPS",
+        help="label smoothing of the training cross-entropy (any "
+        "strategy); validation scores stay unsmoothed",
+    )
+    group.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this "
+        "decay (Keras's use_ema, e.g. 0.999); validation, best.weights.h5 "
+        "and the test use the averaged weights",
+    )
+    group.add_argument(
         "--beams",
         type=int,
         nargs="+",
         default=[1, 2, 3],
         help="beam sizes scored on the test set",
+    )
+    group.add_argument(
+        "--length-penalty",
+        type=float,
+        metavar="ALPHA",
+        help="beam search answers with the best GNMT score "
+        "log p / ((5 + |y|) / 6)^ALPHA among complete titles; default: "
+        "bert4keras's rule (stop when the best beam has ended)",
+    )
+    group.add_argument(
+        "--min-length",
+        type=int,
+        default=1,
+        metavar="N",
+        help="bert4keras's minlen: an end token is honoured only from the "
+        "N-th generated token on",
     )
     group.add_argument(
         "--valid-limit",
@@ -461,6 +493,32 @@ def fill_training_defaults(args, files):
         raise SystemExit(
             f"error: --dropout {args.dropout}: expected 0 <= dropout < 1"
         )
+    check_options(args)
+
+
+def check_options(args):
+    """The training and decoding options of every strategy."""
+    if not 0 <= args.label_smoothing < 1:
+        raise SystemExit(
+            f"error: --label-smoothing {args.label_smoothing}: expected "
+            "0 <= EPS < 1"
+        )
+    if args.ema is not None and not 0 < args.ema < 1:
+        raise SystemExit(f"error: --ema {args.ema}: expected 0 < DECAY < 1")
+    if args.min_length < 1:
+        raise SystemExit(
+            f"error: --min-length {args.min_length}: expected 1 or more"
+        )
+
+
+def run_options(args):
+    """What besides the strategy shapes a run's numbers (results.json)."""
+    return {
+        "label_smoothing": args.label_smoothing,
+        "ema": args.ema,
+        "length_penalty": args.length_penalty,
+        "min_length": args.min_length,
+    }
 
 
 def run(args, task):
@@ -517,8 +575,15 @@ def build_trainer(model, args):
     strategy = get_strategy(
         args.strategy, **parse_strategy_options(args.strategy_option)
     )
-    trainer = Seq2SeqTrainer(model, strategy, seed=args.seed)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(args)))
+    trainer = Seq2SeqTrainer(
+        model, strategy, seed=args.seed, label_smoothing=args.label_smoothing
+    )
+    optimizer = keras.optimizers.Adam(
+        learning_rate(args),
+        use_ema=args.ema is not None,
+        ema_momentum=args.ema or 0.99,
+    )
+    trainer.compile(optimizer=optimizer)
     return trainer
 
 
@@ -552,7 +617,11 @@ def train_and_test(
 
     train, valid, test = splits
     decoder = Seq2SeqDecoder(
-        model, end_id=tokenizer._token_end_id, maxlen=args.title_maxlen
+        model,
+        end_id=tokenizer._token_end_id,
+        maxlen=args.title_maxlen,
+        minlen=args.min_length,
+        length_penalty=args.length_penalty,
     )
     batches = Seq2SeqBatches(
         train,
@@ -571,10 +640,15 @@ def train_and_test(
     valid = valid[: args.valid_limit] if args.valid_limit else valid
     for epoch in range(state["epochs_done"], args.epochs):
         figures = train_one_epoch(trainer, batches, epoch, args)
-        metrics, _ = evaluate(
-            decoder, tokenizer, valid, 1, args, f"valid epoch {epoch + 1}"
-        )
-        record_epoch(trainer, model, out, state, metrics, figures)
+        # With --ema the averaged weights are scored and kept as the best;
+        # the checkpoint holds the training weights and the averages.
+        with trainer.averaged_weights():
+            metrics, _ = evaluate(
+                decoder, tokenizer, valid, 1, args, f"valid epoch {epoch + 1}"
+            )
+            record_epoch(model, out, state, metrics, figures)
+        state["epochs_done"] += 1
+        out.save_checkpoint(trainer, state, f"epoch-{state['epochs_done']}")
     if state["best"]:
         model.load_weights(str(out / "best.weights.h5"))
     results = score_test(decoder, tokenizer, test, args, out)
@@ -582,6 +656,7 @@ def train_and_test(
         "task": task,
         "strategy": args.strategy,
         "strategy_options": parse_strategy_options(args.strategy_option),
+        "options": run_options(args),
         "seed": args.seed,
         "model": describe_model(files, model),
         "model_sha256": files.sha256,
@@ -620,8 +695,8 @@ def train_one_epoch(trainer, batches, epoch, args):
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
-def record_epoch(trainer, model, out, state, metrics, figures):
-    """Append the epoch's scores, keep the best weights, then checkpoint."""
+def record_epoch(model, out, state, metrics, figures):
+    """Append the epoch's scores and keep the model's weights if best."""
     epoch = state["epochs_done"] + 1
     entry = {"epoch": epoch, "train": figures, **metrics}
     print(
@@ -637,8 +712,6 @@ def record_epoch(trainer, model, out, state, metrics, figures):
 
         atomic_save_weights(model, out / "best.weights.h5")
         state["best"] = {"epoch": epoch, "bleu": metrics["bleu"]}
-    state["epochs_done"] = epoch
-    out.save_checkpoint(trainer, state, f"epoch-{epoch}")
 
 
 def score_test(decoder, tokenizer, test, args, out):

@@ -16,6 +16,7 @@ from models.bert import build_transformer_model
 from models.decoding import AutoRegressiveDecoder
 from models.decoding import Seq2SeqDecoder
 from models.search import Repetition
+from models.search import length_normalised
 from tests.common import TINY_DECODER
 
 VOCAB, CLS, END = TINY_DECODER["vocab_size"], 2, 3
@@ -397,6 +398,92 @@ def test_fast_equals_reference_with_repetition_options(fast, model, sources):
     blocked = Repetition(no_repeat_ngram_size=2)
     for ids in got:
         assert not blocked.banned(ids[:-1]) & {ids[-1]}
+
+
+# Length penalty and minimum length -----------------------------------------
+
+
+def short_or_long(prefix):
+    """Tokens a = 0, b = 1, end = 2: [end] is likelier than [a, end]."""
+    table = {(): [0.48, 0.02, 0.5], (0,): [0.005, 0.005, 0.99]}
+    return np.array(table.get(prefix, [0.0, 0.0, 1.0]))
+
+
+def test_length_normalised_is_gnmt():
+    assert length_normalised(-2.0, 7, 1.0) == pytest.approx(-2.0 / 2.0)
+    assert length_normalised(-2.0, 1, 0.0) == -2.0
+    assert length_normalised(-3.0, 4, 2.0) == pytest.approx(-3.0 / 1.5**2)
+
+
+@pytest.mark.parametrize(
+    "alpha, expected", [(None, [2]), (0.0, [2]), (1.0, [0, 2])]
+)
+def test_length_penalty_changes_the_winner_as_by_hand(alpha, expected):
+    """By hand: [end] scores log 0.5 = -0.693 at |y| = 1 (lp = 1);
+    [a, end] log 0.48 + log 0.99 = -0.744 at |y| = 2, lp = (7/6)^α: for
+    α = 1 -0.638, which beats -0.693; for α = 0 it does not.
+    bert4keras's rule (None) returns [end] at once, the best beam having
+    ended."""
+    short = math.log(0.5 + 1e-12)
+    long = math.log(0.48 + 1e-12) + math.log(0.99 + 1e-12)
+    if alpha is not None:
+        assert (long / (7 / 6) ** alpha > short) == (expected == [0, 2])
+    decoder = TablePredictor(short_or_long, end_id=2, maxlen=4)
+    decoder.length_penalty = alpha
+    state = decoder.run_beam_search([], topk=2)
+    assert list(state.result) == expected
+    if alpha is not None:
+        scores = dict((tuple(ids), s) for ids, s in state.nbest())
+        assert scores[(2,)] == pytest.approx(short)
+        assert scores[(0, 2)] == pytest.approx(long / (7 / 6) ** alpha)
+
+
+def test_length_penalty_runs_until_every_beam_ended_or_maxlen():
+    """Under GNMT's rule a beam that never ends is cut at maxlen and then
+    competes, length-normalised, with those that ended; as in bert4keras
+    the beam narrows when one ends ([end] at step 1: one beam left)."""
+
+    def conditional(prefix):
+        return np.array([0.9, 0.1])  # token 0 likely, end = 1 rare
+
+    decoder = TablePredictor(conditional, end_id=1, maxlen=3)
+    decoder.length_penalty = 0.0
+    state = decoder.run_beam_search([], topk=2)
+    assert list(state.result) == [0, 0, 0]
+    assert [ids for ids, _ in state.nbest()] == [[0, 0, 0], [1]]
+    assert state.result_score == pytest.approx(3 * math.log(0.9 + 1e-12))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(length_penalty=1.0),
+        dict(length_penalty=0.0, minlen=3),
+        dict(length_penalty=-0.5),
+        dict(minlen=4),
+    ],
+)
+def test_fast_equals_reference_with_length_options(
+    fast, model, sources, options
+):
+    guarded = Seq2SeqDecoder(model, END, MAXLEN, batch_size=16, **options)
+    reference = Seq2SeqDecoder(model, END, MAXLEN, reference=True, **options)
+    for topk in (1, 3):
+        got = guarded.beam_search_batch(sources, topk, nbest=True)
+        expected = reference.beam_search_batch(sources, topk, nbest=True)
+        assert [[ids for ids, _ in n] for n in got] == [
+            [ids for ids, _ in n] for n in expected
+        ]
+        for mine, theirs in zip(got, expected):
+            assert [s for _, s in mine] == pytest.approx(
+                [s for _, s in theirs], abs=1e-4
+            )
+    titles = [n[0][0] for n in got]
+    # The options change titles (beam 3), so the comparison can fail.
+    assert titles != fast.beam_search_batch(sources, 3)
+    if "minlen" in options:
+        assert min(len(ids) for ids in titles) >= options["minlen"]
 
 
 # The public face ------------------------------------------------------------

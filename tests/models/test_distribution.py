@@ -33,8 +33,10 @@ BACKENDS = ("jax", "tensorflow")
 TOLERANCE = 1e-6
 # gp: a second derivative through the replicas' gradient sum; professor: a
 # discriminator with its own optimizer, stepped inside the loss, and (JAX
-# only: TensorFlow refuses it) inside a branch taken every other step.
-STRATEGIES = ("baseline", "gp", "professor")
+# only: TensorFlow refuses it) inside a branch taken every other step;
+# pgd and vat: gradients of E taken inside the loss and a KL over the
+# global batch's target tokens; rdrop: two passes and their KL.
+STRATEGIES = ("baseline", "gp", "professor", "pgd", "vat", "rdrop")
 JAX_ONLY = {
     "professor every=2 sample": ("professor", dict(every=2, free_run="sample"))
 }
@@ -151,7 +153,7 @@ def _batch(rows):
 def _trainer_classes(backend, evidence):
     """The trainer recording where batches are, and a per-device mean."""
     from models.trainer import Seq2SeqTrainer
-    from models.trainer import seq2seq_cross_entropy
+    from models.trainer import token_cross_entropy
 
     class Recording(Seq2SeqTrainer):
         def train_step(self, *args):
@@ -181,13 +183,13 @@ def _trainer_classes(backend, evidence):
     class PerDeviceMean(Seq2SeqTrainer):
         """Mean of the two half-batches' token means: the wrong loss."""
 
-        def target_loss(self, batch, logits):
-            half = keras.ops.shape(batch.token_ids)[0] // 2
+        def label_loss(self, logits, labels, mask):
+            # Every training cross-entropy comes through here (target_loss
+            # too), whether from the full logits or from target_logits.
+            half = keras.ops.shape(labels)[0] // 2
             parts = [slice(None, half), slice(half, None)]
             losses = [
-                seq2seq_cross_entropy(
-                    batch.token_ids[part], batch.segment_ids[part], logits[part]
-                )
+                token_cross_entropy(labels[part], logits[part], mask[part])
                 for part in parts
             ]
             return (losses[0] + losses[1]) / 2

@@ -1,7 +1,8 @@
 """Strategies: registry, replacement statistics, the gradient penalty
 against finite differences; TeaForN, scheduled sampling and FGM against
 the baseline (loss and gradients), hand-built passes, their schedule
-formulas and an explicit FGM step."""
+formulas and an explicit FGM step; PGD against FGM and its ε-ball, VAT's
+direction against random ones, R-Drop against two baseline draws."""
 
 import math
 
@@ -31,6 +32,9 @@ def test_registry_names_and_options():
         "teaforn",
         "scheduled",
         "fgm",
+        "pgd",
+        "vat",
+        "rdrop",
         "professor",
     }
     strategy = strategies.get("replace", token_rate=0.1, pool="target")
@@ -658,6 +662,253 @@ def test_fgm_step_matches_explicit_reimplementation(fgm_steps):
     ]
     for got, want in zip(after_step, expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# PGD ----------------------------------------------------------------------
+
+
+def test_pgd_options():
+    strategy = strategies.get("pgd")
+    assert (strategy.steps, strategy.alpha, strategy.epsilon) == (3, 0.3, 1.0)
+    assert (strategy.norm, strategy.average) == ("matrix", False)
+    assert strategies.get("pgd", average=1, steps=2.0).average is True
+    assert strategies.get("pgd", epsilon=float("inf")).epsilon == math.inf
+    for bad in (
+        dict(steps=0),
+        dict(alpha=0),
+        dict(epsilon=-1),
+        dict(norm="inf"),
+        dict(average="yes"),
+    ):
+        with pytest.raises(ValueError):
+            strategies.get("pgd", **bad)
+
+
+class SpyPGD(strategies.PGD):
+    """PGD that keeps every δ_k of its last loss."""
+
+    def ascend(self, delta, grad):
+        delta = super().ascend(delta, grad)
+        self.deltas.append(ops.convert_to_numpy(delta))
+        return delta
+
+    def loss(self, trainer, batch):
+        self.deltas = []
+        return super().loss(trainer, batch)
+
+
+@pytest.mark.slow
+def test_pgd_with_one_step_and_no_projection_is_fgm():
+    """K = 1, ε = inf: δ = α·g/‖g‖ with g the baseline gradient of E, and
+    objective, figures and gradients those of `fgm` with ε = α."""
+    model = tiny_model(**NO_DROPOUT)
+    options = dict(steps=1, alpha=0.5, epsilon=math.inf)
+    spy = SpyPGD(**options)
+    total, figures = training_loss(model, spy)
+    (delta,) = spy.deltas
+    index = embeddings_index(model)
+    clean = step_gradients(model, "baseline")[index]
+    expected = 0.5 * clean / (np.linalg.norm(clean) + 1e-8)
+    np.testing.assert_allclose(delta, expected, rtol=1e-5, atol=1e-9)
+    fgm_total, fgm_figures = training_loss(model, "fgm", epsilon=0.5)
+    np.testing.assert_allclose(float(total), float(fgm_total), rtol=1e-6)
+    for name in ("adv_ce", "delta_norm"):
+        np.testing.assert_allclose(
+            float(figures[name]), float(fgm_figures[name]), rtol=1e-6
+        )
+    fgm = step_gradients(model, "fgm", epsilon=0.5)
+    for got, want in zip(step_gradients(model, "pgd", **options), fgm):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+def assign_embeddings(model, value):
+    BertNetwork.from_model(model)["Embedding-Token"].embeddings.assign(value)
+
+
+@pytest.mark.parametrize(
+    "norm", ["matrix", pytest.param("row", marks=pytest.mark.slow)]
+)
+def test_pgd_never_leaves_the_epsilon_ball(norm):
+    """Steps twice the radius: every δ_k is projected back, onto the
+    sphere; `average=True` scores the mean CE over the δ_k, by hand."""
+    epsilon = 0.05
+    model = tiny_model(initializer_range=0.5, **NO_DROPOUT)
+    spy = SpyPGD(steps=4, alpha=0.1, epsilon=epsilon, norm=norm, average=1)
+    total, figures = training_loss(model, spy)
+    assert len(spy.deltas) == 4
+    for delta in spy.deltas:
+        norms = (
+            np.linalg.norm(delta, axis=-1)
+            if norm == "row"
+            else np.linalg.norm(delta)
+        )
+        assert np.max(norms) <= epsilon * (1 + 1e-5)
+        assert np.max(norms) >= epsilon * (1 - 1e-5)
+    assert not np.allclose(spy.deltas[0], spy.deltas[-1])
+    token_ids, segment_ids = mixed_batch()
+    embeddings = BertNetwork.from_model(model)["Embedding-Token"].embeddings
+    original = ops.convert_to_numpy(embeddings)
+    perturbed = []
+    for delta in spy.deltas:
+        assign_embeddings(model, original + delta)
+        perturbed.append(cross_entropy_numpy(model, token_ids, segment_ids))
+    assign_embeddings(model, original)
+    clean = cross_entropy_numpy(model, token_ids, segment_ids)
+    np.testing.assert_allclose(
+        float(figures["adv_ce"]), np.mean(perturbed), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(total), 0.5 * (clean + np.mean(perturbed)), rtol=1e-5
+    )
+    np.testing.assert_allclose(float(figures["delta_norm"]), epsilon, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [dict(), dict(norm="row", average=1)])
+def test_pgd_restores_embeddings_bit_for_bit(options):
+    """A compiled step at learning rate 0 leaves every weight as it was."""
+    model = tiny_model(**NO_DROPOUT)
+    initial = [ops.convert_to_numpy(w) for w in model.trainable_variables]
+    trainer = Seq2SeqTrainer(model, "pgd", seed=0, **options)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = trainer.fit(
+        x=mixed_batch(), batch_size=8, shuffle=False, verbose=0
+    ).history
+    assert logs["delta_norm"][0] > 0
+    for got, want in zip(model.trainable_variables, initial):
+        np.testing.assert_array_equal(ops.convert_to_numpy(got), want)
+
+
+# VAT ----------------------------------------------------------------------
+
+
+def test_vat_options():
+    strategy = strategies.get("vat")
+    assert strategy.metric_names == ("ce", "vat_kl")
+    assert strategy.power_iterations == 1
+    for bad in (
+        dict(epsilon=0),
+        dict(xi=-1),
+        dict(weight=-0.5),
+        dict(power_iterations=0),
+    ):
+        with pytest.raises(ValueError):
+            strategies.get("vat", **bad)
+
+
+def divergence_at(trainer, strategy, batch, clean, perturbation):
+    embeddings = trainer.embeddings
+    with trainer.overridden(embeddings, embeddings + perturbation):
+        return float(strategy.divergence(trainer, batch, clean))
+
+
+@pytest.mark.slow
+def test_vat_direction_beats_random_directions_of_the_same_norm():
+    model = tiny_model(initializer_range=0.5, **NO_DROPOUT)
+    trainer = Seq2SeqTrainer(model, "vat", seed=0)
+    strategy = trainer.strategy
+    batch = Batch(
+        *(ops.convert_to_tensor(x) for x in (*mixed_batch(), mixed_batch()[0]))
+    )
+    clean = ops.stop_gradient(trainer.target_logits(batch, training=False)[0])
+    direction = strategy.adversarial_direction(trainer, batch, clean)
+    assert float(ops.sqrt(ops.sum(ops.square(direction)))) == pytest.approx(
+        1.0, rel=1e-5
+    )
+    radius = 0.3
+    adversarial = divergence_at(
+        trainer, strategy, batch, clean, radius * direction
+    )
+    rng = np.random.default_rng(0)
+    shape = tuple(trainer.embeddings.shape)
+    randoms = []
+    for _ in range(20):
+        noise = rng.normal(size=shape)
+        noise = (radius * noise / np.linalg.norm(noise)).astype("float32")
+        randoms.append(divergence_at(trainer, strategy, batch, clean, noise))
+    assert adversarial > 3 * max(randoms) > 0
+
+
+def test_vat_with_zero_weight_is_baseline():
+    model = tiny_model(**NO_DROPOUT)
+    total, figures = training_loss(model, "vat", weight=0.0)
+    expected, _ = training_loss(model, "baseline")
+    np.testing.assert_array_equal(float(total), float(expected))
+    np.testing.assert_array_equal(float(figures["ce"]), float(expected))
+    assert float(figures["vat_kl"]) > 0
+
+
+@pytest.mark.slow
+def test_vat_with_zero_weight_steps_as_baseline():
+    assert_baseline(tiny_model(**NO_DROPOUT), "vat", exact=False, weight=0.0)
+
+
+def test_vat_kl_is_the_objective_beyond_the_cross_entropy():
+    model = tiny_model(initializer_range=0.5, **NO_DROPOUT)
+    total, figures = training_loss(model, "vat", weight=2.5)
+    np.testing.assert_allclose(
+        float(total),
+        float(figures["ce"]) + 2.5 * float(figures["vat_kl"]),
+        rtol=1e-6,
+    )
+    assert float(figures["vat_kl"]) > 0
+
+
+# R-Drop -------------------------------------------------------------------
+
+
+def dropout_states(model):
+    """The dropout layers' seed states: restoring them repeats the draws."""
+    return [ops.convert_to_numpy(v) for v in model.non_trainable_variables]
+
+
+def restore_states(model, states):
+    for variable, value in zip(model.non_trainable_variables, states):
+        variable.assign(value)
+
+
+@pytest.mark.slow
+def test_rdrop_with_zero_alpha_is_baseline_with_the_same_dropout_draws():
+    model = tiny_model()
+    assert model.bert_config.hidden_dropout_prob > 0
+    states = dropout_states(model)
+    total, figures = training_loss(model, "rdrop", alpha=0.0)
+    restore_states(model, states)
+    first, _ = training_loss(model, "baseline")
+    second, _ = training_loss(model, "baseline")
+    first, second = float(first), float(second)
+    assert first != second  # two dropout draws
+    np.testing.assert_allclose(float(total), 0.5 * (first + second), rtol=1e-6)
+    np.testing.assert_allclose(float(figures["ce"]), float(total), rtol=1e-6)
+    assert float(figures["rdrop_kl"]) > 0
+
+
+def test_rdrop_kl_is_zero_without_dropout():
+    model = tiny_model(**NO_DROPOUT)
+    total, figures = training_loss(model, "rdrop", alpha=1.0)
+    assert float(figures["rdrop_kl"]) == 0.0
+    expected, _ = training_loss(model, "baseline")
+    np.testing.assert_array_equal(float(total), float(expected))
+
+
+@pytest.mark.slow
+def test_rdrop_without_dropout_steps_as_baseline():
+    assert_baseline(tiny_model(**NO_DROPOUT), "rdrop", exact=False, alpha=1.0)
+
+
+def test_rdrop_objective_by_hand():
+    model = tiny_model()
+    total, figures = training_loss(model, "rdrop", alpha=3.0)
+    np.testing.assert_allclose(
+        float(total),
+        float(figures["ce"]) + 1.5 * float(figures["rdrop_kl"]),
+        rtol=1e-6,
+    )
+
+
+def test_new_strategies_options_are_checked():
+    with pytest.raises(ValueError):
+        strategies.get("rdrop", alpha=-1)
 
 
 # Compiled fits of the options the module fixtures of test_trainer.py leave

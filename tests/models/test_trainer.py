@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from models import strategies
+from models.losses import token_kl_divergence
 from models.trainer import Seq2SeqTrainer
 from models.trainer import seq2seq_cross_entropy
+from models.trainer import token_cross_entropy
 from models.trainer import unpack_batch
 from tests.common import NO_DROPOUT
 from tests.common import TINY_TRAINER
@@ -192,3 +194,135 @@ def test_gp_steps_differently_from_baseline(fitted):
     penalised = fitted["gp"]["after_one"]
     gaps = [np.abs(a - b).max() for a, b in zip(baseline, penalised)]
     assert max(gaps) > 1e-4
+
+
+# Label smoothing, KL, weight averaging ------------------------------------
+
+
+def smoothed_numpy(logits, labels, mask, epsilon):
+    """-Σ_v q_v·log p_v with q = (1 - ε)·onehot + ε/V, masked mean, float64."""
+    logits = np.asarray(logits, "float64")
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    q = np.full(log_p.shape, epsilon / log_p.shape[-1])
+    np.put_along_axis(
+        q, labels[..., None], 1 - epsilon + epsilon / log_p.shape[-1], -1
+    )
+    per_token = -(q * log_p).sum(-1)
+    return (per_token * mask).sum() / mask.sum()
+
+
+def test_label_smoothing_loss_by_hand_and_as_keras():
+    rng = np.random.default_rng(2)
+    logits = (rng.normal(size=(3, 7, VOCAB)) * 3).astype("float32")
+    labels = rng.integers(0, VOCAB, size=(3, 7))
+    mask = (rng.random((3, 7)) < 0.6).astype("float32")
+    got = float(token_cross_entropy(labels, logits, mask, 0.1))
+    np.testing.assert_allclose(
+        got, smoothed_numpy(logits, labels, mask, 0.1), rtol=1e-5
+    )
+    per_token = keras.losses.categorical_crossentropy(
+        np.eye(VOCAB)[labels], logits, from_logits=True, label_smoothing=0.1
+    )
+    keras_mean = (np.asarray(per_token) * mask).sum() / mask.sum()
+    np.testing.assert_allclose(got, keras_mean, rtol=1e-5)
+    plain = float(token_cross_entropy(labels, logits, mask))
+    np.testing.assert_allclose(
+        plain, smoothed_numpy(logits, labels, mask, 0.0), rtol=1e-5
+    )
+    assert abs(got - plain) > 1e-2
+
+
+@pytest.mark.slow
+def test_label_smoothing_trains_smoothed_and_evaluates_plain():
+    model = tiny_model(**NO_DROPOUT)
+    token_ids, segment_ids = mixed_batch()
+    trainer = Seq2SeqTrainer(model, "baseline", label_smoothing=0.2)
+    train, _ = trainer.compute_losses(token_ids, segment_ids, training=True)
+    valid, _ = trainer.compute_losses(token_ids, segment_ids, training=False)
+    logits = np.asarray(
+        trainer.network(token_ids, segment_ids, output="logits"), "float64"
+    )
+    expected = smoothed_numpy(
+        logits[:, :-1], token_ids[:, 1:], segment_ids[:, 1:], 0.2
+    )
+    np.testing.assert_allclose(float(train), expected, rtol=1e-5)
+    probas = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(
+        float(valid), numpy_loss(probas, token_ids, segment_ids), rtol=1e-5
+    )
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            Seq2SeqTrainer(model, label_smoothing=bad)
+
+
+def test_kl_divergence_by_hand():
+    rng = np.random.default_rng(3)
+    p_logits, q_logits = rng.normal(size=(2, 2, 5, VOCAB)) * 2
+    mask = np.array([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1]], "float32")
+    p, q = np.exp(p_logits), np.exp(q_logits)
+    p, q = p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)
+    per_token = (p * np.log(p / q)).sum(-1)
+    expected = (per_token * mask).sum() / mask.sum()
+    got = token_kl_divergence(
+        p_logits.astype("float32"), q_logits.astype("float32"), mask
+    )
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    same = token_kl_divergence(p_logits, p_logits, mask)
+    assert float(same) == 0.0
+
+
+EMA_DECAY, EMA_STEPS = 0.75, 3
+
+
+def steps_one_by_one(use_ema):
+    """Training weights after each of EMA_STEPS one-step fits (SGD), and
+    the trainer."""
+    model = tiny_model(**NO_DROPOUT)
+    trainer = Seq2SeqTrainer(model, "baseline", seed=0)
+    optimizer = keras.optimizers.SGD(
+        0.5, use_ema=use_ema, ema_momentum=EMA_DECAY
+    )
+    trainer.compile(optimizer=optimizer)
+    weights = []
+    for _ in range(EMA_STEPS):
+        trainer.fit(x=mixed_batch(), batch_size=8, shuffle=False, verbose=0)
+        weights.append([np.array(w) for w in model.get_weights()])
+    return weights, trainer
+
+
+@pytest.mark.slow
+def test_ema_weights_equal_a_hand_computed_average():
+    """a_1 = w_1, a_k = m·a_(k-1) + (1 - m)·w_k over the weights w_k after
+    step k; `fit` leaves the training weights, which follow the same steps
+    as without averaging, and `averaged_weights` swaps a_N in and out."""
+    weights, trainer = steps_one_by_one(use_ema=True)
+    plain, _ = steps_one_by_one(use_ema=False)
+    for with_ema, without in zip(weights, plain):
+        for a, b in zip(with_ema, without):
+            np.testing.assert_array_equal(a, b)
+    average = weights[0]
+    for step in weights[1:]:
+        average = [
+            EMA_DECAY * a + (1 - EMA_DECAY) * w for a, w in zip(average, step)
+        ]
+    model = trainer.model
+    with trainer.averaged_weights():
+        inside = [np.array(w) for w in model.get_weights()]
+    for got, want in zip(inside, average):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    moved = [not np.allclose(a, w) for a, w in zip(average, weights[-1])]
+    assert sum(moved) > len(moved) // 2  # the average is not the last step
+    for got, want in zip(model.get_weights(), weights[-1]):
+        np.testing.assert_array_equal(np.array(got), want)
+
+
+def test_averaged_weights_without_ema_change_nothing():
+    model = tiny_model(**NO_DROPOUT)
+    trainer = Seq2SeqTrainer(model)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = [np.array(w) for w in model.get_weights()]
+    with trainer.averaged_weights():
+        inside = [np.array(w) for w in model.get_weights()]
+    for a, b in zip(before, inside):
+        np.testing.assert_array_equal(a, b)
+    assert not trainer.uses_ema

@@ -410,3 +410,47 @@ def test_script_runs_from_another_directory(run_dirs, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| 1 | replace | 1 | **33.00** |" in result.stdout
     assert (tmp_path / "report" / "table.md").is_file()
+
+
+def test_run_options_other_than_defaults_make_another_row(tmp_path):
+    """--ema, --label-smoothing, --length-penalty, --min-length change the
+    numbers: a run with other values is another row; the defaults (and
+    runs written before these options existed) are the plain strategy."""
+    defaults = {
+        "label_smoothing": 0.0,
+        "ema": None,
+        "length_penalty": None,
+        "min_length": 1,
+    }
+    variants = {
+        "plain": ("baseline", {}, defaults),
+        "old": ("baseline", {}, None),
+        "ema": ("baseline", {}, {**defaults, "ema": 0.999}),
+        "rdrop": (
+            "rdrop",
+            {"alpha": 0.7},
+            {**defaults, "label_smoothing": 0.1, "length_penalty": 1.0},
+        ),
+        "vat": ("vat", {}, {**defaults, "min_length": 3}),
+    }
+    runs = []
+    for name, (strategy, strategy_options, options) in variants.items():
+        extra = {"options": options} if options is not None else {}
+        runs.append(
+            write_run(
+                tmp_path / name,
+                strategy,
+                0 if name != "old" else 1,
+                SCORES["gp", 0],
+                strategy_options=strategy_options,
+                **extra,
+            )
+        )
+    rows = table_rows(compare.build_report(runs, tmp_path / "out")["markdown"])
+    assert rows[1, "baseline"][0] == "2"
+    assert (1, "baseline (ema=0.999)") in rows
+    assert (
+        1,
+        "rdrop (alpha=0.7, label_smoothing=0.1, length_penalty=1.0)",
+    ) in rows
+    assert (1, "vat (min_length=3)") in rows

@@ -114,6 +114,96 @@ def test_killed_run_resumes_after_last_finished_epoch(csl_dev_path, tmp_path):
     assert len(list(out.glob("epoch-*.weights.h5"))) == 1
 
 
+RUN_OPTIONS = [
+    "--ema",
+    "0.9",
+    "--label-smoothing",
+    "0.1",
+    "--length-penalty",
+    "1.0",
+    "--min-length",
+    "2",
+]
+
+
+@pytest.mark.slow
+def test_run_options_end_to_end_and_resumed_exactly(csl_dev_path, tmp_path):
+    """--ema, --label-smoothing, --length-penalty and --min-length reach
+    results.json; two epochs in one go equal one epoch, then a resumed
+    second (the weight averages travel with the checkpoint)."""
+
+    def command(out, epochs):
+        return task_command(
+            csl_dev_path,
+            out,
+            "--limit",
+            "40",
+            "--epochs",
+            str(epochs),
+            "--beams",
+            "2",
+            *RUN_OPTIONS,
+        )
+
+    straight = run_task(command(tmp_path / "straight", 2))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_task(command(tmp_path / "resumed", 1))
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_task(command(tmp_path / "resumed", 2))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "after epoch 1" in second.stdout
+    results = [
+        json.loads((tmp_path / name / "results.json").read_text("utf-8"))
+        for name in ("straight", "resumed")
+    ]
+    assert results[0]["options"] == {
+        "label_smoothing": 0.1,
+        "ema": 0.9,
+        "length_penalty": 1.0,
+        "min_length": 2,
+    }
+    assert results[0]["best_epoch"] == results[1]["best_epoch"]
+    # JAX's resumed steps differ from uninterrupted ones in the last
+    # float32 digits (without --ema too), hence approx. Averages that were
+    # not restored would change the validation scores far more.
+    drop = ("seconds", "decode_seconds")
+    straight, resumed = (
+        _numbers({key: run[key] for key in ("history", "test")}, drop)
+        for run in results
+    )
+    assert straight.keys() == resumed.keys()
+    for key, value in straight.items():
+        assert resumed[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def _numbers(value, skip, path=""):
+    """{path: number} of every number in `value`, except keys in `skip`."""
+    if isinstance(value, dict):
+        items = [(k, v) for k, v in value.items() if k not in skip]
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return {path: value}
+    found = {}
+    for key, item in items:
+        found.update(_numbers(item, skip, f"{path}/{key}"))
+    return found
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--ema", "1.5"),
+        ("--label-smoothing", "1"),
+        ("--min-length", "0"),
+    ],
+)
+def test_bad_run_options_are_clear_errors(option, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        run_main(["--out", str(tmp_path / "o"), option, value])
+    assert option in str(raised.value.code) + capsys.readouterr().err
+
+
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return path

@@ -12,7 +12,9 @@ from models.trainer import Seq2SeqTrainer
 from tasks.lib import rundir
 from tasks.lib.rundir import RESUMABLE
 from tasks.lib.rundir import RunDirectory
+from tests.common import NO_DROPOUT
 from tests.common import ROOT
+from tests.common import mixed_batch
 from tests.common import trainer_model
 
 
@@ -138,3 +140,43 @@ def test_git_commit(tmp_path):
     assert rundir.git_commit(tmp_path) == "unknown"
     if (ROOT / ".git").exists():
         assert re.fullmatch(r"[0-9a-f]{7,}(\+dirty)?", rundir.git_commit())
+
+
+def ema_trainer():
+    trainer = Seq2SeqTrainer(trainer_model(**NO_DROPOUT), seed=0)
+    optimizer = keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.6)
+    trainer.compile(optimizer=optimizer)
+    return trainer
+
+
+def fit_once(trainer):
+    trainer.fit(x=mixed_batch(), batch_size=8, shuffle=False, verbose=0)
+
+
+def averaged(trainer):
+    with trainer.averaged_weights():
+        return values(trainer.model.weights)
+
+
+@pytest.mark.slow
+def test_weight_averages_resume_exactly(tmp_path):
+    """Two steps, checkpoint, a fresh trainer restored from it, one more
+    step: the training weights and their averages are those of three
+    steps in a row (the averages travel with the optimizer's variables)."""
+    straight = ema_trainer()
+    for _ in range(3):
+        fit_once(straight)
+    first = ema_trainer()
+    for _ in range(2):
+        fit_once(first)
+    run = RunDirectory(tmp_path)
+    state = run.load_state({})
+    run.save_checkpoint(first, state, "step-2")
+    resumed = ema_trainer()
+    run.restore_checkpoint(resumed, run.load_state({}))
+    assert not np.allclose(averaged(resumed)[0], values(resumed.weights)[0])
+    fit_once(resumed)
+    for a, b in zip(values(resumed.weights), values(straight.weights)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(averaged(resumed), averaged(straight)):
+        np.testing.assert_array_equal(a, b)
