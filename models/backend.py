@@ -395,3 +395,57 @@ def replicas_in_scope():
 def process_count():
     """Processes (hosts) of a multi-host JAX job; 1 elsewhere."""
     return jax.process_count() if BACKEND == "jax" else 1
+
+
+def local_devices():
+    """The devices this backend computes on, as (platform, name, compute
+    capability) triples: platform 'gpu' or 'cpu' (TPUs keep their own
+    name), compute capability a (major, minor) tuple for NVIDIA GPUs and
+    None elsewhere. Other backends: one CPU.
+    """
+    if BACKEND == "tensorflow":
+        return _tensorflow_devices()
+    if BACKEND == "jax":
+        return [_jax_device(device) for device in jax.local_devices()]
+    return [("cpu", "cpu:0", None)]
+
+
+def _tensorflow_devices():
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return [
+            ("cpu", f"cpu:{i}", None)
+            for i, _ in enumerate(tf.config.list_logical_devices("CPU"))
+        ]
+    devices = []
+    for i, gpu in enumerate(gpus):
+        details = tf.config.experimental.get_device_details(gpu)
+        name = f"gpu:{i} {details.get('device_name', '')}".strip()
+        devices.append(("gpu", name, details.get("compute_capability")))
+    return devices
+
+
+def _jax_device(device):
+    platform = (
+        "gpu"
+        if device.platform in ("gpu", "cuda", "rocm")
+        else (device.platform)
+    )
+    name = f"{platform}:{device.id}"
+    if platform != "cpu":
+        name += f" {device.device_kind}"
+    capability = getattr(device, "compute_capability", None)
+    if isinstance(capability, str):
+        capability = tuple(int(part) for part in capability.split("."))
+    return platform, name, capability
+
+
+def backend_version():
+    """The version of the backend's own package (TensorFlow, JAX...)."""
+    if BACKEND == "tensorflow":
+        return tf.__version__
+    if BACKEND == "jax":
+        return jax.__version__
+    import importlib
+
+    return getattr(importlib.import_module(BACKEND), "__version__", "")
