@@ -14,6 +14,9 @@ all of it.
 """
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -43,6 +46,53 @@ def quiet(verbose=None):
     logging.getLogger("absl").setLevel(logging.ERROR)
     for message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, _SilentImport("tensorflow"))
+
+
+class _SilentImport(importlib.abc.MetaPathFinder):
+    """Import one package with the process's stderr closed.
+
+    TensorFlow's C++ start-up lines ("oneDNN custom operations are on",
+    "All log messages before absl::InitializeLog()...") are written before
+    its logging is set up, whatever TF_CPP_MIN_LOG_LEVEL says; Python
+    errors of the import still show, as they are raised after stderr is
+    back.
+    """
+
+    def __init__(self, name):
+        self.name = name
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            with _stderr_closed():
+                run(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _stderr_closed():
+    """File descriptor 2 to /dev/null: C++ writes there, not to sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
