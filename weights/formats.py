@@ -58,8 +58,23 @@ def resolve(path) -> tuple[str, pathlib.Path]:
         kind = "tf"
     probe = path.with_name(path.name + ".index") if kind == "tf" else path
     if not probe.is_file():
+        if kind == "tf" and path.is_file():
+            raise ValueError(
+                f"{path}: unknown checkpoint format; expected "
+                f"{', '.join(FORMAT_NAMES)}"
+            )
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return kind, path
+
+
+# What `resolve` recognises, by name.
+FORMAT_NAMES = (
+    "a TF checkpoint prefix (with .index and .data-* files)",
+    ".safetensors",
+    "pytorch_model.bin (.bin/.pt/.pth)",
+    "Keras .weights.h5",
+    "or a directory holding one",
+)
 
 
 def _find_in_directory(directory):
@@ -92,7 +107,20 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
             f"{path} holds Keras weights, not named tensors: load it with "
             "model.load_weights() or weights.load_checkpoint(model, path)"
         )
-    return readers[kind](path)
+    try:
+        arrays = readers[kind](path)
+    except ImportError:
+        raise
+    except Exception as error:  # each reader has its own error classes
+        message = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"{path}: cannot read this {kind} checkpoint (cut short by an "
+            f"interrupted download, or corrupt?): {type(error).__name__}: "
+            f"{message}"
+        ) from None
+    if not arrays:
+        raise ValueError(f"{path}: the checkpoint holds no tensors")
+    return arrays
 
 
 def read_tf_checkpoint(prefix) -> dict[str, np.ndarray]:

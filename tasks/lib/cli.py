@@ -134,6 +134,23 @@ def fail(message):
     raise UsageError(f"error: {message}")
 
 
+def check_at_least(bounds):
+    """`{'--flag': (value, least)}`: the first value below its least (None:
+    not given) stops with one line naming the flag."""
+    for flag, (value, least) in bounds.items():
+        values = value if isinstance(value, list) else [value]
+        for one in values:
+            if one is not None and one < least:
+                fail(f"{flag} {one}: expected {least} or more")
+
+
+def check_files(paths):
+    """`{'--flag': path}`: a path given but not a file stops in one line."""
+    for flag, path in paths.items():
+        if path is not None and not os.path.isfile(path):
+            fail(f"{flag} {path}: no such file")
+
+
 # What bad input raises below a script: missing or unreadable files
 # (OSError), malformed content or values (ValueError, including
 # UnicodeDecodeError, json's JSONDecodeError and the readers' own errors).
