@@ -27,12 +27,12 @@ import argparse
 import dataclasses
 import sys
 
+from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import add_verbose
 from tasks.lib.diagnostics import DEFAULT_SPAN
 
 
-class _Formatter(
-    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
-):
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults, and keep the usage examples' line breaks."""
 
 
@@ -97,6 +97,7 @@ def build_parser():
         action="store_false",
         help="no progress bars",
     )
+    add_verbose(parser)
     return parser
 
 

@@ -276,6 +276,28 @@ def test_source_too_long_is_an_error(fast):
         fast.beam_search_batch([[CLS] + [5] * (64 - MAXLEN) + [END]], 1)
 
 
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda d: d.beam_search_batch([[CLS, 5], []], 1), ValueError, "1"),
+        (lambda d: d.beam_search_batch([[CLS, 5]], 0), ValueError, "topk"),
+        (lambda d: d.sample_batch([[CLS, 5]], n=0), ValueError, "n must"),
+        (lambda d: d.beam_search_batch("你好", 1), TypeError, "str"),
+    ],
+)
+def test_bad_sources_and_counts_are_named_before_decoding(
+    fast, call, error, message
+):
+    with pytest.raises(error, match=message):
+        call(fast)
+
+
+def test_no_sources_no_titles(fast):
+    """An empty list is no error: nothing to decode, nothing compiled."""
+    assert fast.beam_search_batch([], 3) == []
+    assert fast.sample_batch([], n=2) == []
+
+
 def test_no_retrace_and_new_weights_used(sources):
     """Two batches of one bucket, every step: one trace each. Weights
     changed afterwards are used without tracing again."""
