@@ -39,6 +39,7 @@ import statistics
 import sys
 import time
 
+from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
 from tasks.lib.cli import check_at_least
@@ -901,7 +902,7 @@ def check_train_options(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

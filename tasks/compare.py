@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 
+from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
 from tasks.lib.cli import fail
@@ -533,9 +534,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if "--" in argv:
         split = argv.index("--")
         argv, extra = argv[:split], argv[split + 1 :]
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=_Formatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=_Formatter)
     parser.add_argument(
         "runs", nargs="*", default=[], help="directories with results.json"
     )

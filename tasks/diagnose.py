@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import sys
 
+from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
 from tasks.lib.diagnostics import DEFAULT_SPAN
@@ -37,9 +38,7 @@ class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=_Formatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=_Formatter)
     add = parser.add_argument
     add(
         "runs",

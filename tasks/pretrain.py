@@ -22,7 +22,6 @@ Usage:
         --lr 5e-5 --out runs/dapt-wwm
 """
 
-import argparse
 import json
 import pathlib
 import time
@@ -34,6 +33,7 @@ from data import load_vocab
 from data import pretraining as corpus
 from data import save_vocab
 from data.vocab import SPECIAL_TOKENS
+from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import fail
 from tasks.lib.cli import run_main
@@ -48,7 +48,7 @@ from tasks.lib.rundir import atomic_write_text
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
     )
@@ -478,6 +478,7 @@ def run(args):
     check_gpu_build(environment, args.allow_cpu)
     precision = environment["precision"]
     print(f"Device:   {summary_line(environment)}")
+    batches = make_batches(args, tokenizer)
     keras.utils.set_random_seed(args.seed)
     model = build_model(
         args,
@@ -494,7 +495,6 @@ def run(args):
         f"vocab {shape.vocab_size}; objective {args.objective}"
         f"{' (whole word)' if args.whole_word else ''}"
     )
-    batches = make_batches(args, tokenizer)
     print(f"Run dir:  {out.path}")
     out.create()
     out.record_settings(vars(args))

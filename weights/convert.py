@@ -18,6 +18,7 @@ import pathlib
 
 import numpy as np
 
+from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import fail
 from tasks.lib.cli import run_main
@@ -31,7 +32,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m weights.convert",
         description=__doc__,
         formatter_class=_HelpFormatter,

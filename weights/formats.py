@@ -90,6 +90,53 @@ def _find_in_directory(directory):
     )
 
 
+def check_file(path) -> None:
+    """A quick look at a checkpoint before a model is built for it: a
+    safetensors file must be as long as its header says (a download cut
+    short is not), a TF checkpoint must have its data files. Raises
+    ValueError naming the file; reading it fully is `read_checkpoint`."""
+    kind, path = resolve(path)
+    if kind == "safetensors":
+        _check_safetensors_length(path)
+    elif kind == "tf":
+        index = path.with_name(path.name + ".index")
+        data = list(path.parent.glob(path.name + ".data-*"))
+        if not data:
+            raise ValueError(
+                f"{index}: no {path.name}.data-* file beside it (the "
+                "weights of a TF checkpoint)"
+            )
+
+
+def _check_safetensors_length(path):
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if length < 2 or 8 + length > size:
+            raise ValueError(
+                f"{path}: not a safetensors file, or cut short (no complete "
+                "header)"
+            )
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            raise ValueError(
+                f"{path}: safetensors header is not JSON"
+            ) from None
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__"
+    ]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        raise ValueError(
+            f"{path}: cut short ({size} bytes, its header says {expected}); "
+            "download it again"
+        )
+
+
 def read_checkpoint(path) -> dict[str, np.ndarray]:
     """Every weight of a checkpoint, keyed by Google name.
 

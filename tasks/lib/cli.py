@@ -113,6 +113,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors are one line (argparse
+    prints the whole usage first), pointing at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def add_verbose(parser):
     parser.add_argument(
         "--verbose",
@@ -159,11 +167,16 @@ INPUT_ERRORS = (OSError, ValueError)
 
 def run_main(function, *args, prog=None):
     """`function(*args)`, with bad input answered in one line on stderr
-    (exit status 2) and Ctrl-C in one line (130)."""
+    (exit status 2) and Ctrl-C in one line (130). A message is one line
+    unless it is a list on purpose (`--model NAME`'s download steps)."""
     try:
         return function(*args)
-    except UsageError as error:
-        sys.stderr.write(f"{prog or _prog()}: {one_line(error)}\n")
+    except SystemExit as stop:
+        # `fail`, or any SystemExit("error: ...") of the library (exit
+        # codes pass through).
+        if not isinstance(stop.code, str):
+            raise
+        sys.stderr.write(f"{prog or _prog()}: {stop.code.strip()}\n")
         sys.exit(2)
     except INPUT_ERRORS as error:
         sys.stderr.write(f"{prog or _prog()}: error: {one_line(error)}\n")

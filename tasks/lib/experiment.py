@@ -8,7 +8,6 @@ Everything goes to `--out`, written atomically; running again with the same
 `--out` resumes after the last finished epoch.
 """
 
-import argparse
 import dataclasses
 import pathlib
 import sys
@@ -25,6 +24,7 @@ from data import sha256_of
 from data import split_pairs
 from data import synthetic
 from data.vocab import SEQ2SEQ_TOKENS
+from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
 from tasks.lib.cli import fail
@@ -67,7 +67,7 @@ TINY = {
 
 def build_parser(description, defaults):
     """The command line of a task; `defaults` sets maxlen/title_maxlen."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=description,
         formatter_class=HelpFormatter,
     )
@@ -375,11 +375,13 @@ def resolve_model_files(args):
         if path and not pathlib.Path(path).is_file():
             fail(f"{flag} {path}: no such file")
     if files.checkpoint:
+        from weights.formats import check_file
         from weights.formats import resolve
 
         try:
             # The format from the name; a directory: its checkpoint file.
             files.checkpoint = str(resolve(files.checkpoint)[1])
+            check_file(files.checkpoint)
         except (FileNotFoundError, ValueError) as error:
             fail(f"--checkpoint {files.checkpoint}: {error}")
     return files
@@ -542,8 +544,11 @@ SIZES = (
 )
 
 
-def _message(error):
-    return " ".join(str(error).split()) or type(error).__name__
+def _message(error, limit=600):
+    """An error's message on one line, shortened past `limit` characters
+    (a checkpoint's list of every mismatched variable can be long)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 def check_vocab_fits(files, config, tokenizer, keep_tokens):
