@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+import tasks  # noqa: F401  (first: it silences TensorFlow's start-up)
 from data import Tokenizer
 from data import load_vocab
 from data import pretraining as corpus
