@@ -98,7 +98,10 @@ def load_run(run_dir: pathlib.Path) -> dict:
 
 def _label(run: dict) -> str:
     """Strategy name plus its options: other options are another strategy."""
-    options = run.get("strategy_options") or {}
+    # Runs record every option (defaults included) and those given; older
+    # runs recorded only those given, as "strategy_options".
+    options = run.get("strategy_options_given", run.get("strategy_options"))
+    options = options or {}
     if not options:
         return run["strategy"]
     listed = ", ".join(f"{key}={value}" for key, value in options.items())

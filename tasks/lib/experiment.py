@@ -340,6 +340,13 @@ def strategy_options(strategy):
     }
 
 
+def given_options(strategy, args):
+    """The options the command line set, as the strategy holds them."""
+    every = strategy_options(strategy)
+    given = parse_strategy_options(args.strategy_option)
+    return {key: every[key] for key in given}
+
+
 def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
@@ -794,6 +801,8 @@ def run(args, task):
             "data": data_info,
             "strategy": args.strategy,
             "strategy_options": strategy_options(strategy),
+            # What the command line set: comparison rows are labelled by it.
+            "strategy_options_given": given_options(strategy, args),
         }
         print_start(facts, out)
         summary = train_and_test(
