@@ -46,8 +46,16 @@ def quiet(verbose=None):
     logging.getLogger("absl").setLevel(logging.ERROR)
     for message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    warnings.formatwarning = _one_line_warning
     if "tensorflow" not in sys.modules:
         sys.meta_path.insert(0, _SilentImport("tensorflow"))
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    """'warning: MESSAGE', without the file, line and source that Python
+    shows (--verbose keeps them)."""
+    kind = "warning" if category is UserWarning else category.__name__
+    return f"{kind}: {message}\n"
 
 
 class _SilentImport(importlib.abc.MetaPathFinder):
