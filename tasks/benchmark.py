@@ -49,6 +49,7 @@ from tasks.lib.cli import run_main
 from tasks.lib.environment import POLICIES
 from tasks.lib.environment import check_gpu_build
 from tasks.lib.environment import describe_environment
+from tasks.lib.environment import summary_line
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -179,6 +180,8 @@ def run_decode(args):
     model = build_random_unilm(args, tokenizer.vocab_size, end_id)
     lengths = [len(ids) for ids in sources]
     print("command: python tasks/benchmark.py " + " ".join(sys.argv[1:]))
+    # The decode benchmark builds its model in float32.
+    print(f"device: {summary_line(describe_environment('fp32'))}")
     print(
         f"backend {keras.backend.backend()}; model {args.layers} layers x "
         f"{args.hidden} hidden, {args.heads} heads, vocab "
