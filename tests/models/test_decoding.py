@@ -438,3 +438,21 @@ def test_uncompiled_decoder_gives_the_same_titles(model, fast, sources):
     expected = fast.beam_search(sources[5], 3, nbest=True)
     assert [ids for ids, _ in got] == [ids for ids, _ in expected]
     assert [s for _, s in got] == pytest.approx([s for _, s in expected])
+
+
+def test_mixed_precision_model_computes_and_decodes_in_its_dtype(sources):
+    """Every layer inside the blocks (attention projections too) takes the
+    model's policy; the decoder's cache then holds one dtype and the
+    search runs (it stopped on a bfloat16 + float32 add before)."""
+    model = build_transformer_model(
+        None, application="unilm", dtype="mixed_bfloat16", **TINY_DECODER
+    )
+    network = model.bert_network
+    attention = network["Transformer-0-MultiHeadSelfAttention"]
+    for layer in (attention, attention.q_dense, attention.o_dense):
+        assert layer.compute_dtype == "bfloat16", layer.name
+    assert network["MLM-Activation"].compute_dtype == "float32"
+    titles = Seq2SeqDecoder(model, END, MAXLEN, batch_size=4).beam_search_batch(
+        sources[:4], 2
+    )
+    assert len(titles) == 4 and all(len(t) <= MAXLEN for t in titles)
