@@ -21,6 +21,7 @@ import numpy as np
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import fail
+from tasks.lib.cli import quiet
 from tasks.lib.cli import run_main
 from weights.formats import read_checkpoint
 from weights.formats import write_safetensors
@@ -72,6 +73,7 @@ def check_args(args):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    quiet()  # before TensorFlow loads to read a TF checkpoint
     run_main(convert, args, prog="python -m weights.convert")
 
 
