@@ -564,6 +564,11 @@ def check_vocab_fits(files, config, tokenizer, keep_tokens):
     garbage) mid-run."""
     if config is None:
         return
+    if files.checkpoint:
+        from weights.formats import read_keep_tokens
+
+        if read_keep_tokens(files.checkpoint) is not None:
+            return  # rows already sliced: the loader checks the match
     rows = config.vocab_size
     largest = max(keep_tokens) if keep_tokens else tokenizer.vocab_size - 1
     if largest >= rows:
