@@ -293,7 +293,10 @@ def test_professor_resumes_with_its_discriminator(csl_dev_path, tmp_path):
     steps = iterations(out / "epoch-2.optimizer.npz")
     assert iterations(out / "epoch-2.strategy.npz") == (steps + 1) // 2 > first
     results = json.loads((out / "results.json").read_text("utf-8"))
-    assert results["strategy_options"] == {"every": 2, "free_run": "sample"}
+    given = {"every": 2, "free_run": "sample"}
+    assert results["strategy_options_given"] == given
+    options = results["strategy_options"]
+    assert options.items() >= given.items() and options["warmup"] == 0
     for entry in results["history"]:
         figures = entry["train"]
         assert 0.0 <= figures["disc_accuracy"] <= 1.0
