@@ -24,9 +24,15 @@ setup(
         "tqdm",
         "matplotlib",
     ],
+    # CPU builds for CI and laptops; GPU builds through the ecosystem's own
+    # extras (NVIDIA's CUDA libraries as pip packages). tensorflow-cpu and
+    # tensorflow install the same module: use one of the two extras.
     extras_require={
         "tensorflow": ["tensorflow-cpu>=2.16"],
+        "tensorflow-gpu": ["tensorflow[and-cuda]>=2.16"],
         "jax": ["jax>=0.4.30"],
+        "jax-gpu": ["jax[cuda12]>=0.4.30"],
+        "jax-cuda13": ["jax[cuda13]>=0.7.2"],
         "torch": ["torch"],
         "test": ["pytest", "transformers", "torch", "ruff"],
     },

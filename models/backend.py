@@ -361,9 +361,12 @@ def fit_input(batches):
         for index in range(len(batches)):
             yield batches[index]
 
-    return tf.data.Dataset.from_generator(
+    dataset = tf.data.Dataset.from_generator(
         generate, output_signature=((spec, spec),)
     )
+    # The length, so that the progress bar knows it and `fit` does not
+    # read past the end ("Your input ran out of data").
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
 
 
 def mirrored_strategy():

@@ -337,7 +337,24 @@ class BertNetwork:
 
 
 def _create_layers(config, application, mlm, init, dtype):
-    """Every layer of the network, keyed by its bert4keras name."""
+    """Every layer of the network, keyed by its bert4keras name.
+
+    A `dtype` policy is made the global one while the layers are created,
+    so that the layers inside them (attention's projections, the
+    feed-forward's) get it too: set on the outer layers afterwards, it
+    left those computing in float32, and the decoder's cache mixed both.
+    """
+    if dtype is None:
+        return _layers(config, application, mlm, init)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        return _layers(config, application, mlm, init)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _layers(config, application, mlm, init):
     hidden, eps = config.hidden_size, config.layer_norm_eps
     made = [
         L.Embedding(
@@ -406,10 +423,6 @@ def _create_layers(config, application, mlm, init, dtype):
                 "softmax", dtype="float32", name="MLM-Activation"
             ),
         ]
-    if dtype is not None:
-        for layer in made:
-            if layer.name != "MLM-Activation":
-                layer.dtype_policy = keras.dtype_policies.get(dtype)
     return {layer.name: layer for layer in made}
 
 

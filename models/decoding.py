@@ -18,6 +18,7 @@ written once, there, for both.
 """
 
 import collections
+import numbers
 import weakref
 
 import keras
@@ -324,7 +325,7 @@ class Seq2SeqDecoder:
         `batch_size` (sources per compiled batch) defaults to the
         decoder's; each new value compiles once more.
         """
-        self.check_sources(sources)
+        self.check_sources(sources, topk)
         if self.reference:
             states = [
                 self.recompute.run_beam_search([ids, [0] * len(ids)], topk)
@@ -364,7 +365,7 @@ class Seq2SeqDecoder:
         The fast path draws from `np.random.default_rng(seed)`; the
         reference from NumPy's global generator, seeded with `seed`.
         """
-        self.check_sources(sources)
+        self.check_sources(sources, n, "n")
         if self.reference:
             if seed is not None:
                 np.random.seed(seed)
@@ -423,7 +424,16 @@ class Seq2SeqDecoder:
     def max_positions(self):
         return self.network.config.max_position_embeddings
 
-    def check_sources(self, sources):
+    def check_sources(self, sources, count=1, what="topk"):
+        """Sources a batch can take, and a positive beam or sample count:
+        errors that name the source, before anything is compiled."""
+        if isinstance(sources, (str, bytes)) or not hasattr(sources, "__len__"):
+            raise TypeError(
+                f"sources must be a list of token id lists, got "
+                f"{type(sources).__name__}"
+            )
+        if not (isinstance(count, numbers.Integral) and count >= 1):
+            raise ValueError(f"{what} must be 1 or more, got {count!r}")
         for number, ids in enumerate(sources):
             if len(ids) == 0:
                 raise ValueError(f"source {number} is empty")

@@ -39,6 +39,18 @@ import statistics
 import sys
 import time
 
+from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import add_verbose
+from tasks.lib.cli import check_at_least
+from tasks.lib.cli import check_files
+from tasks.lib.cli import fail
+from tasks.lib.cli import run_main
+from tasks.lib.environment import POLICIES
+from tasks.lib.environment import check_gpu_build
+from tasks.lib.environment import describe_environment
+from tasks.lib.environment import summary_line
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 CSL_DEV = SHARED / "data" / "csl_ts" / "dev.tsv"
@@ -168,6 +180,8 @@ def run_decode(args):
     model = build_random_unilm(args, tokenizer.vocab_size, end_id)
     lengths = [len(ids) for ids in sources]
     print("command: python tasks/benchmark.py " + " ".join(sys.argv[1:]))
+    # The decode benchmark builds its model in float32.
+    print(f"device: {summary_line(describe_environment('fp32'))}")
     print(
         f"backend {keras.backend.backend()}; model {args.layers} layers x "
         f"{args.hidden} hidden, {args.heads} heads, vocab "
@@ -192,7 +206,7 @@ def add_decode_parser(subparsers):
     parser = subparsers.add_parser(
         "decode",
         help="cached batched decoding vs full recompute",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--n",
@@ -207,7 +221,13 @@ def add_decode_parser(subparsers):
         help="decode only the first N with the reference "
         "(slow); identity is checked on those",
     )
-    parser.add_argument("--beams", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument(
+        "--beams",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        help="beam sizes to time",
+    )
     parser.add_argument(
         "--maxlen", type=int, default=32, help="title tokens at most"
     )
@@ -217,15 +237,7 @@ def add_decode_parser(subparsers):
         default=None,
         help="source tokens at most (default: max-positions - maxlen)",
     )
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument(
-        "--intermediate",
-        type=int,
-        default=None,
-        help="feed-forward width (default 4 x hidden)",
-    )
+    add_shape_options(parser, layers=4, hidden=256, heads=4, intermediate=None)
     parser.add_argument(
         "--max-positions",
         type=int,
@@ -249,24 +261,93 @@ def add_decode_parser(subparsers):
         default=32,
         help="source lengths padded to a multiple of this",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=pathlib.Path, default=CSL_DEV)
-    parser.add_argument("--vocab", type=pathlib.Path, default=VOCAB)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights"
+    )
+    parser.add_argument(
+        "--data",
+        type=pathlib.Path,
+        default=CSL_DEV,
+        help="CSL pairs whose abstracts are decoded",
+    )
+    parser.add_argument(
+        "--vocab",
+        type=pathlib.Path,
+        default=VOCAB,
+        help="vocab.txt of the tokenizer",
+    )
     parser.add_argument(
         "--progress",
         action="store_true",
         help="tqdm bars over batches / sources",
     )
-    parser.set_defaults(run=run_decode)
+    add_verbose(parser)
+    parser.set_defaults(run=run_decode, check=check_decode_options)
+
+
+def add_shape_options(parser, layers, hidden, heads, intermediate):
+    """The random model's shape."""
+    parser.add_argument(
+        "--layers", type=int, default=layers, help="Transformer layers"
+    )
+    parser.add_argument(
+        "--hidden", type=int, default=hidden, help="hidden width"
+    )
+    parser.add_argument(
+        "--heads", type=int, default=heads, help="attention heads"
+    )
+    parser.add_argument(
+        "--intermediate",
+        type=int,
+        default=intermediate,
+        help="feed-forward width"
+        + (" (default: 4 x --hidden)" if intermediate is None else ""),
+    )
+
+
+def check_shape(args):
+    check_at_least(
+        {
+            "--layers": (args.layers, 1),
+            "--hidden": (args.hidden, 1),
+            "--heads": (args.heads, 1),
+            "--intermediate": (args.intermediate, 1),
+        }
+    )
+    if args.hidden % args.heads:
+        fail(
+            f"--hidden {args.hidden}: expected a multiple of --heads "
+            f"{args.heads}"
+        )
+
+
+def check_decode_options(args):
+    """Impossible sizes and missing files, before any model is built."""
+    check_shape(args)
+    check_at_least(
+        {
+            "--n": (args.n, 1),
+            "--reference-n": (args.reference_n, 0),
+            "--beams": (args.beams, 1),
+            "--maxlen": (args.maxlen, 1),
+            "--source-maxlen": (args.source_maxlen, 3),
+            "--max-positions": (args.max_positions, args.maxlen + 3),
+            "--batch-size": (args.batch_size, 1),
+            "--bucket": (args.bucket, 1),
+            "--seed": (args.seed, 0),
+        }
+    )
+    source = args.source_maxlen or args.max_positions - args.maxlen
+    if source + args.maxlen > args.max_positions:
+        fail(
+            f"--source-maxlen {source} + --maxlen {args.maxlen}: expected "
+            f"at most --max-positions {args.max_positions}"
+        )
+    check_files({"--data": args.data, "--vocab": args.vocab})
 
 
 # --- train ------------------------------------------------------------------
 
-POLICIES = {
-    "bf16": "mixed_bfloat16",
-    "fp16": "mixed_float16",
-    "fp32": "float32",
-}
 COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -314,29 +395,6 @@ def random_batch(batch, maxlen, vocab, seed=0):
     segment_ids = np.zeros((batch, maxlen), "int32")
     segment_ids[:, maxlen - max(1, maxlen // 4) :] = 1
     return token_ids, segment_ids
-
-
-def keras_device():
-    """(description, is_gpu) of the device Keras computes on."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        return (
-            f"jax {device.platform}: {device.device_kind}",
-            device.platform == "gpu",
-        )
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        name = tf.config.experimental.get_device_details(gpus[0]).get(
-            "device_name", "GPU"
-        )
-        return f"tensorflow gpu: {name}", True
-    return "tensorflow cpu", False
 
 
 def keras_reset_peak():
@@ -402,18 +460,15 @@ def strategy_from_spec(spec):
     """`NAME` or `NAME:KEY=VALUE[:KEY=VALUE...]` -> a strategy object,
     e.g. `professor:every=4`; a clear error for a bad name or option."""
     from models import strategies as strategies_lib
-    from tasks.lib.experiment import parse_strategy_options
+    from tasks.lib.experiment import make_strategy
 
     name, *options = spec.split(":")
     if name not in strategies_lib.STRATEGIES:
-        raise SystemExit(
-            f"unknown strategy {name!r}; expected one of "
-            f"{sorted(strategies_lib.STRATEGIES)}"
+        fail(
+            f"--strategies {spec}: unknown strategy {name!r}; expected one "
+            f"of {sorted(strategies_lib.STRATEGIES)}"
         )
-    try:
-        return strategies_lib.get(name, **parse_strategy_options(options))
-    except (TypeError, ValueError) as error:
-        raise SystemExit(f"--strategies {spec}: {error}") from None
+    return make_strategy(name, options, flag=f"--strategies {name}:")
 
 
 def step_timer():
@@ -644,28 +699,24 @@ def run_train(args):
     MFU = train_flops / step / the matmul FLOP/s measured in this process
     (`peak_matmul_flops`).
     """
-    # Allocate on demand, so JAX/TF and torch share one GPU in one process
-    # and the peaks are what each side used (set before keras is imported).
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     import keras
 
     from models import strategies as strategies_lib
 
-    device, gpu = keras_device()
-    args.precision = args.precision or ("bf16" if gpu else "fp32")
-    if args.steps < 2 or args.repeats < 1:
-        raise SystemExit("--steps must be at least 2, --repeats at least 1")
+    environment = describe_environment(args.precision)
+    check_gpu_build(environment, args.allow_cpu)
+    device = ", ".join(environment["devices"])
+    gpu = environment["accelerator"] == "gpu"
+    args.precision = environment["precision"]
     strategies = args.strategies or list(strategies_lib.STRATEGIES)
-    for spec in strategies:
-        strategy_from_spec(spec)
     token_ids, segment_ids = random_batch(
         max(args.batch_sizes), args.maxlen, args.vocab
     )
     peak = peak_matmul_flops(args.precision, gpu)
     print("command: python tasks/benchmark.py " + " ".join(sys.argv[1:]))
     print(
-        f"backend {keras.backend.backend()} on {device}; precision "
+        f"backend {keras.backend.backend()} "
+        f"{environment['backend_version']} on {device}; precision "
         f"{args.precision}; measured {args.precision} matmul peak "
         f"{peak / 1e12:.2f} TFLOP/s; model {args.layers} layers x "
         f"{args.hidden} hidden, {args.heads} heads, intermediate "
@@ -763,15 +814,24 @@ def add_train_parser(subparsers):
     parser = subparsers.add_parser(
         "train",
         help="training-step speed, MFU and memory vs HF/PyTorch",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--intermediate", type=int, default=3072)
-    parser.add_argument("--vocab", type=int, default=21128)
-    parser.add_argument("--maxlen", type=int, default=256)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    add_shape_options(
+        parser, layers=12, hidden=768, heads=12, intermediate=3072
+    )
+    parser.add_argument(
+        "--vocab", type=int, default=21128, help="vocabulary size"
+    )
+    parser.add_argument(
+        "--maxlen", type=int, default=256, help="tokens per training row"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[16, 64],
+        help="batch sizes to time, one row each",
+    )
     parser.add_argument(
         "--strategies",
         nargs="+",
@@ -799,8 +859,15 @@ def add_train_parser(subparsers):
         "--precision",
         choices=sorted(POLICIES),
         default=None,
-        help="default: bf16 with a GPU, else fp32",
+        help="default: bf16 on a GPU that supports it, else fp32",
     )
+    parser.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="time the CPU even though nvidia-smi lists a GPU that the "
+        "backend does not see",
+    )
+    add_verbose(parser)
     parser.add_argument(
         "--no-peer",
         action="store_true",
@@ -812,11 +879,33 @@ def add_train_parser(subparsers):
         default=None,
         help="also write the table here",
     )
-    parser.set_defaults(run=run_train)
+    parser.set_defaults(run=run_train, check=check_train_options)
+
+
+def check_train_options(args):
+    """Impossible sizes and strategies, before anything is built."""
+    # Allocate on demand, so JAX/TF and torch share one GPU in one process
+    # and the peaks are what each side used (set before keras is imported,
+    # which checking the strategies does).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    check_shape(args)
+    check_at_least(
+        {
+            "--vocab": (args.vocab, 2),
+            "--maxlen": (args.maxlen, 2),
+            "--batch-sizes": (args.batch_sizes, 1),
+            "--steps": (args.steps, 2),
+            "--warmup": (args.warmup, 0),
+            "--repeats": (args.repeats, 1),
+        }
+    )
+    for spec in args.strategies or []:
+        strategy_from_spec(spec)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -828,8 +917,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.check(args)
     return args.run(args)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, prog="benchmark.py")

@@ -36,6 +36,12 @@ import subprocess
 import sys
 
 from tasks.lib import published as published_tables
+from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import add_verbose
+from tasks.lib.cli import fail
+from tasks.lib.cli import run_main
+from tasks.lib.environment import summary_line
 from tasks.lib.metrics import SCORING
 from tasks.lib.rundir import git_commit
 
@@ -61,18 +67,31 @@ SHARED_FIELDS = ("data", "model", "scoring")
 
 def load_run(run_dir: pathlib.Path) -> dict:
     """One run's results.json, checked so that errors name the file."""
-    path = pathlib.Path(run_dir) / "results.json"
+    run_dir = pathlib.Path(run_dir)
+    path = run_dir / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no results.json in run directory")
-    run = json.loads(path.read_text(encoding="utf-8"))
+        raise FileNotFoundError(
+            f"{run_dir}: not a finished run (no results.json); expected a "
+            "directory a task script wrote with --out"
+        )
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}:{error.lineno}: not valid JSON ({error.msg})"
+        ) from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{path}: expected a JSON object")
     for key in ("strategy", "seed", "test"):
         if key not in run:
             raise ValueError(f"{path}: missing key {key!r}")
-    if not run["test"]:
+    if not isinstance(run["test"], dict) or not run["test"]:
         raise ValueError(f"{path}: 'test' holds no beam size")
     for beam, scores in run["test"].items():
         if not beam.isdigit():
             raise ValueError(f"{path}: test key {beam!r} is not a beam size")
+        if not isinstance(scores, dict):
+            raise ValueError(f"{path}: test[{beam!r}] is not a dict of scores")
         missing = [key for key, _ in COLUMNS if key not in scores]
         if missing:
             raise ValueError(f"{path}: test[{beam!r}] lacks {missing}")
@@ -92,10 +111,14 @@ OPTION_DEFAULTS = {
 
 
 def _label(run: dict) -> str:
-    """Strategy name plus its options and the run options that differ
-    from their defaults (--ema, --label-smoothing, --length-penalty,
-    --min-length): other options are another strategy."""
-    options = dict(run.get("strategy_options") or {})
+    """Strategy name plus the strategy options given on the command line
+    and the run options that differ from their defaults (--ema,
+    --label-smoothing, --length-penalty, --min-length): other options are
+    another strategy."""
+    # Runs record every option (defaults included) and those given; older
+    # runs recorded only those given, as "strategy_options".
+    options = run.get("strategy_options_given", run.get("strategy_options"))
+    options = dict(options or {})
     for key, value in (run.get("options") or {}).items():
         if value != OPTION_DEFAULTS.get(key):
             options[key] = value
@@ -276,6 +299,8 @@ def report_header(runs: list[dict], commit: str) -> str:
     lines.append("- Run commits: " + ", ".join(f"`{c}`" for c in commits))
     for model, where in _variants(runs, "model"):
         lines.append(f"- Model: {model}{where}")
+    for environment, where in _variants(runs, "environment"):
+        lines.append(f"- Environment{where}: {_environment_text(environment)}")
     lines.append(f"- Seeds: {_seeds_text(runs)}")
     for data, where in _variants(runs, "data"):
         lines.append(f"- Data{where}:")
@@ -290,6 +315,25 @@ def report_header(runs: list[dict], commit: str) -> str:
         )
     )
     return "\n".join(lines) + "\n"
+
+
+def _environment_text(environment) -> str:
+    """Backend and versions, devices and precision a run trained with."""
+    if not isinstance(environment, dict):
+        return "not recorded by the runs"
+    return summary_line(
+        {
+            key: environment.get(key, "?")
+            for key in (
+                "backend",
+                "backend_version",
+                "keras_version",
+                "python",
+                "precision",
+            )
+        }
+        | {"devices": environment.get("devices") or ["?"]}
+    )
 
 
 def _seeds_text(runs: list[dict]) -> str:
@@ -537,7 +581,9 @@ def run_strategies(
             ]
             print("run", " ".join(command), flush=True)
             if subprocess.run(command).returncode != 0:
-                raise RuntimeError(f"failed: {' '.join(command)}")
+                fail(
+                    f"this run failed (its error is above): {' '.join(command)}"
+                )
             _check_run_matches(out, strategy, seed)
     return run_dirs
 
@@ -560,9 +606,7 @@ def _resolve_script(path: str) -> pathlib.Path:
     return REPO_ROOT / script
 
 
-class _Formatter(
-    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
-):
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults, and keep the usage examples' line breaks."""
 
 
@@ -572,9 +616,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if "--" in argv:
         split = argv.index("--")
         argv, extra = argv[:split], argv[split + 1 :]
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=_Formatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=_Formatter)
     parser.add_argument(
         "runs", nargs="*", default=[], help="directories with results.json"
     )
@@ -612,6 +654,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         action="store_true",
         help="report runs that differ in data/model/scoring",
     )
+    add_verbose(parser)
     parser.add_argument(
         "--published",
         choices=sorted(published_tables.TABLES),
@@ -629,13 +672,40 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("arguments after -- are passed on only with --run")
     if not args.run and not args.runs:
         parser.error("give run directories, or --run")
+    if args.run:
+        check_run_options(parser, args)
     return args, extra
+
+
+def check_run_options(parser, args):
+    """--run's strategies, seeds and script, before the first run starts."""
+    script = _resolve_script(args.task_script)
+    if not script.is_file():
+        parser.error(f"--task-script {args.task_script}: no such file")
+    for seed in args.seeds:
+        if seed < 0:
+            parser.error(f"--seeds {seed}: expected seeds of 0 or more")
+    if script.resolve().parent != REPO_ROOT / "tasks":
+        return  # another script: its strategies are its own
+    from models.strategies import STRATEGIES
+
+    for name in args.strategies:
+        if name not in STRATEGIES:
+            parser.error(
+                f"--strategies {name}: unknown strategy; expected some of "
+                f"{', '.join(sorted(STRATEGIES))}"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run (with --run), then report; returns what results.json holds."""
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     run_dirs = [pathlib.Path(run) for run in args.runs]
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: not a directory")
+    for run_dir in run_dirs:
+        load_run(run_dir)  # a bad run directory named before any run starts
     if args.run:
         run_dirs += run_strategies(
             _resolve_script(args.task_script),
@@ -644,9 +714,7 @@ def main(argv: list[str] | None = None) -> dict:
             pathlib.Path(args.workdir),
             extra,
         )
-    report = build_report(
-        run_dirs, pathlib.Path(args.out), args.allow_mixed, args.published
-    )
+    report = build_report(run_dirs, out, args.allow_mixed, args.published)
     if args.diagnostics:
         from tasks.lib.diagnostics_report import add_to_comparison
 
@@ -657,7 +725,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError, RuntimeError) as error:
-        sys.exit(f"compare.py: error: {error}")
+    run_main(main, prog="compare.py")

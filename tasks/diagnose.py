@@ -27,19 +27,18 @@ import argparse
 import dataclasses
 import sys
 
+from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import add_verbose
 from tasks.lib.diagnostics import DEFAULT_SPAN
 
 
-class _Formatter(
-    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
-):
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults, and keep the usage examples' line breaks."""
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=_Formatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=_Formatter)
     add = parser.add_argument
     add(
         "runs",
@@ -97,6 +96,7 @@ def build_parser():
         action="store_false",
         help="no progress bars",
     )
+    add_verbose(parser)
     return parser
 
 

@@ -22,33 +22,36 @@ Usage:
         --lr 5e-5 --out runs/dapt-wwm
 """
 
-import argparse
 import json
 import pathlib
-import sys
 import time
 
 import numpy as np
 
+import tasks  # noqa: F401  (first: it silences TensorFlow's start-up)
 from data import Tokenizer
 from data import load_vocab
 from data import pretraining as corpus
 from data import save_vocab
 from data.vocab import SPECIAL_TOKENS
+from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import fail
+from tasks.lib.cli import run_main
+from tasks.lib.environment import POLICIES
+from tasks.lib.environment import check_gpu_build
+from tasks.lib.environment import describe_environment
+from tasks.lib.environment import summary_line
+from tasks.lib.experiment import add_device_options
 from tasks.lib.rundir import RunDirectory
+from tasks.lib.rundir import atomic_write_json
 from tasks.lib.rundir import atomic_write_text
-
-PRECISIONS = {
-    "fp32": "float32",
-    "bf16": "mixed_bfloat16",
-    "fp16": "mixed_float16",
-}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add = parser.add_argument
     add(
@@ -57,7 +60,11 @@ def build_parser():
         required=True,
         help="plain text files, one document a line",
     )
-    add("--limit", type=int, help="use only the first N documents")
+    add(
+        "--limit",
+        type=int,
+        help="use only the first N documents (default: all)",
+    )
     add("--out", default="runs/pretrain", help="run directory")
     group = parser.add_argument_group("model")
     group.add_argument(
@@ -150,11 +157,6 @@ def build_parser():
         help="AdamW decay (not of biases and LayerNorm)",
     )
     group.add_argument(
-        "--precision",
-        choices=sorted(PRECISIONS),
-        help="default: bf16 with a GPU, fp32 without",
-    )
-    group.add_argument(
         "--log-every", type=int, default=50, help="steps per log.jsonl line"
     )
     group.add_argument(
@@ -173,8 +175,9 @@ def build_parser():
         "--no-progress",
         dest="progress",
         action="store_false",
-        help="no progress bar",
+        help="no progress bar (a log line every --log-every steps)",
     )
+    add_device_options(parser)
     return parser
 
 
@@ -191,9 +194,10 @@ def model_paths(args):
         try:
             config = str(find_config_file(folder))
         except FileNotFoundError:
-            raise SystemExit(
-                f"error: no config beside {init}: give --config"
-            ) from None
+            fail(
+                f"--init {init}: no config.json or bert_config.json "
+                "beside it; give --config"
+            )
     vocab = args.vocab or (
         str(folder / "vocab.txt") if (folder / "vocab.txt").is_file() else None
     )
@@ -206,20 +210,58 @@ def load_simplified_vocab(vocab):
     [MASK] is kept (the simplification drops bracketed tokens otherwise).
     """
     if vocab is None:
-        raise SystemExit(
-            "error: give --vocab (or an --init directory holding vocab.txt)"
-        )
+        fail("give --vocab (or an --init directory holding vocab.txt)")
     return load_vocab(vocab, simplified=True, startswith=SPECIAL_TOKENS)
 
 
-def resolve_precision(name):
-    """bf16 where a GPU is (fast and needs no loss scaling), else fp32."""
-    import keras
-
-    if name is None:
-        devices = keras.distribution.list_devices()
-        name = "bf16" if any(d.startswith("gpu") for d in devices) else "fp32"
-    return name, PRECISIONS[name]
+def check_options(args):
+    """Every option's range and the combinations, before anything is read,
+    built or written."""
+    at_least = {
+        "--steps": (args.steps, 1),
+        "--batch-size": (args.batch_size, 1),
+        "--seq-len": (args.seq_len, 8),
+        "--target-len": (args.target_len, 1),
+        "--log-every": (args.log_every, 1),
+        "--checkpoint-every": (args.checkpoint_every, 1),
+        "--seed": (args.seed, 0),
+        "--limit": (args.limit, 1),
+        "--warmup": (args.warmup, 0),
+    }
+    if not args.init:
+        for name in ("layers", "hidden", "heads", "intermediate"):
+            at_least[f"--{name}"] = (getattr(args, name), 1)
+    for flag, (value, least) in at_least.items():
+        if value is not None and value < least:
+            fail(f"{flag} {value}: expected {least} or more")
+    if not args.init and args.hidden % args.heads:
+        fail(
+            f"--hidden {args.hidden}: expected a multiple of --heads "
+            f"{args.heads}"
+        )
+    if args.warmup is not None and args.warmup > args.steps:
+        fail(f"--warmup {args.warmup}: expected at most --steps {args.steps}")
+    for flag, value in (
+        ("--unilm-ratio", args.unilm_ratio),
+        ("--mask-rate", args.mask_rate),
+    ):
+        if not 0 <= value <= 1:
+            fail(f"{flag} {value}: expected a value in [0, 1]")
+    if not args.lr > 0:
+        fail(f"--lr {args.lr}: expected a learning rate above 0")
+    if not args.weight_decay >= 0:
+        fail(f"--weight-decay {args.weight_decay}: expected 0 or more")
+    if args.objective != "mlm" and args.seq_len - 3 - args.target_len < 1:
+        fail(
+            f"--target-len {args.target_len} with --seq-len {args.seq_len}: "
+            "no room for a source; expected --target-len of at most "
+            f"{args.seq_len - 4}"
+        )
+    for path in args.text:
+        if not pathlib.Path(path).is_file():
+            fail(f"--text {path}: no such file")
+    if args.init and not pathlib.Path(args.init).exists():
+        fail(f"--init {args.init}: no such file or directory")
 
 
 def build_model(args, config, checkpoint, keep_tokens, vocab_size, dtype):
@@ -250,6 +292,11 @@ def make_batches(args, tokenizer):
     """Read, tokenize and pack/cut the corpus; the batches of every step."""
     started = time.perf_counter()
     texts = corpus.read_documents(args.text, args.limit)
+    if not texts:
+        fail(
+            f"--text {' '.join(args.text)}: no documents (every line is "
+            "blank); expected one document a line"
+        )
     ratio = {"mlm": 0.0, "unilm": 1.0}.get(args.objective, args.unilm_ratio)
     documents = corpus.encode_documents(
         texts, tokenizer, whole_word=args.whole_word and ratio < 1
@@ -260,11 +307,6 @@ def make_batches(args, tokenizer):
         rows = corpus.pack_documents(documents, args.seq_len, start, end)
     if ratio > 0:
         source_len = args.seq_len - 3 - args.target_len
-        if source_len < 1:
-            raise SystemExit(
-                "error: --target-len leaves no room for a "
-                "source within --seq-len"
-            )
         rng = np.random.default_rng([args.seed, 1])
         pairs = [
             pair
@@ -289,8 +331,15 @@ def make_batches(args, tokenizer):
         unilm_ratio=ratio,
         seed=args.seed,
     )
+    if not (rows is not None and len(rows[0])) and not pairs:
+        fail(
+            f"--text {' '.join(args.text)}: nothing to train on after "
+            f"tokenizing {len(texts)} documents (no packed rows, no "
+            "UniLM pairs); expected longer documents or a shorter --seq-len"
+        )
     print(
-        f"{len(texts)} documents, {sum(len(d[0]) for d in documents)} "
+        f"Data:     {len(texts)} documents, "
+        f"{sum(len(d[0]) for d in documents)} "
         f"tokens: {0 if rows is None else len(rows[0])} packed rows, "
         f"{len(pairs or [])} UniLM pairs "
         f"({time.perf_counter() - started:.1f}s)"
@@ -415,26 +464,42 @@ def export_model(model, token_dict, directory):
 
 
 def run(args):
+    """Check everything, then train; nothing is written before the checks
+    (options, files, the run directory's settings, the device, the model
+    and the corpus) have passed."""
     import keras
 
-    out = RunDirectory(args.out)
-    out.check_settings(vars(args))
-    keras.utils.set_random_seed(args.seed)
+    check_options(args)
+    out = RunDirectory(args.out, create=False)
+    out.refuse_other_settings(vars(args))
     config, checkpoint, vocab = model_paths(args)
     token_dict, keep_tokens = load_simplified_vocab(vocab)
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
-    precision, dtype = resolve_precision(args.precision)
+    environment = describe_environment(args.precision)
+    check_gpu_build(environment, args.allow_cpu)
+    precision = environment["precision"]
+    print(f"Device:   {summary_line(environment)}")
+    batches = make_batches(args, tokenizer)
+    keras.utils.set_random_seed(args.seed)
     model = build_model(
-        args, config, checkpoint, keep_tokens, tokenizer.vocab_size, dtype
+        args,
+        config,
+        checkpoint,
+        keep_tokens,
+        tokenizer.vocab_size,
+        POLICIES[precision],
     )
     shape = model.bert_config
     print(
-        f"{'continuing ' + checkpoint if checkpoint else 'fresh model'}: "
+        f"Model:    {'continuing ' + checkpoint if checkpoint else 'fresh'}: "
         f"{shape.num_hidden_layers} layers, {shape.hidden_size} hidden, "
-        f"vocab {shape.vocab_size}, {precision}, {args.objective}"
+        f"vocab {shape.vocab_size}; objective {args.objective}"
         f"{' (whole word)' if args.whole_word else ''}"
     )
-    batches = make_batches(args, tokenizer)
+    print(f"Run dir:  {out.path}")
+    out.create()
+    out.record_settings(vars(args))
+    atomic_write_json(out / "environment.json", environment)
     trainer = make_trainer(model, args, precision, batches.max_labels)
     state = out.load_state({"step": 0, "tokens": 0})
     if state["checkpoint"]:
@@ -452,15 +517,7 @@ def run(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(
-            "\nInterrupted: run the same command again to resume after "
-            "the last checkpoint.",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    return run_main(run, args, prog="pretrain.py")
 
 
 if __name__ == "__main__":

@@ -14,22 +14,26 @@ is left out. With --keep-tokens-from the vocabulary rows are sliced as
 """
 
 import argparse
+import pathlib
 
 import numpy as np
 
+from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import fail
+from tasks.lib.cli import quiet
+from tasks.lib.cli import run_main
 from weights.formats import read_checkpoint
 from weights.formats import write_safetensors
 from weights.loader import apply_keep_tokens
 
 
-class _HelpFormatter(
-    argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter
-):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
     """Keep the usage example's layout and show defaults."""
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m weights.convert",
         description=__doc__,
         formatter_class=_HelpFormatter,
@@ -50,8 +54,31 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_args(args):
+    """The output and vocabulary, before the checkpoint is read."""
+    output = pathlib.Path(args.output)
+    if output.suffix != ".safetensors":
+        fail(f"output {output}: expected a file name ending in .safetensors")
+    if output.is_dir():
+        fail(f"output {output}: is a directory; expected a file name")
+    if not output.parent.is_dir():
+        fail(f"output {output}: no directory {output.parent}")
+    source = pathlib.Path(args.checkpoint)
+    if source.exists() and output.exists() and source.samefile(output):
+        fail(f"output {output}: is the checkpoint itself")
+    vocab = args.keep_tokens_from
+    if vocab is not None and not pathlib.Path(vocab).is_file():
+        fail(f"--keep-tokens-from {vocab}: no such file")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    quiet()  # before TensorFlow loads to read a TF checkpoint
+    run_main(convert, args, prog="python -m weights.convert")
+
+
+def convert(args):
+    check_args(args)
     arrays = read_checkpoint(args.checkpoint)
     keep_tokens = None
     if args.keep_tokens_from:

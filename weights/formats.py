@@ -58,8 +58,23 @@ def resolve(path) -> tuple[str, pathlib.Path]:
         kind = "tf"
     probe = path.with_name(path.name + ".index") if kind == "tf" else path
     if not probe.is_file():
+        if kind == "tf" and path.is_file():
+            raise ValueError(
+                f"{path}: unknown checkpoint format; expected "
+                f"{', '.join(FORMAT_NAMES)}"
+            )
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return kind, path
+
+
+# What `resolve` recognises, by name.
+FORMAT_NAMES = (
+    "a TF checkpoint prefix (with .index and .data-* files)",
+    ".safetensors",
+    "pytorch_model.bin (.bin/.pt/.pth)",
+    "Keras .weights.h5",
+    "or a directory holding one",
+)
 
 
 def _find_in_directory(directory):
@@ -73,6 +88,53 @@ def _find_in_directory(directory):
         f"no checkpoint in {directory}: expected one of "
         f"{', '.join(DIRECTORY_FILES)} or a single TF checkpoint (*.index)"
     )
+
+
+def check_file(path) -> None:
+    """A quick look at a checkpoint before a model is built for it: a
+    safetensors file must be as long as its header says (a download cut
+    short is not), a TF checkpoint must have its data files. Raises
+    ValueError naming the file; reading it fully is `read_checkpoint`."""
+    kind, path = resolve(path)
+    if kind == "safetensors":
+        _check_safetensors_length(path)
+    elif kind == "tf":
+        index = path.with_name(path.name + ".index")
+        data = list(path.parent.glob(path.name + ".data-*"))
+        if not data:
+            raise ValueError(
+                f"{index}: no {path.name}.data-* file beside it (the "
+                "weights of a TF checkpoint)"
+            )
+
+
+def _check_safetensors_length(path):
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if length < 2 or 8 + length > size:
+            raise ValueError(
+                f"{path}: not a safetensors file, or cut short (no complete "
+                "header)"
+            )
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            raise ValueError(
+                f"{path}: safetensors header is not JSON"
+            ) from None
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__"
+    ]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        raise ValueError(
+            f"{path}: cut short ({size} bytes, its header says {expected}); "
+            "download it again"
+        )
 
 
 def read_checkpoint(path) -> dict[str, np.ndarray]:
@@ -92,7 +154,20 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
             f"{path} holds Keras weights, not named tensors: load it with "
             "model.load_weights() or weights.load_checkpoint(model, path)"
         )
-    return readers[kind](path)
+    try:
+        arrays = readers[kind](path)
+    except ImportError:
+        raise
+    except Exception as error:  # each reader has its own error classes
+        message = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"{path}: cannot read this {kind} checkpoint (cut short by an "
+            f"interrupted download, or corrupt?): {type(error).__name__}: "
+            f"{message}"
+        ) from None
+    if not arrays:
+        raise ValueError(f"{path}: the checkpoint holds no tensors")
+    return arrays
 
 
 def read_tf_checkpoint(prefix) -> dict[str, np.ndarray]:

@@ -530,13 +530,18 @@ def _rebuild(directory, results, args):
         files.vocab = str(directory / "vocab.txt")
         if not pathlib.Path(files.vocab).is_file():
             raise FileNotFoundError(f"{files.vocab}: missing")
-    (_, _, test), data_info = load_splits(args, directory)
+    (_, _, test), data_info = load_splits(args)
     _check_data(directory, results.get("data"), data_info)
     _check_predictions(directory, test)
     tokenizer, keep_tokens = load_tokenizer(args, files, directory)
     # The architecture only: the trained weights replace the checkpoint's.
     files = dataclasses.replace(files, checkpoint=None)
-    model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
+    # The precision the run trained and decoded in (older runs: fp32).
+    environment = results.get("environment") or {}
+    precision = environment.get("precision", "fp32")
+    model = build_model(
+        args, files, keep_tokens, tokenizer.vocab_size, precision
+    )
     model.load_weights(str(directory / "best.weights.h5"))
     return RunInputs(directory, results, args, model, tokenizer, test)
 

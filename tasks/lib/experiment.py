@@ -8,11 +8,12 @@ Everything goes to `--out`, written atomically; running again with the same
 `--out` resumes after the last finished epoch.
 """
 
-import argparse
 import dataclasses
 import pathlib
 import sys
 import time
+
+import keras
 
 from data import Seq2SeqBatches
 from data import Tokenizer
@@ -23,13 +24,21 @@ from data import sha256_of
 from data import split_pairs
 from data import synthetic
 from data.vocab import SEQ2SEQ_TOKENS
+from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import add_verbose
+from tasks.lib.cli import fail
+from tasks.lib.cli import run_main
+from tasks.lib.environment import POLICIES
+from tasks.lib.environment import check_gpu_build
+from tasks.lib.environment import describe_environment
+from tasks.lib.environment import summary_line
 from tasks.lib.metrics import SCORING
 from tasks.lib.metrics import score_titles
 from tasks.lib.metrics import warn_if_collapsed
 from tasks.lib.rundir import RunDirectory
 from tasks.lib.rundir import atomic_write_json
 from tasks.lib.rundir import atomic_write_text
-from tasks.lib.rundir import git_commit
 from weights import registry
 
 # Batches are padded to a multiple of this many tokens: a compiled train step
@@ -58,9 +67,9 @@ TINY = {
 
 def build_parser(description, defaults):
     """The command line of a task; `defaults` sets maxlen/title_maxlen."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     from models.strategies import STRATEGIES
 
@@ -76,7 +85,8 @@ def build_parser(description, defaults):
         action="append",
         default=[],
         metavar="K=V",
-        help="strategy option, e.g. token_rate=0.3 or epsilon=1 (repeat)",
+        help="strategy option, e.g. token_rate=0.3 or epsilon=1 (repeat "
+        "for more; a wrong key lists the strategy's options)",
     )
     group = parser.add_argument_group("model (none given: tiny random BERT)")
     group.add_argument(
@@ -90,9 +100,15 @@ def build_parser(description, defaults):
         help="directory with config, vocab.txt "
         "and a checkpoint (Google, Hugging Face or ours)",
     )
-    group.add_argument("--config", help="bert_config.json / config.json")
-    group.add_argument("--checkpoint", help="checkpoint file or prefix")
-    group.add_argument("--vocab", help="vocab.txt")
+    group.add_argument(
+        "--config",
+        help="bert_config.json / config.json (default: --model-dir's)",
+    )
+    group.add_argument(
+        "--checkpoint",
+        help="checkpoint file or TF prefix (default: --model-dir's)",
+    )
+    group.add_argument("--vocab", help="vocab.txt (default: --model-dir's)")
     group.add_argument(
         "--no-simplify",
         action="store_true",
@@ -120,8 +136,18 @@ def build_parser(description, defaults):
     group.add_argument(
         "--data", help="one pairs file to split into train/valid/test by --seed"
     )
-    group.add_argument("--valid-fraction", type=float, default=0.1)
-    group.add_argument("--test-fraction", type=float, default=0.1)
+    group.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        help="share of --data held out for validation",
+    )
+    group.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of --data held out for the test",
+    )
     group.add_argument(
         "--limit", type=int, help="use only the first N pairs of each file"
     )
@@ -149,11 +175,13 @@ def build_parser(description, defaults):
         default=defaults["title_maxlen"],
         help="max generated tokens",
     )
-    group.add_argument("--batch-size", type=int, default=16)
+    group.add_argument(
+        "--batch-size", type=int, default=16, help="training pairs per step"
+    )
     group.add_argument(
         "--epochs",
         type=int,
-        help=f"default "
+        help=f"epochs to train; default "
         f"{PUBLISHED['epochs']} with a checkpoint, "
         f"{TINY['epochs']} for a random model",
     )
@@ -185,7 +213,7 @@ def build_parser(description, defaults):
         metavar="DECAY",
         help="keep an exponential moving average of the weights with this "
         "decay (Keras's use_ema, e.g. 0.999); validation, best.weights.h5 "
-        "and the test use the averaged weights",
+        "and the test use the averaged weights; default: none",
     )
     group.add_argument(
         "--beams",
@@ -228,7 +256,12 @@ def build_parser(description, defaults):
         "keras.distribution.DataParallel; TensorFlow: "
         "MirroredStrategy); --batch-size is the global batch",
     )
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of initialisation, batch order, data split and sampling",
+    )
     group.add_argument(
         "--out",
         help="run directory (default runs/<task>-<strategy>-seed<seed>)",
@@ -237,20 +270,37 @@ def build_parser(description, defaults):
         "--no-progress",
         dest="progress",
         action="store_false",
-        help="no progress bars",
+        help="no progress bars (one line per epoch)",
     )
+    add_device_options(parser)
     return parser
 
 
-def parse_strategy_options(items):
+def add_device_options(parser):
+    """--precision, --allow-cpu, --verbose: shared by the training scripts."""
+    group = parser.add_argument_group("device")
+    group.add_argument(
+        "--precision",
+        choices=sorted(POLICIES),
+        help="compute precision; default bf16 on a GPU that supports it "
+        "(compute capability 8.0+), else fp32",
+    )
+    group.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="train on the CPU even though nvidia-smi lists a GPU that the "
+        "backend does not see (a CPU build; see README, On a GPU)",
+    )
+    add_verbose(group)
+
+
+def parse_strategy_options(items, flag="--strategy-option"):
     """`['token_rate=0.3']` -> `{'token_rate': 0.3}` (numbers parsed)."""
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(
-                f"error: --strategy-option {item!r}: expected KEY=VALUE"
-            )
+            fail(f"{flag} {item!r}: expected KEY=VALUE")
         options[key] = _parse_value(value)
     return options
 
@@ -262,6 +312,75 @@ def _parse_value(text):
         except ValueError:
             pass
     return text
+
+
+def make_strategy(name, items, flag="--strategy-option"):
+    """The strategy `name` with its `KEY=VALUE` options, checked: an
+    unknown key lists the valid ones with their types and defaults, a
+    value of the wrong type or range names the option."""
+    from models.strategies import STRATEGIES
+
+    if name not in STRATEGIES:
+        fail(f"unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    options = parse_strategy_options(items, flag)
+    for key, value in options.items():
+        if key not in fields:
+            fail(
+                f"{flag} {key}: {name} has no option {key!r}; "
+                f"valid: {describe_options(cls) or 'none'}"
+            )
+        options[key] = _coerce(flag, key, value, fields[key].type)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as error:
+        given = ", ".join(f"{k}={v}" for k, v in options.items())
+        fail(f"{flag} {given}: {error}")
+
+
+def describe_options(cls):
+    """'token_rate (float, default 0.3), ...' of a strategy class."""
+    return ", ".join(
+        f"{f.name} ({_type_name(f.type)}, default {f.default!r})"
+        for f in dataclasses.fields(cls)
+        if f.init
+    )
+
+
+def _type_name(kind):
+    return getattr(kind, "__name__", None) or str(kind)
+
+
+def _coerce(flag, key, value, kind):
+    """A parsed option value as its field's type (int -> float is fine)."""
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if kind is str and not isinstance(value, str):
+        return str(value)
+    if kind in (int, float) and not isinstance(value, kind):
+        fail(f"{flag} {key}={value}: expected {kind.__name__}")
+    return value
+
+
+def strategy_options(strategy):
+    """Every option of a strategy object, defaults included (JSON-ready)."""
+    return {
+        f.name: _jsonable(getattr(strategy, f.name))
+        for f in dataclasses.fields(strategy)
+        if f.init
+    }
+
+
+def given_options(strategy, args):
+    """The options the command line set, as the strategy holds them."""
+    every = strategy_options(strategy)
+    given = parse_strategy_options(args.strategy_option)
+    return {key: every[key] for key in given}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclasses.dataclass
@@ -280,23 +399,37 @@ def resolve_model_files(args):
     if args.model_dir:
         directory = pathlib.Path(args.model_dir)
         if not directory.is_dir():
-            raise SystemExit(f"error: --model-dir {directory}: not a directory")
+            fail(f"--model-dir {directory}: not a directory")
         from models.bert import find_config_file
 
-        files.config = files.config or str(find_config_file(directory))
+        try:
+            files.config = files.config or str(find_config_file(directory))
+        except FileNotFoundError as error:
+            fail(f"--model-dir {directory}: {error}")
         files.vocab = files.vocab or str(directory / "vocab.txt")
-        # load_checkpoint finds the weights file of a directory itself.
         files.checkpoint = files.checkpoint or str(directory)
     if files.checkpoint and not files.config:
-        raise SystemExit(
-            "error: --checkpoint needs --config (or use --model-dir)"
-        )
+        fail("--checkpoint needs --config (or use --model-dir)")
+    for flag, path in (("--config", files.config), ("--vocab", files.vocab)):
+        if path and not pathlib.Path(path).is_file():
+            fail(f"{flag} {path}: no such file")
+    if files.checkpoint:
+        from weights.formats import check_file
+        from weights.formats import resolve
+
+        try:
+            # The format from the name; a directory: its checkpoint file.
+            files.checkpoint = str(resolve(files.checkpoint)[1])
+            check_file(files.checkpoint)
+        except (FileNotFoundError, ValueError) as error:
+            fail(f"--checkpoint {files.checkpoint}: {error}")
     return files
 
 
 def check_known_model(name, directory):
     """`--model NAME`: where to get it, or the sha256 of its local copy."""
     if not directory:
+        # The answer to "where do I get it?": several lines, on purpose.
         raise SystemExit(
             f"error: --model {name}: give the directory holding its files "
             f"with --model-dir DIR. To get them:\n"
@@ -305,7 +438,7 @@ def check_known_model(name, directory):
     try:
         digests = registry.checksums(name, directory)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: --model {name}: {error}") from None
+        fail(f"--model {name}: {error}")
     for file, digest in digests.items():
         print(f"{name}: {file} sha256 {digest}")
     return digests
@@ -315,40 +448,62 @@ def is_tiny_default(args, files):
     return not (files.config or args.train or args.data)
 
 
-def load_splits(args, out):
-    """(train, valid, test) pairs and a description of their files."""
+def load_splits(args):
+    """(train, valid, test) pairs, and what they are: per split its file,
+    the file's sha256 and pair count, and the pairs used (after --limit,
+    the split and --valid-limit)."""
     if args.data:
         pairs = _read(args.data, args)
         splits = split_pairs(
             pairs, args.valid_fraction, args.test_fraction, args.seed
         )
-        info = _file_info(args.data, len(pairs))
-        return splits, {
-            "train": info,
-            "valid": info,
-            "test": info,
-            "split": {
-                "seed": args.seed,
-                "valid_fraction": args.valid_fraction,
-                "test_fraction": args.test_fraction,
-            },
+        files = [_file_info(args.data, len(pairs))] * 3
+        split = {
+            "seed": args.seed,
+            "valid_fraction": args.valid_fraction,
+            "test_fraction": args.test_fraction,
         }
-    if args.train:
-        if not (args.valid and args.test):
-            raise SystemExit(
-                "error: --train needs --valid and --test "
-                "(or give one file with --data)"
-            )
+    elif args.train:
         names = ("train", "valid", "test")
         splits = [_read(getattr(args, name), args) for name in names]
-        return splits, {
-            name: _file_info(getattr(args, name), len(pairs))
+        files = [
+            _file_info(getattr(args, name), len(pairs))
             for name, pairs in zip(names, splits)
+        ]
+        split = None
+    else:
+        pairs = synthetic.make_pairs(TINY["pairs"], seed=1234)
+        splits = split_pairs(pairs, 0.1, 0.1, seed=0)
+        synthetic_file = {
+            "path": "synthetic (data/synthetic.py)",
+            "pairs_in_file": len(pairs),
         }
-    pairs = synthetic.make_pairs(TINY["pairs"], seed=1234)
-    splits = split_pairs(pairs, 0.1, 0.1, seed=0)
-    info = {"path": "synthetic (data/synthetic.py)", "pairs": len(pairs)}
-    return splits, {"train": info, "valid": info, "test": info}
+        files = [synthetic_file] * 3
+        split = {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1}
+    train, valid, test = splits
+    if args.valid_limit:
+        valid = valid[: args.valid_limit]
+    info = {}
+    for name, pairs, file in zip(SPLITS, (train, valid, test), files):
+        if not pairs:
+            fail(f"{file['path']}: no {name} pairs left ({_why_empty(args)})")
+        info[name] = {**file, "pairs": len(pairs)}
+    if split:
+        info["split"] = split
+    return (train, valid, test), info
+
+
+SPLITS = ("train", "valid", "test")
+
+
+def _why_empty(args):
+    if args.data:
+        return (
+            f"--data split by --valid-fraction {args.valid_fraction} and "
+            f"--test-fraction {args.test_fraction}; give more pairs or "
+            "other fractions"
+        )
+    return "the file has no pairs"
 
 
 def _read(path, args):
@@ -367,7 +522,11 @@ def _read(path, args):
 
 
 def _file_info(path, count):
-    return {"path": str(path), "sha256": sha256_of(path), "pairs": count}
+    return {
+        "path": str(path),
+        "sha256": sha256_of(path),
+        "pairs_in_file": count,
+    }
 
 
 def load_tokenizer(args, files, out):
@@ -375,9 +534,7 @@ def load_tokenizer(args, files, out):
     vocab = files.vocab
     if vocab is None:
         if not is_tiny_default(args, files):
-            raise SystemExit(
-                "error: a vocabulary is needed: give --vocab or --model-dir"
-            )
+            fail("a vocabulary is needed: give --vocab or --model-dir")
         vocab = synthetic.write_vocab(out / "vocab.txt")
     if args.no_simplify:
         return Tokenizer(load_vocab(vocab), do_lower_case=True), None
@@ -387,24 +544,96 @@ def load_tokenizer(args, files, out):
     return Tokenizer(token_dict, do_lower_case=True), keep_tokens
 
 
-def build_model(args, files, keep_tokens, vocab_size):
+def load_config(args, files):
+    """The model's `BertConfig` (its file, or the random model's flags),
+    checked before anything is built: positive sizes, heads dividing the
+    width, room for --maxlen positions."""
+    from models.bert import BertConfig
+
+    if not files.config:
+        return None
+    try:
+        config = BertConfig.from_json(files.config)
+    except (TypeError, ValueError, ZeroDivisionError) as error:
+        fail(f"--config {files.config}: {_message(error)}")
+    for name in SIZES:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            fail(
+                f"{files.config}: {name} is {value!r}; expected a positive "
+                "integer"
+            )
+    if args.maxlen > config.max_position_embeddings:
+        fail(
+            f"--maxlen {args.maxlen}: the model has "
+            f"{config.max_position_embeddings} positions "
+            f"(max_position_embeddings in {files.config}); expected "
+            f"--maxlen <= {config.max_position_embeddings}"
+        )
+    return config
+
+
+SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+
+
+def _message(error, limit=600):
+    """An error's message on one line, shortened past `limit` characters
+    (a checkpoint's list of every mismatched variable can be long)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def check_vocab_fits(files, config, tokenizer, keep_tokens):
+    """The vocabulary must index rows of the embedding table: a larger
+    vocab.txt than the checkpoint was trained with would fail (or read
+    garbage) mid-run."""
+    if config is None:
+        return
+    if files.checkpoint:
+        from weights.formats import read_keep_tokens
+
+        if read_keep_tokens(files.checkpoint) is not None:
+            return  # rows already sliced: the loader checks the match
+    rows = config.vocab_size
+    largest = max(keep_tokens) if keep_tokens else tokenizer.vocab_size - 1
+    if largest >= rows:
+        fail(
+            f"--vocab {files.vocab}: token id {largest} does not fit the "
+            f"embedding table of {rows} rows (vocab_size in {files.config}); "
+            "expected the vocab.txt the checkpoint was trained with"
+        )
+
+
+def build_model(args, files, keep_tokens, vocab_size, precision):
     from models import build_transformer_model
 
+    dtype = POLICIES[precision]
     if files.config:
-        return build_transformer_model(
-            files.config,
-            files.checkpoint,
-            application="unilm",
-            keep_tokens=keep_tokens,
-        )
-    heads = args.heads
+        try:
+            return build_transformer_model(
+                files.config,
+                files.checkpoint,
+                application="unilm",
+                keep_tokens=keep_tokens,
+                dtype=dtype,
+            )
+        except (OSError, ValueError) as error:
+            fail(f"--checkpoint {files.checkpoint}: {_message(error)}")
     return build_transformer_model(
         None,
         application="unilm",
+        dtype=dtype,
         vocab_size=vocab_size,
         hidden_size=args.hidden,
         num_hidden_layers=args.layers,
-        num_attention_heads=heads,
+        num_attention_heads=args.heads,
         intermediate_size=args.intermediate,
         max_position_embeddings=max(512, args.maxlen),
         hidden_dropout_prob=args.dropout,
@@ -412,12 +641,13 @@ def build_model(args, files, keep_tokens, vocab_size):
     )
 
 
-def describe_model(files, model):
+def describe_model(files, model, keep_tokens=None):
     config = model.bert_config
+    kept = " kept (keep_tokens)" if keep_tokens is not None else ""
     shape = (
         f"{config.num_hidden_layers} layers, {config.hidden_size} "
         f"hidden, {config.num_attention_heads} heads, vocab "
-        f"{config.vocab_size}"
+        f"{config.vocab_size}{kept}, {model.count_params():,} weights"
     )
     if files.checkpoint:
         return f"{files.checkpoint} ({shape})"
@@ -481,34 +711,82 @@ def fill_training_defaults(args, files):
     after a warm-up.
     """
     defaults = PUBLISHED if files.checkpoint else TINY
-    args.epochs = args.epochs or defaults["epochs"]
-    args.lr = args.lr or defaults["lr"]
+    if args.epochs is None:
+        args.epochs = defaults["epochs"]
+    if args.lr is None:
+        args.lr = defaults["lr"]
     if args.warmup_steps is None:
         args.warmup_steps = defaults["warmup_steps"]
-    if args.warmup_steps < 0:
-        raise SystemExit(
-            f"error: --warmup-steps {args.warmup_steps}: expected 0 or more"
-        )
+
+
+def check_options(args, files):
+    """Every option's range and the combinations, in one pass before
+    anything is read, built or written."""
+    at_least = {
+        "--epochs": (args.epochs, 1),
+        "--batch-size": (args.batch_size, 1),
+        "--eval-batch-size": (args.eval_batch_size, 1),
+        "--title-maxlen": (args.title_maxlen, 1),
+        "--warmup-steps": (args.warmup_steps, 0),
+        "--seed": (args.seed, 0),
+        "--limit": (args.limit, 1),
+        "--valid-limit": (args.valid_limit, 1),
+    }
+    if not files.config:
+        for name in ("layers", "hidden", "heads", "intermediate"):
+            at_least[f"--{name}"] = (getattr(args, name), 1)
+    for flag, (value, least) in at_least.items():
+        if value is not None and value < least:
+            fail(f"{flag} {value}: expected {least} or more")
+    for beam in args.beams:
+        if beam < 1:
+            fail(f"--beams {beam}: expected beam sizes of 1 or more")
+    if not args.lr > 0:
+        fail(f"--lr {args.lr}: expected a learning rate above 0")
     if not 0 <= args.dropout < 1:
-        raise SystemExit(
-            f"error: --dropout {args.dropout}: expected 0 <= dropout < 1"
-        )
-    check_options(args)
-
-
-def check_options(args):
-    """The training and decoding options of every strategy."""
+        fail(f"--dropout {args.dropout}: expected 0 <= dropout < 1")
     if not 0 <= args.label_smoothing < 1:
-        raise SystemExit(
-            f"error: --label-smoothing {args.label_smoothing}: expected "
-            "0 <= EPS < 1"
-        )
+        fail(f"--label-smoothing {args.label_smoothing}: expected 0 <= EPS < 1")
     if args.ema is not None and not 0 < args.ema < 1:
-        raise SystemExit(f"error: --ema {args.ema}: expected 0 < DECAY < 1")
+        fail(f"--ema {args.ema}: expected 0 < DECAY < 1")
     if args.min_length < 1:
-        raise SystemExit(
-            f"error: --min-length {args.min_length}: expected 1 or more"
+        fail(f"--min-length {args.min_length}: expected 1 or more")
+    # [CLS] + at least one source token + [SEP] + the title + [SEP].
+    if args.maxlen < args.title_maxlen + 3:
+        fail(
+            f"--maxlen {args.maxlen} with --title-maxlen {args.title_maxlen}: "
+            f"no room for a source; expected --maxlen of at least "
+            f"{args.title_maxlen + 3} (--title-maxlen + 3)"
         )
+    if not files.config and args.hidden % args.heads:
+        fail(
+            f"--hidden {args.hidden}: expected a multiple of --heads "
+            f"{args.heads}"
+        )
+    check_data_options(args)
+
+
+def check_data_options(args):
+    if args.data and (args.train or args.valid or args.test):
+        fail("--data with --train/--valid/--test: give one or the other")
+    if (args.valid or args.test) and not args.train:
+        fail("--valid/--test need --train (or give one file with --data)")
+    if args.train and not (args.valid and args.test):
+        fail("--train needs --valid and --test (or give one file with --data)")
+    for flag in ("--valid-fraction", "--test-fraction"):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if not 0 <= value < 1:
+            fail(f"{flag} {value}: expected 0 <= fraction < 1")
+    if args.valid_fraction + args.test_fraction >= 1:
+        fail(
+            f"--valid-fraction {args.valid_fraction} + --test-fraction "
+            f"{args.test_fraction}: expected a sum below 1 (pairs left to "
+            "train on)"
+        )
+    for flag in ("--data", "--train", "--valid", "--test"):
+        path = getattr(args, flag[2:])
+        if path and not pathlib.Path(path).is_file():
+            fail(f"{flag} {path}: no such file")
 
 
 def run_options(args):
@@ -522,59 +800,118 @@ def run_options(args):
 
 
 def run(args, task):
-    """The whole experiment; returns the results dict."""
-    import keras
+    """The whole experiment; returns the results dict.
 
+    Everything a user can get wrong is checked first, in this order, before
+    the run directory is touched: options, strategy options, model files,
+    data, the run directory's earlier settings, the device; then the model
+    is built (reading the checkpoint). Only then is anything written.
+    """
     from models.distribution import data_parallel
     from models.distribution import global_batch_check
 
-    out = RunDirectory(
-        args.out or f"runs/{task}-{args.strategy}-seed{args.seed}"
-    )
     files = resolve_model_files(args)
     tiny = is_tiny_default(args, files)
     fill_training_defaults(args, files)
+    check_options(args, files)
+    strategy = make_strategy(args.strategy, args.strategy_option)
+    config = load_config(args, files)
+    splits, data_info = load_splits(args)
+    out = RunDirectory(run_dir(args, task), create=False)
+    settings = {**vars(args), "task": task}
+    out.refuse_other_settings(settings)
+    environment = describe_environment(args.precision)
+    check_gpu_build(environment, args.allow_cpu)
+    precision = environment["precision"]
     if tiny:
         print(
             "No model or data given: running the built-in tiny default "
             "(a small random BERT on synthetic pairs; see --help for "
             "real checkpoints and data)."
         )
-    settings = {k: v for k, v in vars(args).items()}
-    settings["task"] = task
-    out.check_settings(settings)
-    (train, valid, test), data_info = load_splits(args, out)
-    tokenizer, keep_tokens = load_tokenizer(args, files, out.path)
     with data_parallel(args.data_parallel):
         global_batch_check(args.batch_size)
-        keras.utils.set_random_seed(args.seed)
-        model = build_model(args, files, keep_tokens, tokenizer.vocab_size)
-        trainer = build_trainer(model, args)
+        if files.vocab:
+            tokenizer, keep_tokens = load_tokenizer(args, files, None)
+            check_vocab_fits(files, config, tokenizer, keep_tokens)
+            model = build_run_model(
+                args, files, keep_tokens, tokenizer, precision
+            )
+            out.create()
+        else:
+            out.create()
+            tokenizer, keep_tokens = load_tokenizer(args, files, out.path)
+            model = build_run_model(
+                args, files, keep_tokens, tokenizer, precision
+            )
+        out.record_settings(settings)
+        trainer = build_trainer(model, strategy, args, precision)
+        facts = {
+            "task": task,
+            "environment": environment,
+            "model": describe_model(files, model, keep_tokens),
+            "model_sha256": files.sha256,
+            "data": data_info,
+            "strategy": args.strategy,
+            "strategy_options": strategy_options(strategy),
+            # What the command line set: comparison rows are labelled by it.
+            "strategy_options_given": given_options(strategy, args),
+            "options": run_options(args),
+        }
+        print_start(facts, out)
         summary = train_and_test(
-            args,
-            task,
-            out,
-            files,
-            model,
-            trainer,
-            tokenizer,
-            (train, valid, test),
-            data_info,
+            args, out, model, trainer, tokenizer, splits, facts
         )
     print_results(summary, out)
     print_examples(out / f"predictions-beam{min(args.beams)}.tsv")
     return summary
 
 
-def build_trainer(model, args):
+def run_dir(args, task):
+    return args.out or f"runs/{task}-{args.strategy}-seed{args.seed}"
+
+
+def build_run_model(args, files, keep_tokens, tokenizer, precision):
     import keras
 
-    from models.strategies import get as get_strategy
+    keras.utils.set_random_seed(args.seed)
+    return build_model(
+        args, files, keep_tokens, tokenizer.vocab_size, precision
+    )
+
+
+def print_start(facts, out):
+    """What this run is, before it trains: device, model, data, strategy
+    (every option, defaults included) and where it writes."""
+    data = facts["data"]
+    print(f"Device:   {summary_line(facts['environment'])}")
+    print(f"Model:    {facts['model']}")
+    paths = {data[name]["path"] for name in SPLITS}
+    source = " + ".join(data[name]["path"] for name in SPLITS)
+    source = paths.pop() if len(paths) == 1 else source
+    counts = ", ".join(f"{name} {data[name]['pairs']}" for name in SPLITS)
+    split = data.get("split")
+    how = (
+        f"split by seed {split['seed']} (valid {split['valid_fraction']}, "
+        f"test {split['test_fraction']})"
+        if split
+        else "one file per split"
+    )
+    print(f"Data:     {source}: {counts} pairs; {how}")
+    options = ", ".join(
+        f"{k}={v}" for k, v in facts["strategy_options"].items()
+    )
+    print(
+        f"Strategy: {facts['strategy']}" + (f" ({options})" if options else "")
+    )
+    print(f"Run dir:  {out.path}")
+
+
+def build_trainer(model, strategy, args, precision="fp32"):
+    import keras
+
     from models.trainer import Seq2SeqTrainer
 
-    strategy = get_strategy(
-        args.strategy, **parse_strategy_options(args.strategy_option)
-    )
     trainer = Seq2SeqTrainer(
         model, strategy, seed=args.seed, label_smoothing=args.label_smoothing
     )
@@ -583,6 +920,9 @@ def build_trainer(model, args):
         use_ema=args.ema is not None,
         ema_momentum=args.ema or 0.99,
     )
+    if precision == "fp16":
+        # float16 gradients underflow without loss scaling.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     trainer.compile(optimizer=optimizer)
     return trainer
 
@@ -608,10 +948,9 @@ def learning_rate(args):
     )
 
 
-def train_and_test(
-    args, task, out, files, model, trainer, tokenizer, splits, data_info
-):
-    """Train epoch by epoch (resuming), then score the best weights."""
+def train_and_test(args, out, model, trainer, tokenizer, splits, facts):
+    """Train epoch by epoch (resuming), then score the best weights;
+    `facts` (what `print_start` shows) go into results.json as they are."""
     from models.decoding import Seq2SeqDecoder
     from models.distribution import DivisibleBatches
 
@@ -637,7 +976,6 @@ def train_and_test(
         batches = DivisibleBatches(batches)
     state = out.load_state({"epochs_done": 0, "best": None, "history": []})
     restore(trainer, out, state)
-    valid = valid[: args.valid_limit] if args.valid_limit else valid
     for epoch in range(state["epochs_done"], args.epochs):
         figures = train_one_epoch(trainer, batches, epoch, args)
         # With --ema the averaged weights are scored and kept as the best;
@@ -653,15 +991,9 @@ def train_and_test(
         model.load_weights(str(out / "best.weights.h5"))
     results = score_test(decoder, tokenizer, test, args, out)
     summary = {
-        "task": task,
-        "strategy": args.strategy,
-        "strategy_options": parse_strategy_options(args.strategy_option),
-        "options": run_options(args),
+        **facts,
         "seed": args.seed,
-        "model": describe_model(files, model),
-        "model_sha256": files.sha256,
-        "data": data_info,
-        "commit": git_commit(),
+        "commit": facts["environment"]["commit"],
         "scoring": SCORING,
         "best_epoch": state["best"]["epoch"] if state["best"] else None,
         "history": state["history"],
@@ -685,14 +1017,35 @@ def train_one_epoch(trainer, batches, epoch, args):
     from models.backend import fit_input
 
     batches.set_epoch(epoch)
-    verbose = 1 if args.progress else 2
     history = trainer.fit(
         fit_input(batches),
         epochs=epoch + 1,
         initial_epoch=epoch,
-        verbose=verbose,
+        # The batches come in the order set above.
+        shuffle=False,
+        verbose=1 if args.progress else 2,
+        callbacks=[RunProgress(args.epochs)],
     )
     return {k: float(v[-1]) for k, v in history.history.items()}
+
+
+class RunProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, its epoch header counting the run's epochs:
+    `fit` runs one epoch per call (validation decodes between epochs), so
+    Keras's own header would read 'Epoch k/k'."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.run_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if self.verbose and self.epochs == 1:
+            print("Epoch 1/1")
 
 
 def record_epoch(model, out, state, metrics, figures):
@@ -756,19 +1109,8 @@ def print_examples(path, count=3, width=60):
 
 
 def main(argv, task, description, defaults):
+    """Parse, run; bad input ends in one line on stderr (exit status 2)
+    before anything is trained or written."""
     args = build_parser(description, defaults).parse_args(argv)
-    try:
-        run(args, task)
-    except (OSError, ValueError) as error:
-        # Bad input (a missing file, a malformed line, a checkpoint that does
-        # not fit the config): one clear line, not a traceback.
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(
-            "\nInterrupted: run the same command again to resume after "
-            "the last finished epoch.",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    run_main(run, args, task, prog=f"{task}.py")
     return 0

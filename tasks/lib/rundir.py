@@ -13,6 +13,19 @@ import subprocess
 import numpy as np
 
 STATE_FILE = "state.json"
+# The copy of the state kept with each checkpoint (`epoch-3.state.json`).
+CHECKPOINT_STATE = ".state.json"
+
+
+def _read_state(path):
+    """A state file, or ValueError when cut short or not a state."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: {error}") from None
+    if not isinstance(state, dict) or "checkpoint" not in state:
+        raise ValueError(f"{path}: not a run state")
+    return state
 
 
 def atomic_write_text(path, text):
@@ -113,10 +126,21 @@ def git_commit(directory=None):
 
 
 class RunDirectory:
-    """Paths and state of one run under `--out`."""
+    """Paths and state of one run under `--out`.
 
-    def __init__(self, path):
+    With `create=False` nothing is written until `create()`, so that a
+    script can check its input (and the directory's earlier settings)
+    first and leave no trace when it refuses.
+    """
+
+    def __init__(self, path, create=True):
         self.path = pathlib.Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path}: not a directory")
+        if create:
+            self.create()
+
+    def create(self):
         self.path.mkdir(parents=True, exist_ok=True)
 
     def __truediv__(self, name):
@@ -126,12 +150,46 @@ class RunDirectory:
         """The saved state, or a copy of `fresh` when the run starts anew.
 
         A state is the caller's dict (epochs done, steps, history...) plus
-        `checkpoint`: the files of the last checkpoint, or None.
+        `checkpoint`: the files of the last checkpoint, or None. Each
+        checkpoint keeps a copy of the state that names it, so a
+        `state.json` damaged by a crash (or a full disk) falls back to the
+        newest complete checkpoint.
         """
         path = self / STATE_FILE
         if not path.exists():
+            if self._checkpoint_states():
+                return self._fallback_state("missing")
             return {**fresh, "checkpoint": None}
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return _read_state(path)
+        except ValueError:
+            return self._fallback_state("damaged")
+
+    def _checkpoint_states(self):
+        """Copies of the state kept with checkpoints, newest first."""
+        copies = self.path.glob(f"*{CHECKPOINT_STATE}")
+        return sorted(copies, key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def _fallback_state(self, problem):
+        """The newest checkpoint whose state copy and files are whole."""
+        path = self / STATE_FILE
+        for copy in self._checkpoint_states():
+            try:
+                state = _read_state(copy)
+            except ValueError:
+                continue
+            files = state["checkpoint"].values()
+            if all((self / name).is_file() for name in files):
+                print(
+                    f"warning: {path} is {problem}; resuming from "
+                    f"{copy.name} (its checkpoint is complete)"
+                )
+                return state
+        raise ValueError(
+            f"{path} is {problem} (an interrupted write?) and no complete "
+            f"checkpoint is left to resume from: delete {self.path} (or "
+            "give another --out) to start this run again"
+        )
 
     def save_checkpoint(self, trainer, state, name):
         """Weights and optimizer state as `name`, then the state naming
@@ -140,6 +198,7 @@ class RunDirectory:
         files = {
             "weights": f"{name}.weights.h5",
             "optimizer": f"{name}.optimizer.npz",
+            "state": f"{name}{CHECKPOINT_STATE}",
         }
         atomic_save_weights(trainer, self / files["weights"])
         atomic_save_optimizer(trainer.optimizer, self / files["optimizer"])
@@ -152,6 +211,7 @@ class RunDirectory:
             )
         previous = state.get("checkpoint") or {}
         state["checkpoint"] = files
+        atomic_write_json(self / files["state"], state)
         atomic_write_json(self / STATE_FILE, state)
         for file in previous.values():
             if file not in files.values():
@@ -161,8 +221,19 @@ class RunDirectory:
         """Weights and optimizer state (moments, step count: schedules),
         and what the strategy trains itself."""
         files = state["checkpoint"]
-        trainer.load_weights(str(self / files["weights"]))
-        load_optimizer(trainer, self / files["optimizer"])
+        try:
+            trainer.load_weights(str(self / files["weights"]))
+            load_optimizer(trainer, self / files["optimizer"])
+        except Exception as error:  # h5py, NumPy, zip: each its own error
+            names = " ".join(
+                str(self / name) for name in [STATE_FILE, *files.values()]
+            )
+            raise ValueError(
+                f"{self.path}: the checkpoint of the last finished epoch "
+                f"cannot be read ({type(error).__name__}: {error}); to "
+                f"train again from the start delete {names} (or give "
+                "another --out)"
+            ) from None
         if strategy_variables(trainer):
             if "strategy" not in files:
                 raise ValueError(
@@ -178,9 +249,23 @@ class RunDirectory:
     def check_settings(self, settings):
         """Refuse to resume a run made with other settings (`RESUMABLE`
         may change); record the settings in `config.json`."""
+        self.refuse_other_settings(settings)
+        self.record_settings(settings)
+
+    def record_settings(self, settings):
+        atomic_write_json(self / "config.json", settings)
+
+    def refuse_other_settings(self, settings):
+        """Stop (one line) if `--out` holds a run of other settings."""
         path = self / "config.json"
         if path.exists():
-            saved = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                raise ValueError(
+                    f"{path} is damaged (not JSON): delete it to resume "
+                    "with these settings, or give another --out"
+                ) from None
             changed = {
                 key
                 for key in settings
@@ -193,11 +278,10 @@ class RunDirectory:
                     f"{key}: {saved[key]!r} -> {settings[key]!r}"
                     for key in sorted(changed)
                 )
-                raise SystemExit(
-                    f"error: {self.path} holds a run with other settings "
+                raise ValueError(
+                    f"--out {self.path} holds a run with other settings "
                     f"({details}); use another --out or delete it"
                 )
-        atomic_write_json(path, settings)
 
 
 # Settings (command-line names) that a resumed run may change: they change
@@ -205,6 +289,8 @@ class RunDirectory:
 # `steps` train on (pretraining's decay stretches to the new `steps`); the
 # others only say where and how often to write, or what to decode at the end.
 RESUMABLE = {
+    "verbose",
+    "allow_cpu",
     "epochs",
     "steps",
     "out",

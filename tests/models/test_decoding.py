@@ -277,6 +277,28 @@ def test_source_too_long_is_an_error(fast):
         fast.beam_search_batch([[CLS] + [5] * (64 - MAXLEN) + [END]], 1)
 
 
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda d: d.beam_search_batch([[CLS, 5], []], 1), ValueError, "1"),
+        (lambda d: d.beam_search_batch([[CLS, 5]], 0), ValueError, "topk"),
+        (lambda d: d.sample_batch([[CLS, 5]], n=0), ValueError, "n must"),
+        (lambda d: d.beam_search_batch("你好", 1), TypeError, "str"),
+    ],
+)
+def test_bad_sources_and_counts_are_named_before_decoding(
+    fast, call, error, message
+):
+    with pytest.raises(error, match=message):
+        call(fast)
+
+
+def test_no_sources_no_titles(fast):
+    """An empty list is no error: nothing to decode, nothing compiled."""
+    assert fast.beam_search_batch([], 3) == []
+    assert fast.sample_batch([], n=2) == []
+
+
 def test_no_retrace_and_new_weights_used(sources):
     """Two batches of one bucket, every step: one trace each. Weights
     changed afterwards are used without tracing again."""
@@ -503,3 +525,21 @@ def test_uncompiled_decoder_gives_the_same_titles(model, fast, sources):
     expected = fast.beam_search(sources[5], 3, nbest=True)
     assert [ids for ids, _ in got] == [ids for ids, _ in expected]
     assert [s for _, s in got] == pytest.approx([s for _, s in expected])
+
+
+def test_mixed_precision_model_computes_and_decodes_in_its_dtype(sources):
+    """Every layer inside the blocks (attention projections too) takes the
+    model's policy; the decoder's cache then holds one dtype and the
+    search runs (it stopped on a bfloat16 + float32 add before)."""
+    model = build_transformer_model(
+        None, application="unilm", dtype="mixed_bfloat16", **TINY_DECODER
+    )
+    network = model.bert_network
+    attention = network["Transformer-0-MultiHeadSelfAttention"]
+    for layer in (attention, attention.q_dense, attention.o_dense):
+        assert layer.compute_dtype == "bfloat16", layer.name
+    assert network["MLM-Activation"].compute_dtype == "float32"
+    titles = Seq2SeqDecoder(model, END, MAXLEN, batch_size=4).beam_search_batch(
+        sources[:4], 2
+    )
+    assert len(titles) == 4 and all(len(t) <= MAXLEN for t in titles)

@@ -370,7 +370,7 @@ def test_run_mode_runs_each_combination_and_resumes(fake_task, tmp_path):
 
 
 def test_run_mode_stops_on_a_failed_run(fake_task, tmp_path):
-    with pytest.raises(RuntimeError, match="failed: .*--strategy boom"):
+    with pytest.raises(SystemExit, match="failed .*--strategy boom"):
         run_mode(fake_task, tmp_path / "runs", tmp_path / "out", ["boom"])
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 
 from data.vocab import SPECIAL_TOKENS
@@ -204,6 +205,9 @@ def test_bad_run_options_are_clear_errors(option, value, tmp_path, capsys):
     assert option in str(raised.value.code) + capsys.readouterr().err
 
 
+SPLITS = ("train", "valid", "test")
+
+
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return path
@@ -279,6 +283,39 @@ def test_built_in_default_runs_without_model_or_data(tmp_path):
     assert results["data"]["train"]["path"].startswith("synthetic")
     assert results["test"]["1"]["titles"] == 120
     assert (out / "vocab.txt").exists()
+    # What the run says it did is what it did.
+    pairs = {name: results["data"][name]["pairs"] for name in SPLITS}
+    assert pairs == {"train": 960, "valid": 120, "test": 120}
+    environment = results["environment"]
+    assert environment["backend"] == keras.backend.backend()
+    assert environment["precision"] == "fp32"
+    assert results["strategy_options"] == {}  # baseline has none
+    # Its output reads cleanly: a summary first, epochs counted, no
+    # start-up chatter or harmless-but-alarming notices.
+    for line in ("Device:", "Model:", "Data:", "Strategy: baseline"):
+        assert line in result.stdout
+    assert "train 960, valid 120, test 120 pairs" in result.stdout
+    assert "Epoch 1/1" in result.stdout
+    for noise in ("oneDNN", "absl", "shuffle=True", "ran out of data"):
+        assert noise not in result.stdout + result.stderr
+
+
+def test_results_record_every_strategy_option(tmp_path, monkeypatch):
+    """Defaults included; the options given are kept apart for labels."""
+    from tasks.lib.experiment import build_parser
+    from tasks.lib.experiment import given_options
+    from tasks.lib.experiment import make_strategy
+    from tasks.lib.experiment import strategy_options
+
+    argv = ["--strategy", "replace", "--strategy-option", "token_rate=1"]
+    args = build_parser("t", {"maxlen": 64, "title_maxlen": 8}).parse_args(argv)
+    strategy = make_strategy(args.strategy, args.strategy_option)
+    assert strategy_options(strategy) == {
+        "sample_rate": 0.5,
+        "token_rate": 1.0,
+        "pool": "sequence",
+    }
+    assert given_options(strategy, args) == {"token_rate": 1.0}
 
 
 def test_known_model_without_files_says_where_to_get_them(capsys):
@@ -346,9 +383,33 @@ def test_professor_resumes_with_its_discriminator(csl_dev_path, tmp_path):
     steps = iterations(out / "epoch-2.optimizer.npz")
     assert iterations(out / "epoch-2.strategy.npz") == (steps + 1) // 2 > first
     results = json.loads((out / "results.json").read_text("utf-8"))
-    assert results["strategy_options"] == {"every": 2, "free_run": "sample"}
+    given = {"every": 2, "free_run": "sample"}
+    assert results["strategy_options_given"] == given
+    options = results["strategy_options"]
+    assert options.items() >= given.items() and options["warmup"] == 0
     for entry in results["history"]:
         figures = entry["train"]
         assert 0.0 <= figures["disc_accuracy"] <= 1.0
         assert figures["disc_loss"] > 0.0 and figures["adversarial"] > 0.0
         assert figures["loss"] > figures["ce"]
+
+
+@pytest.mark.slow
+def test_half_written_state_resumes_from_the_last_good_epoch(
+    csl_dev_path, tmp_path
+):
+    """A crash (or a full disk) cut state.json short after epoch 1: the
+    run goes on from the copy kept with epoch 1's checkpoint."""
+    out = tmp_path / "run"
+    first = task_command(
+        csl_dev_path, out, "--limit", "40", "--epochs", "1", "--beams", "1"
+    )
+    assert run_task(first).returncode == 0
+    state = out / "state.json"
+    state.write_bytes(state.read_bytes()[:40])
+    again = run_task(first[:-4] + ["--epochs", "2", "--beams", "1"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "state.json is damaged; resuming from epoch-1" in again.stdout
+    assert "after epoch 1" in again.stdout
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    assert [entry["epoch"] for entry in results["history"]] == [1, 2]

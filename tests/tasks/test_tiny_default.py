@@ -14,6 +14,7 @@ from models import build_transformer_model
 from models.trainer import Seq2SeqTrainer
 from tasks.lib.experiment import ModelFiles
 from tasks.lib.experiment import build_parser
+from tasks.lib.experiment import check_options
 from tasks.lib.experiment import fill_training_defaults
 from tasks.lib.experiment import learning_rate
 from tasks.lib.experiment import print_examples
@@ -59,8 +60,9 @@ def test_warm_up_is_an_option_with_a_checkpoint():
     ],
 )
 def test_bad_warm_up_or_dropout_is_refused(flags, culprit):
+    args = defaults_for(None, flags)
     with pytest.raises(SystemExit, match=culprit):
-        defaults_for(None, flags)
+        check_options(args, ModelFiles(None, None, None))
 
 
 def tiny_trainer(args, vocab_size):

@@ -60,6 +60,8 @@ def test_help_runs_as_a_module():
     assert "--keep-tokens-from" in result.stdout
 
 
-def test_missing_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+def test_missing_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
         main([str(tmp_path / "nope.ckpt"), str(tmp_path / "out.safetensors")])
+    assert raised.value.code == 2
+    assert "checkpoint not found" in capsys.readouterr().err

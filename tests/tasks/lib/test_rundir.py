@@ -81,6 +81,7 @@ def test_state_names_the_checkpoint_and_the_previous_one_goes(saved, tmp_path):
     assert saved_state["checkpoint"] == {
         "weights": "epoch-1.weights.h5",
         "optimizer": "epoch-1.optimizer.npz",
+        "state": "epoch-1.state.json",
     }
     again = RunDirectory(tmp_path)
     state = again.load_state({})
@@ -89,6 +90,7 @@ def test_state_names_the_checkpoint_and_the_previous_one_goes(saved, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "state.json",
         "step-2.optimizer.npz",
+        "step-2.state.json",
         "step-2.weights.h5",
     ]
 
@@ -131,7 +133,7 @@ def test_settings_may_change_only_where_resumable(tmp_path):
     run.check_settings({**settings, "epochs": 5, "steps": 20, "out": "b"})
     saved = json.loads((tmp_path / "config.json").read_text("utf-8"))
     assert saved["epochs"] == 5  # the latest settings are recorded
-    with pytest.raises(SystemExit, match=r"lr: 0\.001 -> 0\.01"):
+    with pytest.raises(ValueError, match=r"lr: 0\.001 -> 0\.01"):
         run.check_settings({**settings, "lr": 1e-2})
     assert {"epochs", "steps", "out"} <= RESUMABLE and "lr" not in RESUMABLE
 
@@ -180,3 +182,62 @@ def test_weight_averages_resume_exactly(tmp_path):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(averaged(resumed), averaged(straight)):
         np.testing.assert_array_equal(a, b)
+
+
+def _copy_run(saved, tmp_path):
+    out, _, _ = saved
+    for path in out.path.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    return RunDirectory(tmp_path)
+
+
+def _cut_in_half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_half_written_state_resumes_from_the_checkpoints_copy(
+    saved, tmp_path, capsys
+):
+    """A crash (or a full disk) that cut state.json short: the run resumes
+    from the state kept with the last complete checkpoint."""
+    _, trainer, _ = saved
+    run = _copy_run(saved, tmp_path)
+    _cut_in_half(tmp_path / "state.json")
+    state = run.load_state({"epochs_done": 0})
+    assert state["epochs_done"] == 1
+    assert "state.json is damaged" in capsys.readouterr().out
+    other = trained(seed=1, steps=0)
+    run.restore_checkpoint(other, state)
+    for a, b in zip(values(other.model.weights), values(trainer.model.weights)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_half_written_state_without_a_checkpoint_says_what_to_delete(
+    saved, tmp_path
+):
+    run = _copy_run(saved, tmp_path)
+    _cut_in_half(tmp_path / "state.json")
+    (tmp_path / "epoch-1.weights.h5").unlink()
+    with pytest.raises(ValueError, match=f"delete {tmp_path}"):
+        run.load_state({"epochs_done": 0})
+
+
+@pytest.mark.parametrize(
+    "damaged", ["epoch-1.weights.h5", "epoch-1.optimizer.npz"]
+)
+def test_half_written_checkpoint_says_what_to_delete(saved, tmp_path, damaged):
+    run = _copy_run(saved, tmp_path)
+    _cut_in_half(tmp_path / damaged)
+    state = run.load_state({"epochs_done": 0})
+    with pytest.raises(ValueError, match="delete .*state.json") as raised:
+        run.restore_checkpoint(trained(seed=1, steps=0), state)
+    assert damaged in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_nothing_is_written_until_created(tmp_path):
+    run = RunDirectory(tmp_path / "run", create=False)
+    run.refuse_other_settings({"lr": 1.0})
+    assert not (tmp_path / "run").exists()
+    run.create()
+    assert (tmp_path / "run").is_dir()
