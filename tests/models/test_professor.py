@@ -342,11 +342,11 @@ def test_resume_restores_the_discriminator_and_its_optimizer(tmp_path):
     """Saved after two steps and restored into a fresh trainer (other
     initial weights, other D), the third step is the uninterrupted one."""
     out = RunDirectory(tmp_path)
-    state = out.load_state()
+    state = out.load_state({"epochs_done": 0})
     trainer = professor_trainer(optimizer=keras.optimizers.Adam(1e-2))
     fit_steps(trainer, steps=2)
     state["epochs_done"] = 1
-    out.save_epoch(trainer, state)
+    out.save_checkpoint(trainer, state, "epoch-1")
     assert (tmp_path / "epoch-1.strategy.npz").exists()
     saved = numpy_values(trainer.strategy_variables())
     fit_steps(trainer)
@@ -354,7 +354,7 @@ def test_resume_restores_the_discriminator_and_its_optimizer(tmp_path):
 
     resumed = professor_trainer(seed=1, optimizer=keras.optimizers.Adam(1e-2))
     assert max_gap(numpy_values(resumed.strategy_variables()), saved) > 1e-3
-    out.load_epoch(resumed, state)
+    out.restore_checkpoint(resumed, state)
     for restored, value in zip(resumed.strategy_variables(), saved):
         np.testing.assert_array_equal(
             keras.ops.convert_to_numpy(restored), value
@@ -367,4 +367,4 @@ def test_resume_restores_the_discriminator_and_its_optimizer(tmp_path):
         optimizer=keras.optimizers.Adam(1e-2), discriminator_units=8
     )
     with pytest.raises(ValueError, match="strategy variable 0 .* shape"):
-        out.load_epoch(other, state)
+        out.restore_checkpoint(other, state)
