@@ -500,7 +500,11 @@ class Reproduction:
                     print(f"skip {run_dir}: finished in an earlier run")
                     continue
                 argv = ["--strategy", strategy, "--seed", str(seed)]
-                run_task(argv + ["--out", str(run_dir), *extra], precision)
+                run_task(
+                    argv + ["--out", str(run_dir), *extra],
+                    precision,
+                    self.args.allow_cpu,
+                )
         return {
             "precision": precision,
             "command": shlex.join(
@@ -674,28 +678,23 @@ def benchmark_command(argv):
     return shlex.join(["python", "tasks/benchmark.py", *argv])
 
 
-def run_task(argv, precision):
+def run_task(argv, precision, allow_cpu=False):
     """One `tasks/csl_title.py` run, in this process: its own parser and
-    run loop (resuming after its last finished epoch), its model built
-    under `precision`'s dtype policy (bf16 computes in bfloat16 and keeps
-    float32 weights)."""
+    run loop (resuming after its last finished epoch), under `--precision`
+    (bf16 computes in bfloat16 and keeps float32 weights)."""
     import keras
 
     from tasks import csl_title
     from tasks.lib import experiment
-    from tasks.lib.environment import POLICIES
 
+    argv = [*argv, "--precision", precision]
+    if allow_cpu:
+        argv.append("--allow-cpu")
     print("run: " + shlex.join(["python", "tasks/csl_title.py", *argv]))
     keras.backend.clear_session()
     description = csl_title.__doc__.split("\n\n")[0]
     parser = experiment.build_parser(description, csl_title.DEFAULTS)
-    args = parser.parse_args(argv)
-    saved = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[precision])
-    try:
-        experiment.run(args, "csl_title")
-    finally:
-        keras.config.set_dtype_policy(saved)
+    experiment.run(parser.parse_args(argv), "csl_title")
 
 
 def summarise_run(path):
@@ -712,7 +711,7 @@ def summarise_run(path):
         "epochs": len(history),
         "valid_bleu": valid.get("bleu"),
         "test": results["test"],
-        "precision": results.get("precision"),
+        "precision": (results.get("environment") or {}).get("precision"),
         "model": results.get("model"),
     }
 
