@@ -27,7 +27,11 @@ from keras import ops
 
 from models import backend
 from models import strategies as strategies_lib
+from models import targets
 from models.bert import BertNetwork
+from models.targets import token_cross_entropy
+
+TARGET_HEADS = ("gathered", "full")
 
 
 class Batch(NamedTuple):
@@ -51,25 +55,6 @@ def seq2seq_cross_entropy(token_ids, segment_ids, logits):
     return token_cross_entropy(
         token_ids[:, 1:], logits[:, :-1], segment_ids[:, 1:]
     )
-
-
-def token_cross_entropy(labels, logits, weights):
-    """Cross-entropy of `labels` under `logits`, averaged over the tokens
-    that `weights` (0 or 1, the shape of `labels`) selects.
-
-    The one loss of every trainer. Computed from float32 logits
-    (log-softmax, not log of a softmax), so that it neither underflows in
-    bf16/fp16 nor loses its second derivative. The mean is over the
-    global batch's tokens, also when replicas each hold a part of it.
-    """
-    labels = ops.cast(labels, "int32")
-    weights = ops.cast(weights, "float32")
-    logits = ops.cast(logits, "float32")
-    picked = ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    nll = ops.logsumexp(logits, axis=-1) - picked
-    count = backend.replica_sum(ops.sum(weights))
-    # max(., 1) only matters for a batch without targets (0/0 otherwise).
-    return backend.replica_sum(ops.sum(nll * weights)) / ops.maximum(count, 1.0)
 
 
 def unpack_batch(data):
@@ -105,12 +90,44 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         strategy: a name from `strategies.STRATEGIES` or a strategy object.
         seed: seeds the trainer's own random draws (input corruption);
             dropout keeps the model's seeds.
+        max_targets: the most target tokens (final [SEP] included) of a
+            row in any batch this trainer will see, e.g.
+            `Seq2SeqBatches.max_targets`. The MLM head and the loss then
+            run on that many positions per row instead of every position
+            (`models/targets.py`); `fit` and `evaluate` refuse batches
+            that say they hold longer targets. None: every position.
+        target_head: 'gathered' (the head at the scored positions only)
+            or 'full' (every position, then the scored ones picked: the
+            reference the gathered head is tested and timed against).
         **options: options of the named strategy (e.g. `epsilon=1.0`).
     """
 
-    def __init__(self, model, strategy="baseline", seed=None, **options):
+    def __init__(
+        self,
+        model,
+        strategy="baseline",
+        seed=None,
+        max_targets=None,
+        target_head="gathered",
+        **options,
+    ):
         backend.check_supported()
         super().__init__(name=f"{model.name}_trainer")
+        if target_head not in TARGET_HEADS:
+            raise ValueError(
+                f"target_head must be one of {TARGET_HEADS}, got "
+                f"{target_head!r}"
+            )
+        if max_targets is not None and (
+            isinstance(max_targets, bool)
+            or int(max_targets) != max_targets
+            or max_targets < 1
+        ):
+            raise ValueError(
+                f"max_targets must be a positive integer, got {max_targets!r}"
+            )
+        self.max_targets = None if max_targets is None else int(max_targets)
+        self.target_head = target_head
         if isinstance(strategy, str):
             strategy = strategies_lib.get(strategy, **options)
         elif options:
@@ -158,14 +175,40 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
 
     def cross_entropy(self, batch, token_embeddings=None, training=True):
         """Target cross-entropy of one forward pass over `batch.inputs`."""
-        logits = self.network(
+        logits, labels, mask = self.target_logits(
+            batch, training=training, token_embeddings=token_embeddings
+        )
+        return token_cross_entropy(labels, logits, mask)
+
+    def target_logits(self, batch, training=True, token_embeddings=None):
+        """(logits, labels, mask) of one forward pass at the scored slots.
+
+        float32 logits (batch, slots, vocab), int32 labels and float32
+        mask (batch, slots): `token_cross_entropy(labels, logits, mask)`
+        is the batch's loss. Slots are the positions `target_index`
+        names, with the gathered head; every position but the last with
+        the full head.
+        """
+        hidden = self.network(
             batch.inputs,
             batch.segment_ids,
             token_embeddings=token_embeddings,
             training=training,
-            output="logits",
+            output="hidden",
         )
-        return self.target_loss(batch, logits)
+        return self.head_at_targets(batch, hidden)
+
+    def target_index(self, batch):
+        """The batch's `targets.TargetIndex` under this trainer's head."""
+        count = self.max_targets if self.target_head == "gathered" else None
+        return targets.target_index(batch.token_ids, batch.segment_ids, count)
+
+    def head_at_targets(self, batch, hidden, index=None):
+        """`target_logits` from final hidden states (batch, length, h)
+        that a strategy computed itself; `index` defaults to the batch's."""
+        index = self.target_index(batch) if index is None else index
+        logits = self.network.mlm_logits(targets.gather(hidden, index))
+        return ops.cast(logits, "float32"), index.labels, index.mask
 
     def target_loss(self, batch, logits):
         """`seq2seq_cross_entropy` of logits against the batch's labels."""
@@ -214,6 +257,30 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
             for metric in self.metrics
             if metric is self.loss_tracker or metric.name in figures
         }
+
+    def fit(self, x=None, *args, validation_data=None, **kwargs):
+        self.check_targets(x)
+        self.check_targets(validation_data)
+        return super().fit(x, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self.check_targets(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def check_targets(self, data):
+        """Refuse batches whose rows hold more targets than the gathered
+        head reads (they would lose their last targets), when the batches
+        say how many they hold (`max_targets`, as `Seq2SeqBatches`)."""
+        held = getattr(data, "max_targets", None)
+        if held is None or self.target_head == "full":
+            return
+        if self.max_targets is not None and held > self.max_targets:
+            raise ValueError(
+                f"these batches hold up to {held} target tokens in a row, "
+                f"but the trainer's head reads {self.max_targets} "
+                f"(max_targets): create the trainer with max_targets >= "
+                f"{held}"
+            )
 
     def save_weights(self, filepath, overwrite=True, **kwargs):
         """Saves the UniLM model's weights, loadable without the trainer."""

@@ -564,6 +564,9 @@ def train_and_test(
         bucket=True,
         length_multiple=LENGTH_MULTIPLE,
     )
+    # Before the first step compiles: the MLM head scores this many
+    # positions per row, the most targets of a training pair.
+    trainer.max_targets = batches.max_targets
     if args.data_parallel:
         batches = DivisibleBatches(batches)
     state = out.load_state({"epochs_done": 0, "best": None, "history": []})
@@ -610,6 +613,7 @@ def train_one_epoch(trainer, batches, epoch, args):
     from models.backend import fit_input
 
     batches.set_epoch(epoch)
+    trainer.check_targets(batches)  # fit sees a tf.data pipeline on TF
     verbose = 1 if args.progress else 2
     history = trainer.fit(
         fit_input(batches),
