@@ -151,6 +151,14 @@ def build_parser(description, defaults):
     )
     group.add_argument("--batch-size", type=int, default=16)
     group.add_argument(
+        "--length-multiple",
+        type=int,
+        default=LENGTH_MULTIPLE,
+        help="pad training batches (sorted by length within windows) to a "
+        "multiple of this: smaller wastes fewer tokens but compiles more "
+        "shapes (`python tasks/benchmark.py padding`)",
+    )
+    group.add_argument(
         "--epochs",
         type=int,
         help=f"default "
@@ -457,6 +465,11 @@ def fill_training_defaults(args, files):
         raise SystemExit(
             f"error: --warmup-steps {args.warmup_steps}: expected 0 or more"
         )
+    if args.length_multiple < 1:
+        raise SystemExit(
+            f"error: --length-multiple {args.length_multiple}: expected 1 "
+            "or more"
+        )
     if not 0 <= args.dropout < 1:
         raise SystemExit(
             f"error: --dropout {args.dropout}: expected 0 <= dropout < 1"
@@ -562,7 +575,7 @@ def train_and_test(
         shuffle=True,
         seed=args.seed,
         bucket=True,
-        length_multiple=LENGTH_MULTIPLE,
+        length_multiple=args.length_multiple,
     )
     # Before the first step compiles: the MLM head scores this many
     # positions per row, the most targets of a training pair.
