@@ -194,8 +194,15 @@ def build_parser(description, defaults):
     group.add_argument(
         "--eval-batch-size",
         type=int,
-        default=64,
-        help="sources decoded together",
+        default=None,
+        help="sources decoded together (default: sized by the GPU's free "
+        "memory, 32 on a CPU)",
+    )
+    group.add_argument(
+        "--compilation-cache",
+        metavar="DIR",
+        help="JAX: keep compiled train and decoding steps in DIR, so a new "
+        "or resumed run loads them instead of compiling again",
     )
     group.add_argument(
         "--data-parallel",
@@ -402,21 +409,15 @@ def describe_model(files, model):
 
 def decode_titles(decoder, tokenizer, contents, beam, args, label):
     """Titles for `contents`, decoded in batches, with a progress bar."""
-    from tqdm import tqdm
-
     source_maxlen = args.maxlen - args.title_maxlen
     sources = [
         tokenizer.encode(text, maxlen=source_maxlen)[0] for text in contents
     ]
-    titles = []
-    step = args.eval_batch_size
-    chunks = range(0, len(sources), step)
-    for start in tqdm(
-        chunks, desc=label, unit="batch", disable=not args.progress, leave=False
-    ):
-        ids = decoder.beam_search_batch(sources[start : start + step], beam)
-        titles += [tokenizer.decode(output) for output in ids]
-    return titles
+    # One call: the decoder sorts all sources by length and batches them.
+    ids = decoder.beam_search_batch(
+        sources, beam, progress=args.progress, batch_size=args.eval_batch_size
+    )
+    return [tokenizer.decode(output) for output in ids]
 
 
 def evaluate(decoder, tokenizer, pairs, beam, args, label):
@@ -498,6 +499,11 @@ def run(args, task):
     settings = {k: v for k, v in vars(args).items()}
     settings["task"] = task
     out.check_settings(settings)
+    if args.compilation_cache:
+        from models.backend import enable_compilation_cache
+
+        if not enable_compilation_cache(args.compilation_cache):
+            print("--compilation-cache: only the JAX backend has one")
     (train, valid, test), data_info = load_splits(args, out)
     tokenizer, keep_tokens = load_tokenizer(args, files, out.path)
     with data_parallel(args.data_parallel):

@@ -211,6 +211,7 @@ RESUMABLE = {
     "progress",
     "beams",
     "eval_batch_size",
+    "compilation_cache",
     "log_every",
     "checkpoint_every",
 }
