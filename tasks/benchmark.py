@@ -109,9 +109,8 @@ def decode_rows(args, model, end_id, sources):
     from models.decoding import Seq2SeqDecoder
 
     common = dict(end_id=end_id, maxlen=args.maxlen)
-    fast = Seq2SeqDecoder(
-        model, batch_size=args.batch_size, bucket=args.bucket, **common
-    )
+    size = args.batch_size or "auto"
+    fast = Seq2SeqDecoder(model, batch_size=size, bucket=args.bucket, **common)
     reference = Seq2SeqDecoder(model, reference=True, **common)
     subset = sources[: args.reference_n or len(sources)]
     reference.beam_search(subset[0], 1)  # one-off tracing, not timed
@@ -182,7 +181,7 @@ def run_decode(args):
         f"{args.data.name}, source tokens mean "
         f"{statistics.mean(lengths):.0f} (max {max(lengths)}, cut at "
         f"{source_maxlen}); title maxlen {args.maxlen}; fast batch "
-        f"{args.batch_size} sources, bucket {args.bucket}"
+        f"{args.batch_size or 'auto'} sources, bucket {args.bucket}"
     )
     rows = decode_rows(args, model, end_id, sources)
     for row in rows:
@@ -248,7 +247,11 @@ def add_decode_parser(subparsers):
         "lengths (0: almost all run to maxlen)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=32, help="sources per fast batch"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sources per fast batch (default: the decoder's 'auto', sized "
+        "by the GPU's free memory, 32 on a CPU)",
     )
     parser.add_argument(
         "--bucket",
