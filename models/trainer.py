@@ -9,9 +9,14 @@ over all such tokens of the batch. What a strategy changes (corrupted
 inputs, extra loss terms) lives in `models/strategies.py`; the per-backend
 steps live in `models/backend.py`.
 
-    trainer = Seq2SeqTrainer(model, strategy="gp", epsilon=1.0)
+    trainer = Seq2SeqTrainer(
+        model, strategy="gp", epsilon=1.0, max_targets=batches.max_targets
+    )
     trainer.compile(optimizer=keras.optimizers.Adam(1e-5))
     history = trainer.fit(batches, epochs=20)   # logs: loss, gp
+
+With `max_targets` the MLM head and the loss run at the scored positions
+only (`models/targets.py`); without it, at every position.
 
 Metrics: `loss` is the objective the strategy minimises (for `baseline`
 and `replace` the target cross-entropy; for `gp` cross-entropy + `gp`),
