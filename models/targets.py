@@ -83,7 +83,13 @@ def gather(values, index):
     if index.full:
         return values[:, :-1]
     if len(ops.shape(values)) == 3:
-        return ops.take_along_axis(values, index.positions[..., None], axis=1)
+        # A one-hot product, not a gather: exact, and its derivatives are
+        # products too, where a gather's are scatters (gp differentiates
+        # this twice).
+        picks = ops.one_hot(
+            index.positions, ops.shape(values)[1], dtype=values.dtype
+        )
+        return ops.einsum("bkl,blh->bkh", picks, values)
     return ops.take_along_axis(values, index.positions, axis=1)
 
 
@@ -94,7 +100,10 @@ def spread(values, index):
     if index.full:
         return ops.concatenate([values, values[:, -1:]], axis=1)
     if len(ops.shape(values)) == 3:
-        return ops.take_along_axis(values, index.slots[..., None], axis=1)
+        picks = ops.one_hot(
+            index.slots, ops.shape(values)[1], dtype=values.dtype
+        )
+        return ops.einsum("blk,bkh->blh", picks, values)
     return ops.take_along_axis(values, index.slots, axis=1)
 
 
