@@ -110,6 +110,9 @@ class Seq2SeqBatches(keras.utils.PyDataset):
             tokenizer.encode(content, title, maxlen=maxlen)
             for title, content in pairs
         ]
+        # The most target tokens of a sample (title and final [SEP]): how
+        # many positions per row a trainer's gathered head must score.
+        self.max_targets = max(int(sum(s[1])) for s in self.samples)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.bucket, self.fixed_length = bucket, fixed_length
         self.maxlen, self.length_multiple = maxlen, length_multiple

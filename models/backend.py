@@ -452,3 +452,32 @@ def backend_version():
     import importlib
 
     return getattr(importlib.import_module(BACKEND), "__version__", "")
+
+
+def free_device_memory():
+    """Bytes free on the accelerator that computes, or None: on a CPU, and
+    where the backend does not say (TensorFlow reports use, not size)."""
+    if BACKEND != "jax":
+        return None
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return None
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+
+def enable_compilation_cache(directory):
+    """Keep JAX's compiled programs in `directory`, so that a new process
+    (the next epoch's run, the next experiment) loads the train and
+    decoding steps instead of compiling them again. Returns False on other
+    backends, which have no such cache."""
+    if BACKEND != "jax":
+        return False
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    # Also programs that compile fast: decoding's steps take about a
+    # second each on a CPU, and a few dozen of them add up.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return True

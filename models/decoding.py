@@ -26,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from models.backend import compile_function
+from models.backend import free_device_memory
 from models.search import LOG_EPSILON
 from models.search import BeamSearch
 from models.search import BeamState
@@ -36,6 +37,42 @@ from models.search import softmax
 
 # model -> the same model reading one given position (`RecomputeDecoder`).
 POSITION_MODELS = weakref.WeakKeyDictionary()
+# Sources per compiled batch where device memory is unknown (a CPU), and the
+# most anywhere: beyond that a step's host work dominates.
+DEFAULT_BATCH_SIZE = 32
+MAX_BATCH_SIZE = 1024
+# Share of the free device memory that decoding's batch may take.
+MEMORY_SHARE = 0.5
+
+
+def decoding_bytes(config, rows_per_source, source_len, slots, dtype_bytes):
+    """Device bytes one source needs while it is decoded, an upper bound:
+    its key/value cache (source once, outputs per row, times 3 for the
+    reordered and updated copies a step makes), one layer's activations
+    of the encoding pass (float32 scores included) and float32 logits per
+    row (the head's softmax and its log)."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    source = layers * 2 * hidden * source_len * dtype_bytes
+    outputs = 3 * rows_per_source * layers * 2 * hidden * slots * dtype_bytes
+    scores = 4 * config.num_attention_heads * source_len * source_len * 2
+    activations = source_len * (config.intermediate_size + 6 * hidden)
+    logits = 3 * rows_per_source * config.vocab_size * 4
+    return source + outputs + scores + activations * dtype_bytes + logits
+
+
+def sources_per_batch(
+    config, rows_per_source, source_len, slots, dtype_bytes, free_bytes
+):
+    """Sources decoded at once: a power of two whose `decoding_bytes` fit
+    in `MEMORY_SHARE` of `free_bytes`, at most `MAX_BATCH_SIZE`;
+    `DEFAULT_BATCH_SIZE` where the free memory is unknown (None)."""
+    if free_bytes is None:
+        return DEFAULT_BATCH_SIZE
+    need = decoding_bytes(
+        config, rows_per_source, source_len, slots, dtype_bytes
+    )
+    fits = max(1, int(MEMORY_SHARE * free_bytes // need))
+    return min(MAX_BATCH_SIZE, 1 << (fits.bit_length() - 1))
 
 
 class AutoRegressiveDecoder:
@@ -254,6 +291,14 @@ class Seq2SeqDecoder:
     and every batch of a bucket. Rows never mix, so a source's title does
     not depend on its batch (USER-NEEDS 13).
 
+    `batch_size='auto'` (the default) sizes batches by the accelerator's
+    free memory (`sources_per_batch`: a power of two, fixed per rows per
+    source, so the compiled shapes stay few), and uses
+    `DEFAULT_BATCH_SIZE` where that is unknown (a CPU); a call with fewer
+    sources uses the smallest power of two that holds them, not a batch
+    of copies. Each step moves only the top candidates of every row to
+    the host (beam search), and the chosen rows and tokens back.
+
     `reference=True` decodes one source at a time with `RecomputeDecoder`
     (bert4keras's AutoTitle), for checking and timing.
 
@@ -270,7 +315,7 @@ class Seq2SeqDecoder:
         maxlen,
         minlen=1,
         reference=False,
-        batch_size=32,
+        batch_size="auto",
         bucket=32,
         jit_compile=True,
         no_repeat_ngram_size=0,
@@ -295,6 +340,7 @@ class Seq2SeqDecoder:
         self.length_penalty = self.recompute.length_penalty = length_penalty
         self.trace_counts = collections.Counter()
         self._functions = {}
+        self._auto_sizes = {}
 
     # One source -------------------------------------------------------------
 
@@ -338,7 +384,7 @@ class Seq2SeqDecoder:
                     batch, size, self.beam_search_for(len(batch), size, topk)
                 ),
                 progress,
-                batch_size,
+                batch_size or self.sources_per_batch(len(sources), topk),
             )
         if nbest:
             return [state.nbest() for state in states]
@@ -394,7 +440,7 @@ class Seq2SeqDecoder:
                     ),
                 ),
                 progress,
-                batch_size,
+                batch_size or self.sources_per_batch(len(sources), n),
             )
         return [[[int(i) for i in ids] for ids in per] for per in samples]
 
@@ -454,9 +500,29 @@ class Seq2SeqDecoder:
 
         return tqdm(items, desc="decoding", unit=unit)
 
-    def over_batches(self, sources, decode, progress, size=None):
+    def sources_per_batch(self, count, rows_per_source):
+        """The batch size for `count` sources of `rows_per_source` rows
+        (beams or samples) each: the decoder's, or under 'auto' one sized
+        by device memory once per `rows_per_source`, for the longest
+        source the model takes."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        if rows_per_source not in self._auto_sizes:
+            attention = self.network["Transformer-0-MultiHeadSelfAttention"]
+            dtype_bytes = 2 if "16" in attention.compute_dtype else 4
+            self._auto_sizes[rows_per_source] = sources_per_batch(
+                self.network.config,
+                rows_per_source,
+                self.max_positions - self.maxlen,
+                self.maxlen,
+                dtype_bytes,
+                free_device_memory(),
+            )
+        size = self._auto_sizes[rows_per_source]
+        return min(size, 1 << (count - 1).bit_length())
+
+    def over_batches(self, sources, decode, progress, size):
         """Decode length-sorted batches, return results in input order."""
-        size = size or self.batch_size
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         starts = range(0, len(order), size)
         results = [None] * len(sources)

@@ -169,6 +169,8 @@ class DivisibleBatches(keras.utils.PyDataset):
         super().__init__()
         self.batches = batches
         self.multiple = multiple or device_count()
+        # Added rows have no targets: the wrapped batches' bound holds.
+        self.max_targets = getattr(batches, "max_targets", None)
 
     def __len__(self):
         return len(self.batches)

@@ -178,6 +178,16 @@ class MultiHeadAttention(keras.layers.Layer):
     head_size); `attend(q, k, v, bias)` mixes them and applies the output
     projection. `attend_cached` is the same attention for one new token per
     row against a key/value cache: the decoder's step, on the same weights.
+
+    With `fused=True` (the default) `attend` hands the scores, mask and
+    softmax to `keras.ops.dot_product_attention` whenever no attention
+    dropout is drawn (inference, or a rate of 0): on a GPU the backend may
+    then run a fused kernel (cuDNN flash attention on JAX), and on every
+    backend the softmax stays float32 under mixed precision. The mask goes
+    in as booleans, not as the -1e9 bias, because JAX casts a bias to the
+    compute dtype (-inf in float16). Dropout on the attention probabilities
+    needs them in hand, so a training pass with dropout takes the written-
+    out path, which computes the same function.
     """
 
     def __init__(
@@ -186,6 +196,7 @@ class MultiHeadAttention(keras.layers.Layer):
         head_size,
         dropout_rate=0.0,
         kernel_initializer="glorot_uniform",
+        fused=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -197,6 +208,10 @@ class MultiHeadAttention(keras.layers.Layer):
         self.heads = heads
         self.head_size = head_size
         self.dropout_rate = dropout_rate
+        self.fused = fused
+        # One scale for every path (full, fused, cached): a product with
+        # the same float, so that the paths round alike.
+        self.scale = 1.0 / math.sqrt(head_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         width = heads * head_size
         self.q_dense = self._dense(width, "query")
@@ -232,13 +247,20 @@ class MultiHeadAttention(keras.layers.Layer):
         return q, k, v
 
     def attend(self, q, k, v, bias, training=False):
-        scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
-        scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
-        probs = ops.softmax(scores + bias, axis=-1)
-        probs = self.dropout(
-            ops.cast(probs, self.compute_dtype), training=training
-        )
-        mixed = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        if self.fused and not (training and self.dropout_rate > 0):
+            # The bias is 0 or MASK_BIAS (`AttentionBias`): as booleans.
+            visible = ops.greater(bias, 0.5 * MASK_BIAS)
+            mixed = ops.dot_product_attention(
+                q, k, v, mask=visible, scale=self.scale
+            )
+        else:
+            scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
+            scores = ops.cast(scores, "float32") * self.scale
+            probs = ops.softmax(scores + bias, axis=-1)
+            probs = self.dropout(
+                ops.cast(probs, self.compute_dtype), training=training
+            )
+            mixed = ops.einsum("bhqk,bkhd->bqhd", probs, v)
         batch, length = ops.shape(mixed)[0], ops.shape(mixed)[1]
         mixed = ops.reshape(mixed, (batch, length, self.heads * self.head_size))
         return self.o_dense(mixed)
@@ -269,7 +291,7 @@ class MultiHeadAttention(keras.layers.Layer):
             ],
             axis=-1,
         )
-        scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
+        scores = ops.cast(scores, "float32") * self.scale
         past_bias = ops.where(ops.arange(slots) < cache.index, 0.0, MASK_BIAS)
         bias = ops.concatenate(
             [
@@ -328,6 +350,7 @@ class MultiHeadAttention(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer
             ),
+            "fused": self.fused,
         }
 
 

@@ -89,23 +89,16 @@ class PretrainingTrainer(Seq2SeqTrainer):
         )
         return self.cross_entropy(batch, training=training), {}
 
-    def cross_entropy(self, batch, token_embeddings=None, training=True):
-        """The loss of one pass; the MLM head at labelled positions only
-        when `max_predictions` is set."""
-        if self.max_predictions is None:
-            return super().cross_entropy(batch, token_embeddings, training)
-        hidden = self.network(
-            batch.inputs,
-            batch.segment_ids,
-            token_embeddings=token_embeddings,
-            training=training,
-            output="hidden",
-        )
-        hidden, labels = gather_labelled(
-            hidden, batch.token_ids, self.max_predictions
-        )
+    def head_at_targets(self, batch, hidden, index=None):
+        """(logits, labels, mask) at the labelled positions, not shifted:
+        every position, or at most `max_predictions` per row when set."""
+        labels = batch.token_ids
+        if self.max_predictions is not None:
+            hidden, labels = gather_labelled(
+                hidden, labels, self.max_predictions
+            )
         logits = ops.cast(self.network.mlm_logits(hidden), "float32")
-        return masked_cross_entropy(labels, logits)
+        return logits, labels, ops.not_equal(labels, 0)
 
     def target_loss(self, batch, logits):
         """Labels are given, not shifted: see `masked_cross_entropy`."""

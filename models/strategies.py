@@ -11,10 +11,13 @@ step:
   trainer offers what custom passes need: `trainer.network` (the UniLM
   layers, callable with `token_embeddings=` or `output='hidden'`),
   `trainer.cross_entropy(batch, token_embeddings=None)`,
-  `trainer.target_loss(batch, logits)`,
-  `trainer.target_logits(batch, training=True)` (logits, labels, mask of
-  the scored positions, for losses over the output distributions) with
-  `trainer.label_loss(logits, labels, mask)`,
+  `trainer.target_logits(batch, training=True)` and
+  `trainer.head_at_targets(batch, hidden)` (the MLM head at the scored
+  positions only: `(logits, labels, mask)`, whose
+  `trainer.label_loss(logits, labels, mask)` is the training loss, label
+  smoothing included; see `models/targets.py` for `gather`/`spread`
+  between slots and positions), `trainer.target_loss(batch, logits)` (full
+  logits),
   `trainer.value_and_grad(fn, variable)` (differentiable gradients),
   `trainer.overridden(variable, value)`, `trainer.embeddings` (E),
   `trainer.seed_generator`, `trainer.optimizer.iterations` and
@@ -37,6 +40,7 @@ import keras
 from keras import ops
 
 from models import backend
+from models import targets
 from models.losses import token_kl_divergence
 from models.professor import Adversary
 from models.professor import discriminator_loss
@@ -290,14 +294,18 @@ class TeaForN(Baseline):
             )
         self.metric_names = tuple(f"ce_{k}" for k in range(1, self.n + 1))
 
-    def fed_vectors(self, network, hidden, logits):
-        """What pass k hands to pass k + 1, per position (before shifting)."""
+    def fed_vectors(self, network, hidden, logits, index):
+        """What pass k hands to pass k + 1, per position (before shifting):
+        `logits` are at the scored slots of `index` only, which are the
+        positions whose outputs are fed."""
         if self.feed == "hidden":
             return hidden
-        return topk_embeddings(network, logits, self.topk)
+        vectors = topk_embeddings(network, logits, self.topk)
+        return targets.spread(vectors, index)
 
     def loss(self, trainer, batch):
         network = trainer.network
+        index = trainer.target_index(batch)
         fed, total, figures = None, 0.0, {}
         for k, weight in enumerate(self.weights, start=1):
             hidden = network(
@@ -307,13 +315,13 @@ class TeaForN(Baseline):
                 training=True,
                 output="hidden",
             )
-            logits = network.mlm_logits(hidden)
-            figures[f"ce_{k}"] = trainer.target_loss(batch, logits)
+            logits, labels, mask = trainer.head_at_targets(batch, hidden, index)
+            figures[f"ce_{k}"] = trainer.label_loss(logits, labels, mask)
             total += weight * figures[f"ce_{k}"]
             if k < self.n:
                 fed = feed_previous(
                     network["Embedding-Token"](batch.inputs),
-                    self.fed_vectors(network, hidden, logits),
+                    self.fed_vectors(network, hidden, logits, index),
                     target_positions(batch.inputs, batch.segment_ids),
                 )
         return total, figures
@@ -423,29 +431,32 @@ class ScheduledSampling(Baseline):
             max_rate=self.max_rate,
         )
 
-    def second_pass_inputs(self, network, batch, chosen, seed_generator):
+    def second_pass_inputs(self, trainer, batch, chosen, seed_generator):
         """(token ids, token embeddings or None) the second pass reads.
 
         `chosen` marks the positions that read a prediction (made one
-        position back) instead of the gold token.
+        position back) instead of the gold token; they are target
+        positions, so the first pass runs the MLM head at the scored
+        positions only (`trainer.target_logits`).
         """
-        logits = network(
-            batch.inputs, batch.segment_ids, training=False, output="logits"
-        )
+        network = trainer.network
+        index = trainer.target_index(batch)
+        logits, _, _ = trainer.target_logits(batch, training=False)
         logits = ops.stop_gradient(logits) / self.temperature
         if self.mix == "soft":
             layer = network["Embedding-Token"]
             table = ops.cast(layer.embeddings, layer.compute_dtype)
             probas = ops.cast(ops.softmax(logits, axis=-1), table.dtype)
-            mixed = ops.matmul(probas, table)
+            mixed = targets.spread(ops.matmul(probas, table), index)
             embedded = layer(batch.inputs)
             return batch.inputs, feed_previous(embedded, mixed, chosen)
         if self.mix == "sample":
             flat = ops.reshape(logits, (-1, ops.shape(logits)[-1]))
             drawn = keras.random.categorical(flat, 1, seed=seed_generator)
-            predicted = ops.reshape(drawn, ops.shape(batch.inputs))
+            predicted = ops.reshape(drawn, ops.shape(logits)[:2])
         else:
             predicted = ops.argmax(logits, axis=-1)
+        predicted = targets.spread(ops.cast(predicted, "int32"), index)
         return feed_previous(batch.inputs, predicted, chosen), None
 
     def loss(self, trainer, batch):
@@ -457,7 +468,7 @@ class ScheduledSampling(Baseline):
             target_positions(batch.inputs, batch.segment_ids), coin < rate
         )
         inputs, embeddings = self.second_pass_inputs(
-            trainer.network, batch, chosen, trainer.seed_generator
+            trainer, batch, chosen, trainer.seed_generator
         )
         cross_entropy = trainer.cross_entropy(
             batch._replace(inputs=inputs), token_embeddings=embeddings
@@ -807,7 +818,8 @@ class Professor(Baseline):
         teacher = network(
             batch.inputs, batch.segment_ids, training=True, output="hidden"
         )
-        cross_entropy = trainer.target_loss(batch, network.mlm_logits(teacher))
+        logits, labels, mask = trainer.head_at_targets(batch, teacher)
+        cross_entropy = trainer.label_loss(logits, labels, mask)
         step = trainer.optimizer.iterations
         weight = self.adversarial_weight * ops.cast(
             step >= self.warmup, "float32"

@@ -9,9 +9,14 @@ over all such tokens of the batch. What a strategy changes (corrupted
 inputs, extra loss terms) lives in `models/strategies.py`; the per-backend
 steps live in `models/backend.py`.
 
-    trainer = Seq2SeqTrainer(model, strategy="gp", epsilon=1.0)
+    trainer = Seq2SeqTrainer(
+        model, strategy="gp", epsilon=1.0, max_targets=batches.max_targets
+    )
     trainer.compile(optimizer=keras.optimizers.Adam(1e-5))
     history = trainer.fit(batches, epochs=20)   # logs: loss, gp
+
+With `max_targets` the MLM head and the loss run at the scored positions
+only (`models/targets.py`); without it, at every position.
 
 Metrics: `loss` is the objective the strategy minimises (for `baseline`
 and `replace` the target cross-entropy; for `gp` cross-entropy + `gp`),
@@ -37,8 +42,11 @@ from keras import ops
 
 from models import backend
 from models import strategies as strategies_lib
+from models import targets
 from models.bert import BertNetwork
-from models.losses import token_mean
+from models.targets import token_cross_entropy
+
+TARGET_HEADS = ("gathered", "full")
 
 
 class Batch(NamedTuple):
@@ -62,30 +70,6 @@ def seq2seq_cross_entropy(token_ids, segment_ids, logits):
     return token_cross_entropy(
         token_ids[:, 1:], logits[:, :-1], segment_ids[:, 1:]
     )
-
-
-def token_cross_entropy(labels, logits, weights, label_smoothing=0.0):
-    """Cross-entropy of `labels` under `logits`, averaged over the tokens
-    that `weights` (0 or 1, the shape of `labels`) selects.
-
-    The one loss of every trainer. Computed from float32 logits
-    (log-softmax, not log of a softmax), so that it neither underflows in
-    bf16/fp16 nor loses its second derivative. The mean is over the
-    global batch's tokens, also when replicas each hold a part of it.
-
-    `label_smoothing` ε scores the target (1 - ε)·onehot + ε/V over the V
-    logits (Keras's and Szegedy et al.'s convention):
-    (1 - ε)·(-log p_y) + ε·mean_v(-log p_v).
-    """
-    labels = ops.cast(labels, "int32")
-    logits = ops.cast(logits, "float32")
-    log_normaliser = ops.logsumexp(logits, axis=-1)
-    picked = ops.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    nll = log_normaliser - picked
-    if label_smoothing:
-        uniform = log_normaliser - ops.mean(logits, axis=-1)
-        nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
-    return token_mean(nll, weights)
 
 
 def unpack_batch(data):
@@ -122,6 +106,15 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         seed: seeds the trainer's own random draws (input corruption);
             dropout keeps the model's seeds.
         label_smoothing: ε in [0, 1) for the training cross-entropy.
+        max_targets: the most target tokens (final [SEP] included) of a
+            row in any batch this trainer will see, e.g.
+            `Seq2SeqBatches.max_targets`. The MLM head and the loss then
+            run on that many positions per row instead of every position
+            (`models/targets.py`); `fit` and `evaluate` refuse batches
+            that say they hold longer targets. None: every position.
+        target_head: 'gathered' (the head at the scored positions only)
+            or 'full' (every position, then the scored ones picked: the
+            reference the gathered head is tested and timed against).
         **options: options of the named strategy (e.g. `epsilon=1.0`).
     """
 
@@ -131,10 +124,27 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         strategy="baseline",
         seed=None,
         label_smoothing=0.0,
+        max_targets=None,
+        target_head="gathered",
         **options,
     ):
         backend.check_supported()
         super().__init__(name=f"{model.name}_trainer")
+        if target_head not in TARGET_HEADS:
+            raise ValueError(
+                f"target_head must be one of {TARGET_HEADS}, got "
+                f"{target_head!r}"
+            )
+        if max_targets is not None and (
+            isinstance(max_targets, bool)
+            or int(max_targets) != max_targets
+            or max_targets < 1
+        ):
+            raise ValueError(
+                f"max_targets must be a positive integer, got {max_targets!r}"
+            )
+        self.max_targets = None if max_targets is None else int(max_targets)
+        self.target_head = target_head
         if isinstance(strategy, str):
             strategy = strategies_lib.get(strategy, **options)
         elif options:
@@ -179,25 +189,53 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         segment_ids = ops.cast(segment_ids, "int32")
         if not training:
             # Plain cross-entropy, label smoothing or not: comparable.
-            logits = self.network(
-                token_ids, segment_ids, training=False, output="logits"
-            )
-            return seq2seq_cross_entropy(token_ids, segment_ids, logits), {}
+            batch = Batch(token_ids, segment_ids, token_ids)
+            logits, labels, mask = self.target_logits(batch, training=False)
+            return token_cross_entropy(labels, logits, mask), {}
         inputs, segment_ids = self.strategy.prepare_batch(
             token_ids, segment_ids, self.seed_generator
         )
         return self.strategy.loss(self, Batch(token_ids, segment_ids, inputs))
 
     def cross_entropy(self, batch, token_embeddings=None, training=True):
-        """Target cross-entropy of one forward pass over `batch.inputs`."""
-        logits = self.network(
+        """Training cross-entropy (label smoothing applied) of one forward
+        pass over `batch.inputs`, at the scored positions."""
+        return self.label_loss(
+            *self.target_logits(
+                batch, training=training, token_embeddings=token_embeddings
+            )
+        )
+
+    def target_logits(self, batch, training=True, token_embeddings=None):
+        """(logits, labels, mask) of one forward pass at the scored slots.
+
+        float32 logits (batch, slots, vocab), int32 labels and float32
+        mask (batch, slots): `label_loss(logits, labels, mask)` is the
+        batch's training loss. Slots are the positions `target_index`
+        names, with the gathered head; every position but the last with
+        the full head. Losses over target distributions (KL terms) use
+        these, and need not know how positions are laid out.
+        """
+        hidden = self.network(
             batch.inputs,
             batch.segment_ids,
             token_embeddings=token_embeddings,
             training=training,
-            output="logits",
+            output="hidden",
         )
-        return self.target_loss(batch, logits)
+        return self.head_at_targets(batch, hidden)
+
+    def target_index(self, batch):
+        """The batch's `targets.TargetIndex` under this trainer's head."""
+        count = self.max_targets if self.target_head == "gathered" else None
+        return targets.target_index(batch.token_ids, batch.segment_ids, count)
+
+    def head_at_targets(self, batch, hidden, index=None):
+        """`target_logits` from final hidden states (batch, length, h)
+        that a strategy computed itself; `index` defaults to the batch's."""
+        index = self.target_index(batch) if index is None else index
+        logits = self.network.mlm_logits(targets.gather(hidden, index))
+        return ops.cast(logits, "float32"), index.labels, index.mask
 
     def target_loss(self, batch, logits):
         """Training cross-entropy of full-length `logits` (the network's
@@ -210,20 +248,6 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         """Training cross-entropy of `target_logits`' output (label
         smoothing applied)."""
         return token_cross_entropy(labels, logits, mask, self.label_smoothing)
-
-    def target_logits(self, batch, training=True):
-        """(logits, labels, mask) of one pass over `batch.inputs`: what the
-        prediction at each position is scored against, and which positions
-        count. Losses over target distributions (KL terms) use these, and
-        need not know how positions are laid out."""
-        logits = self.network(
-            batch.inputs, batch.segment_ids, training=training, output="logits"
-        )
-        return (
-            logits[:, :-1],
-            batch.token_ids[:, 1:],
-            batch.segment_ids[:, 1:],
-        )
 
     def strategy_variables(self):
         """The variables of what the strategy trains itself (weights, then
@@ -275,14 +299,18 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         optimizer = getattr(self, "optimizer", None)
         return bool(getattr(optimizer, "use_ema", False))
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`; with an averaging optimizer the model keeps
-        its training weights afterwards (see the module docstring)."""
+    def fit(self, x=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit`, refusing batches with more targets than the
+        head reads; with an averaging optimizer the model keeps its
+        training weights afterwards (see the module docstring)."""
+        self.check_targets(x)
+        self.check_targets(validation_data)
+        kwargs["validation_data"] = validation_data
         if not self.uses_ema:
-            return super().fit(*args, **kwargs)
+            return super().fit(x, *args, **kwargs)
         keeper = TrainingWeights()
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), keeper]
-        history = super().fit(*args, **kwargs)
+        history = super().fit(x, *args, **kwargs)
         keeper.restore()
         return history
 
@@ -303,6 +331,25 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         finally:
             for variable, value in zip(variables, saved):
                 variable.assign(value)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self.check_targets(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def check_targets(self, data):
+        """Refuse batches whose rows hold more targets than the gathered
+        head reads (they would lose their last targets), when the batches
+        say how many they hold (`max_targets`, as `Seq2SeqBatches`)."""
+        held = getattr(data, "max_targets", None)
+        if held is None or self.target_head == "full":
+            return
+        if self.max_targets is not None and held > self.max_targets:
+            raise ValueError(
+                f"these batches hold up to {held} target tokens in a row, "
+                f"but the trainer's head reads {self.max_targets} "
+                f"(max_targets): create the trainer with max_targets >= "
+                f"{held}"
+            )
 
     def save_weights(self, filepath, overwrite=True, **kwargs):
         """Saves the UniLM model's weights, loadable without the trainer."""

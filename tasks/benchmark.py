@@ -14,6 +14,13 @@ Usage:
 The fast path runs twice: the first run includes compiling (once per length
 bucket and beam size), the second is the steady state the speed-up uses.
 
+`padding`: the share of padding in real CSL training batches under each
+batch layout (shuffled; sorted by length within windows; lengths rounded
+to multiples of 32, 16, 8 or exact), the compiled shapes each needs, and
+how many positions per row the loss's MLM head scores (gathered vs full):
+
+    python tasks/benchmark.py padding
+
 `train`: training-step speed of `Seq2SeqTrainer` (BERT-base UniLM by
 default, maxlen 256, random tokens) for each strategy and batch size, with
 tokens/s, model FLOPs utilisation (MFU) and peak device memory, against
@@ -114,9 +121,8 @@ def decode_rows(args, model, end_id, sources):
     from models.decoding import Seq2SeqDecoder
 
     common = dict(end_id=end_id, maxlen=args.maxlen)
-    fast = Seq2SeqDecoder(
-        model, batch_size=args.batch_size, bucket=args.bucket, **common
-    )
+    size = args.batch_size or "auto"
+    fast = Seq2SeqDecoder(model, batch_size=size, bucket=args.bucket, **common)
     reference = Seq2SeqDecoder(model, reference=True, **common)
     subset = sources[: args.reference_n or len(sources)]
     reference.beam_search(subset[0], 1)  # one-off tracing, not timed
@@ -189,7 +195,7 @@ def run_decode(args):
         f"{args.data.name}, source tokens mean "
         f"{statistics.mean(lengths):.0f} (max {max(lengths)}, cut at "
         f"{source_maxlen}); title maxlen {args.maxlen}; fast batch "
-        f"{args.batch_size} sources, bucket {args.bucket}"
+        f"{args.batch_size or 'auto'} sources, bucket {args.bucket}"
     )
     rows = decode_rows(args, model, end_id, sources)
     for row in rows:
@@ -253,7 +259,11 @@ def add_decode_parser(subparsers):
         "lengths (0: almost all run to maxlen)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=32, help="sources per fast batch"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sources per fast batch (default: the decoder's 'auto', sized "
+        "by the GPU's free memory, 32 on a CPU)",
     )
     parser.add_argument(
         "--bucket",
@@ -346,6 +356,97 @@ def check_decode_options(args):
     check_files({"--data": args.data, "--vocab": args.vocab})
 
 
+# --- padding ----------------------------------------------------------------
+
+PADDING_LAYOUTS = (
+    ("shuffled", False, None),
+    ("shuffled, multiple of 32", False, 32),
+    ("sorted in windows, multiple of 32", True, 32),
+    ("sorted in windows, multiple of 16", True, 16),
+    ("sorted in windows, multiple of 8", True, 8),
+    ("sorted in windows, exact", True, None),
+)
+
+
+def padding_rows(batches, layouts, epochs):
+    """Per layout: padding fraction, distinct lengths (compiled shapes) and
+    mean padded length over `epochs` epochs of training batches."""
+    rows = []
+    for label, bucket, multiple in layouts:
+        batches.bucket, batches.length_multiple = bucket, multiple
+        real = padded = 0
+        lengths = []
+        for epoch in range(epochs):
+            batches.set_epoch(epoch)
+            for index in range(len(batches)):
+                ((token_ids, _),) = batches[index]
+                real += int((token_ids != 0).sum())
+                padded += token_ids.size
+                lengths.append(token_ids.shape[1])
+        rows.append(
+            {
+                "layout": label,
+                "padding": 1 - real / padded,
+                "shapes": len(set(lengths)),
+                "length": statistics.mean(lengths),
+            }
+        )
+    return rows
+
+
+def run_padding(args):
+    """`padding` subcommand: how much of real CSL training batches is
+    padding under each batch layout (`Seq2SeqBatches`' `bucket` and
+    `length_multiple`), and how many positions the loss's MLM head scores
+    with the gathered head against the full one."""
+    from data import Tokenizer
+    from data import batching
+    from data import read_pairs
+    from data.batching import Seq2SeqBatches
+
+    tokenizer = Tokenizer(str(args.vocab), do_lower_case=True)
+    pairs = read_pairs(str(args.data))
+    batches = Seq2SeqBatches(
+        pairs, tokenizer, maxlen=args.maxlen, batch_size=args.batch_size
+    )
+    rows = padding_rows(batches, PADDING_LAYOUTS, args.epochs)
+    targets = [int(sum(sample[1])) for sample in batches.samples]
+    print("command: python tasks/benchmark.py " + " ".join(sys.argv[1:]))
+    print(
+        f"{len(pairs)} pairs of {args.data.name}, maxlen {args.maxlen}, "
+        f"batch {args.batch_size}, {args.epochs} epochs of batches; sorting "
+        f"windows of {batching.BUCKET_CHUNK_BATCHES} batches\n"
+    )
+    print("| batch layout | padding | shapes | mean length |")
+    print("|:---|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['layout']} | {100 * row['padding']:.1f}% "
+            f"| {row['shapes']} | {row['length']:.0f} |"
+        )
+    full = rows[2]["length"] - 1
+    print(
+        f"\nMLM head positions per row: full {full:.0f} (mean, sorted in "
+        f"windows, multiple of 32); gathered {batches.max_targets} (the "
+        f"most target tokens of a pair; mean {statistics.mean(targets):.1f})"
+    )
+    return rows
+
+
+def add_padding_parser(subparsers):
+    parser = subparsers.add_parser(
+        "padding",
+        help="padding fraction of real CSL batches per batch layout",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", type=pathlib.Path, default=CSL_DEV)
+    parser.add_argument("--vocab", type=pathlib.Path, default=VOCAB)
+    parser.add_argument("--maxlen", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.set_defaults(run=run_padding)
+
+
 # --- train ------------------------------------------------------------------
 
 COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -385,6 +486,11 @@ def train_flops(layers, hidden, intermediate, vocab, maxlen, batch):
     return 6 * weights * tokens + attention
 
 
+def target_count(maxlen):
+    """Target tokens per row of `random_batch`: the last quarter."""
+    return max(1, maxlen // 4)
+
+
 def random_batch(batch, maxlen, vocab, seed=0):
     """Random token ids in [1, vocab) with a source/target split: the last
     quarter of each row (at least one token) is the target, segment 1."""
@@ -393,7 +499,7 @@ def random_batch(batch, maxlen, vocab, seed=0):
     rng = np.random.default_rng(seed)
     token_ids = rng.integers(1, vocab, (batch, maxlen)).astype("int32")
     segment_ids = np.zeros((batch, maxlen), "int32")
-    segment_ids[:, maxlen - max(1, maxlen // 4) :] = 1
+    segment_ids[:, maxlen - target_count(maxlen) :] = 1
     return token_ids, segment_ids
 
 
@@ -496,7 +602,7 @@ def step_timer():
     return StepTimer()
 
 
-def time_ours(args, batch_size, strategy, token_ids, segment_ids):
+def time_ours(args, batch_size, strategy, head, token_ids, segment_ids):
     """(seconds per step, peak bytes or None) of `Seq2SeqTrainer`: the
     steady steps of one `fit()` of `--steps` steps (`step_timer`)."""
     import keras
@@ -518,7 +624,13 @@ def time_ours(args, batch_size, strategy, token_ids, segment_ids):
         intermediate_size=args.intermediate,
         max_position_embeddings=max(512, args.maxlen),
     )
-    trainer = Seq2SeqTrainer(model, strategy_from_spec(strategy), seed=0)
+    trainer = Seq2SeqTrainer(
+        model,
+        strategy_from_spec(strategy),
+        seed=0,
+        max_targets=target_count(args.maxlen),
+        target_head=head,
+    )
     optimizer = keras.optimizers.Adam(1e-5)
     if args.precision == "fp16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -647,26 +759,28 @@ def gib(value):
 
 
 TRAIN_HEADER = (
-    "| batch | strategy | ours ms/step | × baseline | ours tokens/s | MFU "
-    "| ours peak mem | peer ms/step | peer tokens/s | peer peak mem "
+    "| batch | strategy | head | ours ms/step | × baseline | ours tokens/s "
+    "| MFU | ours peak mem | peer ms/step | peer tokens/s | peer peak mem "
     "| ours/peer (tokens/s) |",
-    "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "|---:|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 )
 
 
 def train_table(rows):
     """Markdown table lines; peer columns only on rows that have a peer;
-    × baseline: the step against the same batch size's `baseline` row."""
+    × baseline: the step against the `baseline` row of the same batch size
+    and head."""
     lines = list(TRAIN_HEADER)
     baselines = {
-        row["batch"]: row["step"]
+        (row["batch"], row["head"]): row["step"]
         for row in rows
         if row["strategy"] == "baseline"
     }
     for row in rows:
         relative = "—"
-        if row["batch"] in baselines:
-            relative = f"{row['step'] / baselines[row['batch']]:.2f}"
+        key = (row["batch"], row["head"])
+        if key in baselines:
+            relative = f"{row['step'] / baselines[key]:.2f}"
         peer = row.get("peer")
         if peer:
             peer_cells = (
@@ -677,7 +791,8 @@ def train_table(rows):
         else:
             peer_cells = "— | — | — | —"
         lines.append(
-            f"| {row['batch']} | {row['strategy']} | {row['step'] * 1e3:.1f} "
+            f"| {row['batch']} | {row['strategy']} | {row['head']} "
+            f"| {row['step'] * 1e3:.1f} "
             f"| {relative} | {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
             f"| {gib(row['peak'])} | {peer_cells} |"
         )
@@ -687,15 +802,17 @@ def train_table(rows):
 def run_train(args):
     """`train` subcommand.
 
-    Per batch size, the peer (baseline only: it implements teacher forcing)
-    runs first and frees its memory, then every strategy: a fresh UniLM
-    model and `Seq2SeqTrainer(model, strategy, seed=0)` compiled with
+    Per batch size and round, the peer (baseline only: it implements
+    teacher forcing) runs first and frees its memory, then every strategy
+    under each `--target-heads` head: a fresh UniLM model and
+    `Seq2SeqTrainer(model, strategy, seed=0, max_targets=maxlen // 4)`
+    compiled with
     Adam, one untimed `fit()` of `--warmup` steps (compiling), then one
     `fit()` of `--steps` steps on the same fixed random batch, timed from
     the end of its first step to the end of its last (`step_timer`).
-    With `--repeats R` the strategies run R rounds in turn and each row is
-    the median round: on a machine shared with other jobs a slow spell
-    then hits every strategy alike. tokens/s = batch * maxlen / step;
+    With `--repeats R` the peer and the strategies run R rounds in turn
+    and each row is the median round: on a machine shared with other jobs
+    a slow spell then hits every row alike. tokens/s = batch * maxlen / step;
     MFU = train_flops / step / the matmul FLOP/s measured in this process
     (`peak_matmul_flops`).
     """
@@ -739,50 +856,59 @@ def run_train(args):
             args.maxlen,
             batch_size,
         )
-        peer = None
-        if not args.no_peer:
-            step, peer_peak, peer_device = time_peer(
-                args, batch_size, token_ids, segment_ids
-            )
-            peer = {
-                "step": step,
-                "tps": tokens / step,
-                "peak": peer_peak,
-                "device": peer_device,
-            }
-            print(
-                f"peer (torch {peer_device}) batch {batch_size}: "
-                f"{step * 1e3:.1f} ms/step",
-                file=sys.stderr,
-                flush=True,
-            )
-        timings = {strategy: [] for strategy in strategies}
+        cases = [(s, h) for h in args.target_heads for s in strategies]
+        timings = {case: [] for case in cases}
+        peer_runs = []
         for round_ in range(args.repeats):
-            for strategy in strategies:
-                step, ours_peak = time_ours(
-                    args, batch_size, strategy, token_ids, segment_ids
+            if not args.no_peer:
+                step, peer_peak, peer_device = time_peer(
+                    args, batch_size, token_ids, segment_ids
                 )
-                timings[strategy].append((step, ours_peak))
+                peer_runs.append((step, peer_peak))
                 print(
-                    f"ours batch {batch_size} {strategy} round {round_ + 1}: "
-                    f"{step * 1e3:.1f} ms/step",
+                    f"peer (torch {peer_device}) batch {batch_size} round "
+                    f"{round_ + 1}: {step * 1e3:.1f} ms/step",
                     file=sys.stderr,
                     flush=True,
                 )
-        for strategy in strategies:
-            step = statistics.median(step for step, _ in timings[strategy])
-            peaks = [peak for _, peak in timings[strategy] if peak is not None]
+            for strategy, head in cases:
+                step, ours_peak = time_ours(
+                    args, batch_size, strategy, head, token_ids, segment_ids
+                )
+                timings[strategy, head].append((step, ours_peak))
+                print(
+                    f"ours batch {batch_size} {strategy} {head} round "
+                    f"{round_ + 1}: {step * 1e3:.1f} ms/step",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        peer = None
+        if peer_runs:
+            step = statistics.median(step for step, _ in peer_runs)
+            peaks = [peak for _, peak in peer_runs if peak is not None]
+            peer = {
+                "step": step,
+                "tps": tokens / step,
+                "peak": max(peaks) if peaks else None,
+                "device": peer_device,
+            }
+        for strategy, head in cases:
+            runs = timings[strategy, head]
+            step = statistics.median(step for step, _ in runs)
+            peaks = [peak for _, peak in runs if peak is not None]
             ours_peak = max(peaks) if peaks else None
+            first = strategy == "baseline" and head == args.target_heads[0]
             rows.append(
                 {
                     "batch": batch_size,
                     "strategy": strategy,
+                    "head": head,
                     "step": step,
                     "tps": tokens / step,
                     "mfu": flops / step / peak,
                     "peak": ours_peak,
                     "flops": flops,
-                    "peer": peer if strategy == "baseline" else None,
+                    "peer": peer if first else None,
                 }
             )
     lines = train_table(rows)
@@ -790,7 +916,8 @@ def run_train(args):
         "",
         "MFU: model FLOPs (6 x matmul weights x tokens + 12 x layers x "
         "hidden x maxlen^2 x batch, MLM projection included; see "
-        "train_flops) per second over the measured matmul peak.",
+        "train_flops) per second over the measured matmul peak; the "
+        "gathered head is credited with the full head's FLOPs.",
         "Peer: Hugging Face BertForMaskedLM in PyTorch "
         f"(torch {peer_device or 'not run'}), "
         f"UniLM 4-D additive mask, {args.precision} (autocast unless fp32), "
@@ -839,6 +966,14 @@ def add_train_parser(subparsers):
         help="NAME or NAME:KEY=VALUE[:KEY=VALUE...] (options as "
         "--strategy-option takes them); default: every registered "
         "strategy with its defaults",
+    )
+    parser.add_argument(
+        "--target-heads",
+        nargs="+",
+        choices=("gathered", "full"),
+        default=["gathered"],
+        help="MLM head of the loss: at the target positions only "
+        "(gathered, the trainer's default) and/or at every position",
     )
     parser.add_argument(
         "--steps",
@@ -911,6 +1046,7 @@ def build_parser():
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_decode_parser(subparsers)
+    add_padding_parser(subparsers)
     add_train_parser(subparsers)
     return parser
 

@@ -179,6 +179,14 @@ def build_parser(description, defaults):
         "--batch-size", type=int, default=16, help="training pairs per step"
     )
     group.add_argument(
+        "--length-multiple",
+        type=int,
+        default=LENGTH_MULTIPLE,
+        help="pad training batches (sorted by length within windows) to a "
+        "multiple of this: smaller wastes fewer tokens but compiles more "
+        "shapes (`python tasks/benchmark.py padding`)",
+    )
+    group.add_argument(
         "--epochs",
         type=int,
         help=f"epochs to train; default "
@@ -246,8 +254,15 @@ def build_parser(description, defaults):
     group.add_argument(
         "--eval-batch-size",
         type=int,
-        default=64,
-        help="sources decoded together",
+        default=None,
+        help="sources decoded together (default: sized by the GPU's free "
+        "memory, 32 on a CPU)",
+    )
+    group.add_argument(
+        "--compilation-cache",
+        metavar="DIR",
+        help="JAX: keep compiled train and decoding steps in DIR, so a new "
+        "or resumed run loads them instead of compiling again",
     )
     group.add_argument(
         "--data-parallel",
@@ -656,21 +671,15 @@ def describe_model(files, model, keep_tokens=None):
 
 def decode_titles(decoder, tokenizer, contents, beam, args, label):
     """Titles for `contents`, decoded in batches, with a progress bar."""
-    from tqdm import tqdm
-
     source_maxlen = args.maxlen - args.title_maxlen
     sources = [
         tokenizer.encode(text, maxlen=source_maxlen)[0] for text in contents
     ]
-    titles = []
-    step = args.eval_batch_size
-    chunks = range(0, len(sources), step)
-    for start in tqdm(
-        chunks, desc=label, unit="batch", disable=not args.progress, leave=False
-    ):
-        ids = decoder.beam_search_batch(sources[start : start + step], beam)
-        titles += [tokenizer.decode(output) for output in ids]
-    return titles
+    # One call: the decoder sorts all sources by length and batches them.
+    ids = decoder.beam_search_batch(
+        sources, beam, progress=args.progress, batch_size=args.eval_batch_size
+    )
+    return [tokenizer.decode(output) for output in ids]
 
 
 def evaluate(decoder, tokenizer, pairs, beam, args, label):
@@ -728,6 +737,7 @@ def check_options(args, files):
         "--eval-batch-size": (args.eval_batch_size, 1),
         "--title-maxlen": (args.title_maxlen, 1),
         "--warmup-steps": (args.warmup_steps, 0),
+        "--length-multiple": (args.length_multiple, 1),
         "--seed": (args.seed, 0),
         "--limit": (args.limit, 1),
         "--valid-limit": (args.valid_limit, 1),
@@ -829,6 +839,11 @@ def run(args, task):
             "(a small random BERT on synthetic pairs; see --help for "
             "real checkpoints and data)."
         )
+    if args.compilation_cache:
+        from models.backend import enable_compilation_cache
+
+        if not enable_compilation_cache(args.compilation_cache):
+            print("--compilation-cache: only the JAX backend has one")
     with data_parallel(args.data_parallel):
         global_batch_check(args.batch_size)
         if files.vocab:
@@ -970,8 +985,11 @@ def train_and_test(args, out, model, trainer, tokenizer, splits, facts):
         shuffle=True,
         seed=args.seed,
         bucket=True,
-        length_multiple=LENGTH_MULTIPLE,
+        length_multiple=args.length_multiple,
     )
+    # Before the first step compiles: the MLM head scores this many
+    # positions per row, the most targets of a training pair.
+    trainer.max_targets = batches.max_targets
     if args.data_parallel:
         batches = DivisibleBatches(batches)
     state = out.load_state({"epochs_done": 0, "best": None, "history": []})
@@ -1017,6 +1035,7 @@ def train_one_epoch(trainer, batches, epoch, args):
     from models.backend import fit_input
 
     batches.set_epoch(epoch)
+    trainer.check_targets(batches)  # fit sees a tf.data pipeline on TF
     history = trainer.fit(
         fit_input(batches),
         epochs=epoch + 1,

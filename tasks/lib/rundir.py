@@ -297,6 +297,7 @@ RESUMABLE = {
     "progress",
     "beams",
     "eval_batch_size",
+    "compilation_cache",
     "log_every",
     "checkpoint_every",
 }

@@ -1,5 +1,9 @@
 """The per-backend pieces: compiled functions, fit input, nested gradients."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -88,3 +92,31 @@ def test_overridden_reads_the_value_then_restores_it():
         inside = ops.convert_to_numpy(ops.sum(variable * 1.0))
     assert float(inside) == 12.0
     np.testing.assert_array_equal(ops.convert_to_numpy(variable), original)
+
+
+def test_free_device_memory_is_unknown_on_a_cpu():
+    assert backend.free_device_memory() is None
+
+
+@pytest.mark.slow
+def test_compilation_cache_keeps_compiled_programs(tmp_path):
+    """JAX writes what it compiles to the directory (a fresh process, so
+    the setting does not leak into other tests); other backends say no."""
+    script = (
+        "import jax, keras\n"
+        "from models import backend\n"
+        f"assert backend.enable_compilation_cache({str(tmp_path)!r})\n"
+        "print(jax.jit(lambda x: x * 2 + 1)(keras.ops.ones((3,))))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(tmp_path.iterdir())
+    if keras.backend.backend() != "jax":
+        assert backend.enable_compilation_cache(tmp_path) is False

@@ -12,9 +12,15 @@ import math
 import numpy as np
 import pytest
 
+from models.bert import BertConfig
 from models.bert import build_transformer_model
+from models.decoding import DEFAULT_BATCH_SIZE
+from models.decoding import MAX_BATCH_SIZE
+from models.decoding import MEMORY_SHARE
 from models.decoding import AutoRegressiveDecoder
 from models.decoding import Seq2SeqDecoder
+from models.decoding import decoding_bytes
+from models.decoding import sources_per_batch
 from models.search import Repetition
 from models.search import length_normalised
 from tests.common import TINY_DECODER
@@ -543,3 +549,45 @@ def test_mixed_precision_model_computes_and_decodes_in_its_dtype(sources):
         sources[:4], 2
     )
     assert len(titles) == 4 and all(len(t) <= MAXLEN for t in titles)
+
+
+# Batch sizes by device memory -------------------------------------------------
+
+
+def test_sources_per_batch_fits_the_memory_share():
+    config = BertConfig()  # BERT-base
+    assert sources_per_batch(config, 3, 224, 32, 2, None) == 32
+    previous = 0
+    for gib in (0.001, 0.5, 4, 40, 140):
+        free = int(gib * 2**30)
+        size = sources_per_batch(config, 3, 224, 32, 2, free)
+        assert size & (size - 1) == 0 and 1 <= size <= MAX_BATCH_SIZE
+        assert size >= previous
+        if 1 < size < MAX_BATCH_SIZE:
+            need = decoding_bytes(config, 3, 224, 32, 2)
+            assert size * need <= MEMORY_SHARE * free < 2 * size * need
+        previous = size
+    assert previous == MAX_BATCH_SIZE  # 140 GiB holds more than the cap
+    wide = sources_per_batch(config, 8, 224, 32, 2, 4 * 2**30)
+    assert wide <= sources_per_batch(config, 3, 224, 32, 2, 4 * 2**30)
+
+
+def test_auto_batch_size_on_a_cpu(model, sources):
+    """32 sources where device memory is unknown, fewer for a small call."""
+    decoder = Seq2SeqDecoder(model, END, MAXLEN)
+    assert decoder.batch_size == "auto"
+    assert decoder.sources_per_batch(100, 3) == DEFAULT_BATCH_SIZE
+    assert decoder.sources_per_batch(len(sources), 3) == 16
+    assert decoder.sources_per_batch(1, 3) == 1
+    assert (
+        Seq2SeqDecoder(model, END, 4, batch_size=5).sources_per_batch(100, 3)
+        == 5
+    )
+
+
+@pytest.mark.slow
+def test_auto_batch_size_decodes_the_same_titles(model, sources, fast):
+    """Titles do not depend on the batch: auto (8 here) = fixed 16."""
+    decoder = Seq2SeqDecoder(model, END, MAXLEN)
+    got = decoder.beam_search_batch(sources[:5], 2)
+    assert got == fast.beam_search_batch(sources[:5], 2)

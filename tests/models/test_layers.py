@@ -233,3 +233,34 @@ def test_config_round_trip(layer):
     config = layer.get_config()
     again = type(layer).from_config(config)
     assert again.get_config() == config
+
+
+def test_fused_attention_equals_the_written_out_path():
+    """`ops.dot_product_attention` under the UniLM mask, and the path
+    dropout needs, on the same weights."""
+    layer = attention_layer()
+    x = tensor(np.random.default_rng(4).normal(size=(2, 5, 6)))
+    bias = L.AttentionBias("unilm")([TOKENS, SEGMENTS])
+    fused = ops.convert_to_numpy(layer(x, bias))
+    layer.fused = False
+    written = ops.convert_to_numpy(layer(x, bias))
+    np.testing.assert_allclose(fused, written, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_fused_attention_under_mixed_precision(policy):
+    """Close to float32, and finite for a row that sees no key at all (an
+    all-padding row): the mask is never a -1e9 in float16."""
+    layer = attention_layer()
+    low = L.MultiHeadAttention(2, 3, dtype=policy)
+    low.build((None, None, 6))
+    for mine, theirs in zip(low.weights, layer.weights):
+        mine.assign(theirs)
+    x = np.random.default_rng(5).normal(size=(2, 5, 6)).astype("float32")
+    tokens = np.array(TOKENS)
+    tokens[1] = 0  # no visible key in row 1
+    bias = L.AttentionBias("unilm")([tokens, SEGMENTS])
+    got = ops.convert_to_numpy(ops.cast(low(tensor(x), bias), "float32"))
+    want = ops.convert_to_numpy(layer(tensor(x), bias))
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[0], want[0], atol=0.05)

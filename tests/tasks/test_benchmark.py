@@ -5,9 +5,15 @@ import sys
 
 import pytest
 
+from data import Seq2SeqBatches
+from data.tokenizer import Tokenizer
+from data.vocab import SPECIAL_TOKENS
+from tasks.benchmark import PADDING_LAYOUTS
+from tasks.benchmark import padding_rows
 from tasks.benchmark import random_batch
 from tasks.benchmark import strategy_from_spec
 from tasks.benchmark import train_flops
+from tests.common import CHARACTERS
 from tests.common import ROOT
 from tests.common import TINY_BENCHMARK_ARGS
 
@@ -151,3 +157,30 @@ def test_tiny_train_run_prints_a_table(tmp_path):
     assert (
         out.read_text(encoding="utf-8").splitlines()[0].startswith("| batch |")
     )
+
+
+def test_padding_rows_count_padding_and_shapes():
+    """Padding = 1 - real tokens / padded tokens, counted by hand; sorting
+    within windows pads less than shuffling, exact lengths least."""
+    tokens = [*SPECIAL_TOKENS, *CHARACTERS]
+    tokenizer = Tokenizer({token: i for i, token in enumerate(tokens)})
+    pairs = [
+        (CHARACTERS[: 1 + i % 4], CHARACTERS[: 2 + (7 * i) % 17])
+        for i in range(40)
+    ]
+    batches = Seq2SeqBatches(pairs, tokenizer, maxlen=32, batch_size=4)
+    rows = padding_rows(batches, PADDING_LAYOUTS, epochs=2)
+    by_layout = {row["layout"]: row for row in rows}
+    real = sum(len(sample[0]) for sample in batches.samples)
+    batches.bucket, batches.length_multiple = False, None
+    padded = 0
+    for epoch in range(2):
+        batches.set_epoch(epoch)
+        padded += sum(batches[i][0][0].size for i in range(len(batches)))
+    shuffled = by_layout["shuffled"]
+    assert shuffled["padding"] == pytest.approx(1 - 2 * real / padded)
+    exact = by_layout["sorted in windows, exact"]
+    assert exact["padding"] < shuffled["padding"]
+    eight = by_layout["sorted in windows, multiple of 8"]
+    assert exact["padding"] <= eight["padding"]
+    assert eight["shapes"] <= exact["shapes"]
