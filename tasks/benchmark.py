@@ -437,14 +437,42 @@ def add_padding_parser(subparsers):
     parser = subparsers.add_parser(
         "padding",
         help="padding fraction of real CSL batches per batch layout",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--data", type=pathlib.Path, default=CSL_DEV)
-    parser.add_argument("--vocab", type=pathlib.Path, default=VOCAB)
-    parser.add_argument("--maxlen", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.set_defaults(run=run_padding)
+    parser.add_argument(
+        "--data",
+        type=pathlib.Path,
+        default=CSL_DEV,
+        help="pairs to batch (CSL or CLGE format)",
+    )
+    parser.add_argument(
+        "--vocab", type=pathlib.Path, default=VOCAB, help="vocab.txt"
+    )
+    parser.add_argument(
+        "--maxlen", type=int, default=256, help="tokens of source + title"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="pairs per batch"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="epochs of shuffled batches counted per layout",
+    )
+    parser.set_defaults(run=run_padding, check=check_padding_options)
+
+
+def check_padding_options(args):
+    """Impossible sizes and missing files, before any batch is built."""
+    check_at_least(
+        {
+            "--maxlen": (args.maxlen, 4),
+            "--batch-size": (args.batch_size, 1),
+            "--epochs": (args.epochs, 1),
+        }
+    )
+    check_files({"--data": args.data, "--vocab": args.vocab})
 
 
 # --- train ------------------------------------------------------------------
