@@ -186,7 +186,7 @@ class Adversary(keras.layers.Layer):
     this holder is frozen (`trainable=False`): the discriminator's weights
     and its optimizer's variables are non-trainable state of the trainer.
     That state is what the JAX step threads through its pure function (as
-    it does the dropout seeds) and what `tasks/rundir.py` saves with each
+    it does the dropout seeds) and what `tasks/lib/rundir.py` saves with each
     checkpoint (`state_variables`). `train(fn, state_variables)` takes one
     optimizer step on the discriminator inside the train step.
     """

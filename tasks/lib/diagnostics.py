@@ -503,7 +503,7 @@ def check_run_dir(directory):
 def load_finished_run(directory):
     """Rebuild the run's tokenizer, test split and best model.
 
-    Uses the helpers of `tasks/experiment.py` with the saved settings, then
+    Uses the helpers of `tasks/lib/experiment.py` with the saved settings, then
     checks that the test set is the one the run scored (data checksums and
     the references of its predictions files).
     """
@@ -581,7 +581,7 @@ def _check_predictions(directory, test):
 
 
 def _one_line(text):
-    """A text as `tasks/experiment.py` writes it into predictions files."""
+    """A text as `tasks/lib/experiment.py` writes it into predictions files."""
     return " ".join(text.split())
 
 
