@@ -36,6 +36,7 @@ from data import save_vocab
 from data.vocab import SPECIAL_TOKENS
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import check_at_least
 from tasks.lib.cli import fail
 from tasks.lib.cli import run_main
 from tasks.lib.environment import POLICIES
@@ -231,9 +232,7 @@ def check_options(args):
     if not args.init:
         for name in ("layers", "hidden", "heads", "intermediate"):
             at_least[f"--{name}"] = (getattr(args, name), 1)
-    for flag, (value, least) in at_least.items():
-        if value is not None and value < least:
-            fail(f"{flag} {value}: expected {least} or more")
+    check_at_least(at_least)
     if not args.init and args.hidden % args.heads:
         fail(
             f"--hidden {args.hidden}: expected a multiple of --heads "

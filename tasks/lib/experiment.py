@@ -27,6 +27,7 @@ from data.vocab import SEQ2SEQ_TOKENS
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
+from tasks.lib.cli import check_at_least
 from tasks.lib.cli import fail
 from tasks.lib.cli import run_main
 from tasks.lib.environment import POLICIES
@@ -745,9 +746,7 @@ def check_options(args, files):
     if not files.config:
         for name in ("layers", "hidden", "heads", "intermediate"):
             at_least[f"--{name}"] = (getattr(args, name), 1)
-    for flag, (value, least) in at_least.items():
-        if value is not None and value < least:
-            fail(f"{flag} {value}: expected {least} or more")
+    check_at_least(at_least)
     for beam in args.beams:
         if beam < 1:
             fail(f"--beams {beam}: expected beam sizes of 1 or more")
