@@ -102,6 +102,13 @@ def strategy_variables(trainer):
     return variables() if variables is not None else []
 
 
+def random_states(trainer):
+    """The states of the trainer's random generators (dropout masks, the
+    strategies' draws). They are not among Keras's weights: without them a
+    resumed run would draw its first epoch's random numbers again."""
+    return [v for v in trainer.variables if v.name == "seed_generator_state"]
+
+
 def git_commit(directory=None):
     """Short hash of the code that ran, with '+dirty' for local changes."""
     directory = directory or pathlib.Path(__file__).resolve().parents[2]
@@ -209,6 +216,11 @@ class RunDirectory:
             atomic_save_variables(
                 strategy_variables(trainer), self / files["strategy"]
             )
+        if random_states(trainer):
+            files["random"] = f"{name}.random.npz"
+            atomic_save_variables(
+                random_states(trainer), self / files["random"]
+            )
         previous = state.get("checkpoint") or {}
         state["checkpoint"] = files
         atomic_write_json(self / files["state"], state)
@@ -219,11 +231,16 @@ class RunDirectory:
 
     def restore_checkpoint(self, trainer, state):
         """Weights and optimizer state (moments, step count: schedules),
-        and what the strategy trains itself."""
+        what the strategy trains itself, and the random generators' states
+        (checkpoints written before they were saved resume without them)."""
         files = state["checkpoint"]
         try:
             trainer.load_weights(str(self / files["weights"]))
             load_optimizer(trainer, self / files["optimizer"])
+            if "random" in files:
+                load_variables(
+                    random_states(trainer), self / files["random"], "random"
+                )
         except Exception as error:  # h5py, NumPy, zip: each its own error
             names = " ".join(
                 str(self / name) for name in [STATE_FILE, *files.values()]

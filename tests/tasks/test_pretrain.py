@@ -221,11 +221,13 @@ def test_the_same_command_resumes_after_the_last_checkpoint(
     assert state["checkpoint"] == {
         "weights": "step-40.weights.h5",
         "optimizer": "step-40.optimizer.npz",
+        "random": "step-40.random.npz",
         "state": "step-40.state.json",
     }
     assert [entry["step"] for entry in read_log(out)] == [8, 16, 24, 32, 40]
     assert sorted(p.name for p in out.glob("step-*")) == [
         "step-40.optimizer.npz",
+        "step-40.random.npz",
         "step-40.state.json",
         "step-40.weights.h5",
     ]

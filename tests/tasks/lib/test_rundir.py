@@ -75,12 +75,33 @@ def test_checkpoint_restores_weights_and_optimizer(saved):
         np.testing.assert_array_equal(a, b)
 
 
+def test_checkpoint_restores_the_random_states(tmp_path):
+    """Dropout's and the strategy's generators continue where they were."""
+    trainer = trained()
+    states = rundir.random_states(trainer)
+    assert len(states) > 1  # dropout layers and the trainer's own generator
+    for i, state in enumerate(states):
+        state.assign(np.full(state.shape, 1000 + i, state.dtype))
+    run = RunDirectory(tmp_path)
+    run.save_checkpoint(trainer, run.load_state({"epochs_done": 1}), "epoch-1")
+    other = trained(seed=1, steps=0)
+    assert values(rundir.random_states(other))[0][0] != 1000
+    run.restore_checkpoint(other, run.load_state({}))
+    for a, b in zip(values(rundir.random_states(other)), values(states)):
+        np.testing.assert_array_equal(a, b)
+    # A checkpoint written before the states were saved still resumes.
+    state = run.load_state({})
+    del state["checkpoint"]["random"]
+    run.restore_checkpoint(trained(seed=1, steps=0), state)
+
+
 def test_state_names_the_checkpoint_and_the_previous_one_goes(saved, tmp_path):
     out, trainer, state = saved
     saved_state = json.loads((out / "state.json").read_text("utf-8"))
     assert saved_state["checkpoint"] == {
         "weights": "epoch-1.weights.h5",
         "optimizer": "epoch-1.optimizer.npz",
+        "random": "epoch-1.random.npz",
         "state": "epoch-1.state.json",
     }
     again = RunDirectory(tmp_path)
@@ -90,6 +111,7 @@ def test_state_names_the_checkpoint_and_the_previous_one_goes(saved, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "state.json",
         "step-2.optimizer.npz",
+        "step-2.random.npz",
         "step-2.state.json",
         "step-2.weights.h5",
     ]
@@ -224,7 +246,8 @@ def test_half_written_state_without_a_checkpoint_says_what_to_delete(
 
 
 @pytest.mark.parametrize(
-    "damaged", ["epoch-1.weights.h5", "epoch-1.optimizer.npz"]
+    "damaged",
+    ["epoch-1.weights.h5", "epoch-1.optimizer.npz", "epoch-1.random.npz"],
 )
 def test_half_written_checkpoint_says_what_to_delete(saved, tmp_path, damaged):
     run = _copy_run(saved, tmp_path)
