@@ -210,17 +210,14 @@ class RunDirectory:
         atomic_save_weights(trainer, self / files["weights"])
         atomic_save_optimizer(trainer.optimizer, self / files["optimizer"])
         # What the strategy trains itself (professor's discriminator and
-        # its optimizer), if anything.
-        if strategy_variables(trainer):
-            files["strategy"] = f"{name}.strategy.npz"
-            atomic_save_variables(
-                strategy_variables(trainer), self / files["strategy"]
-            )
-        if random_states(trainer):
-            files["random"] = f"{name}.random.npz"
-            atomic_save_variables(
-                random_states(trainer), self / files["random"]
-            )
+        # its optimizer), and the random generators' states, if any.
+        for kind, variables in [
+            ("strategy", strategy_variables(trainer)),
+            ("random", random_states(trainer)),
+        ]:
+            if variables:
+                files[kind] = f"{name}.{kind}.npz"
+                atomic_save_variables(variables, self / files[kind])
         previous = state.get("checkpoint") or {}
         state["checkpoint"] = files
         atomic_write_json(self / files["state"], state)
