@@ -44,6 +44,7 @@ from tasks.lib.cli import run_main
 from tasks.lib.environment import summary_line
 from tasks.lib.metrics import SCORING
 from tasks.lib.rundir import git_commit
+from tasks.lib.runs import run_name
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -562,7 +563,7 @@ def run_strategies(
     run_dirs = []
     for strategy in strategies:
         for seed in seeds:
-            out = pathlib.Path(workdir) / f"{strategy}-seed{seed}"
+            out = pathlib.Path(workdir) / run_name(strategy, seed)
             run_dirs.append(out)
             if (out / "results.json").exists():
                 print(f"skip {out}: results.json exists", flush=True)

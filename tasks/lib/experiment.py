@@ -40,6 +40,7 @@ from tasks.lib.metrics import warn_if_collapsed
 from tasks.lib.rundir import RunDirectory
 from tasks.lib.rundir import atomic_write_json
 from tasks.lib.rundir import atomic_write_text
+from tasks.lib.runs import default_run_dir
 from weights import registry
 
 # Batches are padded to a multiple of this many tokens: a compiled train step
@@ -882,7 +883,7 @@ def run(args, task):
 
 
 def run_dir(args, task):
-    return args.out or f"runs/{task}-{args.strategy}-seed{args.seed}"
+    return args.out or default_run_dir(task, args.strategy, args.seed)
 
 
 def build_run_model(args, files, keep_tokens, tokenizer, precision):
