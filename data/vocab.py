@@ -17,6 +17,9 @@ import unicodedata
 # pretraining keeps [MASK] as well.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SEQ2SEQ_TOKENS = SPECIAL_TOKENS[:4]
+# Every vocabulary (whole or simplified) starts with [PAD], so padding is
+# token id 0 everywhere: in batches, in attention masks, in the losses.
+PAD_ID = 0
 
 # Ranges of CJK Unified Ideographs as in Google BERT's `_is_chinese_char`;
 # Japanese kana and Korean hangul are deliberately not in it.
