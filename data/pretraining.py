@@ -26,8 +26,6 @@ from data.masking import jieba_word_starts
 from data.masking import mask_tokens
 from data.masking import selection_budget
 
-OBJECTIVES = ("mlm", "unilm", "mix")
-
 # Independent random streams of `PretrainingBatches`, all keyed by its seed.
 _OBJECTIVE_STREAM, _MASK_STREAM, _UNILM_ORDER, _MLM_ORDER = range(4)
 

@@ -16,13 +16,13 @@ def parsers():
     from tasks import benchmark
     from tasks import compare
     from tasks import diagnose
-    from tasks import pretrain
+    from tasks.lib import pretraining_options
     from tasks.lib.experiment import build_parser
     from weights import convert
 
     found = [
         ("csl_title", build_parser("t", {"maxlen": 256, "title_maxlen": 32})),
-        ("pretrain", pretrain.build_parser()),
+        ("pretrain", pretraining_options.build_parser("t")),
         ("diagnose", diagnose.build_parser()),
         ("compare", _compare_parser(compare)),
         ("convert", _convert_parser(convert)),
