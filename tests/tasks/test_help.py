@@ -17,7 +17,7 @@ def parsers():
     from tasks import compare
     from tasks import diagnose
     from tasks.lib import pretraining_options
-    from tasks.lib.experiment import build_parser
+    from tasks.lib.seq2seq_options import build_parser
     from weights import convert
 
     found = [
