@@ -12,7 +12,9 @@ from models.strategies import STRATEGIES
 from tasks.lib.cli import fail
 
 
-def parse_strategy_options(items, flag="--strategy-option"):
+def parse_strategy_options(
+    items: list[str], flag: str = "--strategy-option"
+) -> dict:
     """`['token_rate=0.3']` -> `{'token_rate': 0.3}` (numbers parsed)."""
     options = {}
     for item in items:
@@ -32,7 +34,7 @@ def _parse_value(text):
     return text
 
 
-def make_strategy(name, items, flag="--strategy-option"):
+def make_strategy(name: str, items: list[str], flag: str = "--strategy-option"):
     """The strategy `name` with its `KEY=VALUE` options, checked: an
     unknown key lists the valid ones with their types and defaults, a
     value of the wrong type or range names the option."""
@@ -55,7 +57,7 @@ def make_strategy(name, items, flag="--strategy-option"):
         fail(f"{flag} {given}: {error}")
 
 
-def describe_options(cls):
+def describe_options(cls) -> str:
     """'token_rate (float, default 0.3), ...' of a strategy class."""
     return ", ".join(
         f"{f.name} ({_type_name(f.type)}, default {f.default!r})"
@@ -79,7 +81,7 @@ def _coerce(flag, key, value, kind):
     return value
 
 
-def strategy_options(strategy):
+def strategy_options(strategy) -> dict:
     """Every option of a strategy object, defaults included (JSON-ready)."""
     return {
         f.name: _jsonable(getattr(strategy, f.name))
@@ -88,7 +90,7 @@ def strategy_options(strategy):
     }
 
 
-def given_options(strategy, args):
+def given_options(strategy, args) -> dict:
     """The options the command line set, as the strategy holds them."""
     every = strategy_options(strategy)
     given = parse_strategy_options(args.strategy_option)
