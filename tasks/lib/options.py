@@ -1,10 +1,10 @@
 """Option groups several scripts share: the model's shape, the device and
-precision, progress bars, and the training strategy's name.
+precision, progress bars.
 
 A script's parser is built from these and its own options before Keras,
 TensorFlow or JAX is imported, so that `--help` and a mistyped option
-answer at once: nothing here imports a backend, and the values that
-choices come from (`POLICIES`, the strategy names) are plain data.
+answer at once: nothing here imports a backend, and the choices of
+--precision (`environment.POLICIES`) are plain data.
 """
 
 import argparse
@@ -37,11 +37,6 @@ def add_shape_options(group, defaults: dict, used_when: str = "") -> None:
         )
 
 
-def shape_bounds(args: argparse.Namespace) -> dict:
-    """`{'--layers': (value, 1), ...}` for `cli.check_at_least`."""
-    return {f"--{name}": (getattr(args, name), 1) for name in SHAPE_FLAGS}
-
-
 def add_device_options(parser: argparse.ArgumentParser) -> None:
     """--precision, --allow-cpu, --verbose: shared by the training scripts."""
     group = parser.add_argument_group("device")
@@ -69,16 +64,3 @@ def add_progress_option(group, instead: str = "") -> None:
         action="store_false",
         help=f"no progress bars ({instead})" if instead else "no progress bars",
     )
-
-
-def strategy_names() -> list[str]:
-    """The training strategies' names, without importing Keras."""
-    try:
-        from models.strategies.names import STRATEGY_NAMES
-    except ImportError:
-        # Until `models.strategies.names` exists: the registry (imports
-        # Keras, so --help is slow).
-        from models.strategies import STRATEGIES
-
-        return sorted(STRATEGIES)
-    return sorted(STRATEGY_NAMES)

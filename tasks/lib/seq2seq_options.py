@@ -9,13 +9,13 @@ a backend starts.
 import argparse
 import pathlib
 
+from models.strategies.names import STRATEGY_NAMES
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import check_at_least
 from tasks.lib.cli import fail
 from tasks.lib.options import add_device_options
 from tasks.lib.options import add_progress_option
 from tasks.lib.options import add_shape_options
-from tasks.lib.options import strategy_names
 from weights import registry
 
 # Batches are padded to a multiple of this many tokens: a compiled train step
@@ -66,7 +66,7 @@ def add_strategy_options(parser):
     parser.add_argument(
         "--strategy",
         default="baseline",
-        choices=strategy_names(),
+        choices=STRATEGY_NAMES,
         help="training strategy against exposure bias",
     )
     parser.add_argument(
