@@ -27,8 +27,6 @@ from data.masking import mask_tokens
 from data.masking import selection_budget
 from data.vocab import PAD_ID
 
-OBJECTIVES = ("mlm", "unilm", "mix")
-
 # Independent random streams of `PretrainingBatches`, all keyed by its seed.
 _OBJECTIVE_STREAM, _MASK_STREAM, _UNILM_ORDER, _MLM_ORDER = range(4)
 

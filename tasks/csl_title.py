@@ -14,7 +14,7 @@ Usage:
 
 import sys
 
-from tasks.lib.experiment import main
+from tasks.lib.seq2seq import main
 
 DEFAULTS = {"maxlen": 256, "title_maxlen": 32}
 

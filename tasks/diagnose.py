@@ -28,17 +28,13 @@ import dataclasses
 import sys
 
 from tasks.lib.cli import ArgumentParser
-from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
 from tasks.lib.diagnostics import DEFAULT_SPAN
-
-
-class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults, and keep the usage examples' line breaks."""
+from tasks.lib.options import add_progress_option
 
 
 def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser = ArgumentParser(description=__doc__)
     add = parser.add_argument
     add(
         "runs",
@@ -90,12 +86,7 @@ def build_parser():
         action="store_true",
         help="report runs that differ in data/model/scoring",
     )
-    add(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        help="no progress bars",
-    )
+    add_progress_option(parser)
     add_verbose(parser)
     return parser
 

@@ -12,7 +12,7 @@ Usage:
 
 import sys
 
-from tasks.lib.experiment import main
+from tasks.lib.seq2seq import main
 
 # LCSTS texts are under 140 characters and summaries under about 30.
 DEFAULTS = {"maxlen": 192, "title_maxlen": 32}

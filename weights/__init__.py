@@ -5,11 +5,18 @@
 writes the Google-named safetensors that `python -m weights.convert` makes.
 """
 
-from weights.formats import read_checkpoint
-from weights.formats import read_keep_tokens
-from weights.formats import save_safetensors
-from weights.loader import CheckpointError
-from weights.loader import load_checkpoint
+import importlib
+
+# The readers and the loader import NumPy (and, for a file of theirs,
+# TensorFlow or torch): load them on first use, so that a command line
+# listing `weights.registry.PRESETS` answers at once.
+_LAZY = {
+    "CheckpointError": "weights.loader",
+    "load_checkpoint": "weights.loader",
+    "read_checkpoint": "weights.formats",
+    "read_keep_tokens": "weights.formats",
+    "save_safetensors": "weights.formats",
+}
 
 __all__ = [
     "CheckpointError",
@@ -18,3 +25,9 @@ __all__ = [
     "read_keep_tokens",
     "save_safetensors",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'weights' has no attribute {name!r}")

@@ -14,29 +14,28 @@ is left out. With --keep-tokens-from the vocabulary rows are sliced as
 """
 
 import argparse
+import os
 import pathlib
+import sys
 
 import numpy as np
 
-from tasks.lib.cli import ArgumentParser
-from tasks.lib.cli import HelpFormatter
-from tasks.lib.cli import fail
-from tasks.lib.cli import quiet
-from tasks.lib.cli import run_main
+from data.vocab import SEQ2SEQ_TOKENS
+from data.vocab import load_vocab
 from weights.formats import read_checkpoint
 from weights.formats import write_safetensors
 from weights.loader import apply_keep_tokens
 
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
-    """Keep the usage example's layout and show defaults."""
+PROG = "python -m weights.convert"
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(
-        prog="python -m weights.convert",
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description=__doc__,
-        formatter_class=_HelpFormatter,
+        # The usage example keeps its layout; no option has a default to
+        # show.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "checkpoint",
@@ -58,23 +57,33 @@ def check_args(args):
     """The output and vocabulary, before the checkpoint is read."""
     output = pathlib.Path(args.output)
     if output.suffix != ".safetensors":
-        fail(f"output {output}: expected a file name ending in .safetensors")
+        raise ValueError(
+            f"output {output}: expected a file name ending in .safetensors"
+        )
     if output.is_dir():
-        fail(f"output {output}: is a directory; expected a file name")
+        raise ValueError(f"output {output}: is a directory; expected a file")
     if not output.parent.is_dir():
-        fail(f"output {output}: no directory {output.parent}")
+        raise ValueError(f"output {output}: no directory {output.parent}")
     source = pathlib.Path(args.checkpoint)
     if source.exists() and output.exists() and source.samefile(output):
-        fail(f"output {output}: is the checkpoint itself")
+        raise ValueError(f"output {output}: is the checkpoint itself")
     vocab = args.keep_tokens_from
     if vocab is not None and not pathlib.Path(vocab).is_file():
-        fail(f"--keep-tokens-from {vocab}: no such file")
+        raise FileNotFoundError(f"--keep-tokens-from {vocab}: no such file")
 
 
 def main(argv=None) -> None:
+    """Convert; a missing, unreadable or malformed input, or an output
+    that cannot be written, ends in one line on stderr (exit status 2)."""
     args = parse_args(argv)
-    quiet()  # before TensorFlow loads to read a TF checkpoint
-    run_main(convert, args, prog="python -m weights.convert")
+    # Before TensorFlow loads to read a TF checkpoint: no C++ info logs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        convert(args)
+    except (OSError, ValueError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        sys.exit(2)
 
 
 def convert(args):
@@ -82,9 +91,6 @@ def convert(args):
     arrays = read_checkpoint(args.checkpoint)
     keep_tokens = None
     if args.keep_tokens_from:
-        from data.vocab import SEQ2SEQ_TOKENS
-        from data.vocab import load_vocab
-
         _, keep_tokens = load_vocab(
             args.keep_tokens_from, simplified=True, startswith=SEQ2SEQ_TOKENS
         )

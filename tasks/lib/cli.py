@@ -103,10 +103,14 @@ def _stderr_closed():
         os.close(saved)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`ArgumentDefaultsHelpFormatter` that shows a default only where it
-    says something: not for flags (`--no-progress (default: True)`), not
-    for options without a default (`(default: None)`), and not twice."""
+class HelpFormatter(
+    argparse.RawDescriptionHelpFormatter,
+    argparse.ArgumentDefaultsHelpFormatter,
+):
+    """The help of every script: the description's line breaks kept (usage
+    examples stay readable), and a default shown only where it says
+    something: not for flags (`--no-progress (default: True)`), not for
+    options without a default (`(default: None)`), and not twice."""
 
     def _get_help_string(self, action):
         default = action.default
@@ -123,10 +127,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class ArgumentParser(argparse.ArgumentParser):
     """An `argparse.ArgumentParser` whose errors are one line (argparse
-    prints the whole usage first), pointing at --help."""
+    prints the whole usage first), pointing at --help, and whose help is
+    `HelpFormatter`'s."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`(argv, extra)`: the arguments before `--`, and those after it that
+    a script hands on to another one."""
+    if "--" not in argv:
+        return list(argv), []
+    split = argv.index("--")
+    return argv[:split], argv[split + 1 :]
 
 
 def add_verbose(parser):

@@ -114,7 +114,7 @@ def run_script(script, argv, out):
 
     if script == "seq2seq":
         from tasks.csl_title import DEFAULTS
-        from tasks.lib.experiment import main
+        from tasks.lib.seq2seq import main
 
         argv = [*QUICK, *argv]
         if "--out" not in argv:

@@ -247,7 +247,7 @@ def run_main(argv):
     """csl_title.py's `main` in this process (errors exit before any
     training, so a subprocess would only add its start-up time)."""
     from tasks.csl_title import DEFAULTS
-    from tasks.lib.experiment import main
+    from tasks.lib.seq2seq import main
 
     return main(argv, "csl_title", "test", DEFAULTS)
 
@@ -302,10 +302,10 @@ def test_built_in_default_runs_without_model_or_data(tmp_path):
 
 def test_results_record_every_strategy_option(tmp_path, monkeypatch):
     """Defaults included; the options given are kept apart for labels."""
-    from tasks.lib.experiment import build_parser
-    from tasks.lib.experiment import given_options
-    from tasks.lib.experiment import make_strategy
-    from tasks.lib.experiment import strategy_options
+    from tasks.lib.seq2seq_options import build_parser
+    from tasks.lib.strategy_options import given_options
+    from tasks.lib.strategy_options import make_strategy
+    from tasks.lib.strategy_options import strategy_options
 
     argv = ["--strategy", "replace", "--strategy-option", "token_rate=1"]
     args = build_parser("t", {"maxlen": 64, "title_maxlen": 8}).parse_args(argv)
@@ -319,14 +319,14 @@ def test_results_record_every_strategy_option(tmp_path, monkeypatch):
 
 
 def test_known_model_without_files_says_where_to_get_them(capsys):
-    from tasks.lib.experiment import check_known_model
+    from tasks.lib.model_files import check_known_model
 
     with pytest.raises(SystemExit, match="huggingface.co/hfl/chinese-bert-wwm"):
         check_known_model("chinese_wwm_L-12_H-768_A-12", None)
 
 
 def test_known_model_directory_is_checked(tmp_path, capsys):
-    from tasks.lib.experiment import check_known_model
+    from tasks.lib.model_files import check_known_model
 
     name = "chinese_wwm_L-12_H-768_A-12"
     with pytest.raises(SystemExit, match="lacks pytorch_model.bin"):

@@ -16,13 +16,13 @@ def parsers():
     from tasks import benchmark
     from tasks import compare
     from tasks import diagnose
-    from tasks import pretrain
-    from tasks.lib.experiment import build_parser
+    from tasks.lib import pretraining_options
+    from tasks.lib.seq2seq_options import build_parser
     from weights import convert
 
     found = [
         ("csl_title", build_parser("t", {"maxlen": 256, "title_maxlen": 32})),
-        ("pretrain", pretrain.build_parser()),
+        ("pretrain", pretraining_options.build_parser("t")),
         ("diagnose", diagnose.build_parser()),
         ("compare", _compare_parser(compare)),
         ("convert", _convert_parser(convert)),
@@ -102,3 +102,44 @@ def test_help_is_quiet(command):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.startswith("usage:")
+
+
+# Each one's backend starts in seconds; a script's --help and argument
+# errors must not wait for it.
+BACKENDS = ("keras", "tensorflow", "jax")
+
+
+EARLY_ANSWERS = [
+    (["tasks/csl_title.py", "--help"], 0),
+    (["tasks/lcsts_summary.py", "--help"], 0),
+    (["tasks/csl_title.py", "--beams", "x"], 2),
+    (["tasks/pretrain.py", "--help"], 0),
+    (["tasks/pretrain.py", "--bogus"], 2),
+    (["tasks/diagnose.py", "--help"], 0),
+]
+
+
+@pytest.mark.parametrize(
+    "command, status",
+    EARLY_ANSWERS,
+    ids=[" ".join(command) for command, _ in EARLY_ANSWERS],
+)
+def test_help_and_argument_errors_come_before_any_backend(command, status):
+    """Python lists every module it imports (`-X importtime`): none of a
+    backend's may be among them."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == status, done.stderr[-2000:]
+    imported = [
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    ]
+    assert "argparse" in imported
+    backends = [name for name in imported if name.split(".")[0] in BACKENDS]
+    assert backends == [], backends[:5]

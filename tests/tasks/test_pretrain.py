@@ -304,7 +304,8 @@ def test_init_from_a_full_vocabulary_checkpoint_keeps_its_rows(tmp_path):
     import keras
 
     from models import build_transformer_model
-    from tasks import pretrain
+    from tasks.lib import pretraining_run
+    from tasks.lib.pretraining_options import build_parser
     from weights import save_safetensors
 
     vocab = require_shared(VOCAB_DIR / "vocab.txt")
@@ -314,13 +315,13 @@ def test_init_from_a_full_vocabulary_checkpoint_keeps_its_rows(tmp_path):
     original.bert_config.save(tmp_path / "bert_config.json")
     save_safetensors(original, tmp_path / "model.safetensors")
     shutil.copy(vocab, tmp_path / "vocab.txt")
-    args = pretrain.build_parser().parse_args(
+    args = build_parser("t").parse_args(
         ["--text", "unused.txt", "--init", str(tmp_path)]
     )
-    config, checkpoint, vocab_path = pretrain.model_paths(args)
-    token_dict, keep_tokens = pretrain.load_simplified_vocab(vocab_path)
-    model = pretrain.build_model(
-        args, config, checkpoint, keep_tokens, len(token_dict), "float32"
+    config, checkpoint, vocab_path = pretraining_run.model_paths(args)
+    token_dict, keep_tokens = pretraining_run.load_simplified_vocab(vocab_path)
+    model = pretraining_run.build_model(
+        config, checkpoint, keep_tokens, "float32"
     )
     assert token_dict["[MASK]"] == 4 and keep_tokens[4] == 103
     rows = keras.ops.convert_to_numpy(
@@ -359,16 +360,17 @@ def test_fp16_training_scales_its_loss():
     import keras
 
     from models import build_transformer_model
-    from tasks import pretrain
+    from tasks.lib.pretraining_options import build_parser
+    from tasks.lib.pretraining_run import make_trainer
 
     model = build_transformer_model(
         None, application="unilm", dtype="mixed_float16", **TINY_PRETRAIN
     )
-    args = pretrain.build_parser().parse_args(
+    args = build_parser("t").parse_args(
         ["--text", "unused.txt", "--steps", "2"]
     )
     batches = tiny_batches(2, 0.5)
-    trainer = pretrain.make_trainer(model, args, "fp16", batches.max_labels)
+    trainer = make_trainer(model, args, "fp16", batches.max_labels)
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
     for step in range(2):
         logs = trainer.train_on_batch(*batches[step], return_dict=True)

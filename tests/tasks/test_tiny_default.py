@@ -12,13 +12,13 @@ from data import Tokenizer
 from data import synthetic
 from models import build_transformer_model
 from models.trainer import Seq2SeqTrainer
-from tasks.lib.experiment import ModelFiles
-from tasks.lib.experiment import build_parser
-from tasks.lib.experiment import check_options
-from tasks.lib.experiment import fill_training_defaults
-from tasks.lib.experiment import learning_rate
-from tasks.lib.experiment import print_examples
+from tasks.lib.console import print_examples
+from tasks.lib.factory import warmup_constant
+from tasks.lib.model_files import ModelFiles
 from tasks.lib.rundir import RunDirectory
+from tasks.lib.seq2seq_options import build_parser
+from tasks.lib.seq2seq_options import check_options
+from tasks.lib.seq2seq_options import fill_training_defaults
 from tests.common import ROOT
 
 SCRIPT = ROOT / "tasks" / "csl_title.py"
@@ -30,6 +30,11 @@ def defaults_for(checkpoint, argv=()):
     args = parser.parse_args(list(argv))
     fill_training_defaults(args, ModelFiles("config.json", checkpoint, None))
     return args
+
+
+def learning_rate(args):
+    """The fine-tuning schedule of a command line's settings."""
+    return warmup_constant(args.lr, args.warmup_steps)
 
 
 def test_a_checkpoint_keeps_the_published_settings():
@@ -62,7 +67,7 @@ def test_warm_up_is_an_option_with_a_checkpoint():
 def test_bad_warm_up_or_dropout_is_refused(flags, culprit):
     args = defaults_for(None, flags)
     with pytest.raises(SystemExit, match=culprit):
-        check_options(args, ModelFiles(None, None, None))
+        check_options(args)
 
 
 def tiny_trainer(args, vocab_size):

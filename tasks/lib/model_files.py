@@ -1,0 +1,191 @@
+"""The model of a seq2seq run: which files hold it (`--model-dir` or the
+single flags, a known checkpoint's digests), its config, its tokenizer,
+and the model built from them, each checked before anything is written.
+
+A run without a config trains a randomly initialised model shaped by the
+flags (`factory.shape_config`).
+"""
+
+import dataclasses
+import pathlib
+
+from data import Tokenizer
+from data import load_vocab
+from data import synthetic
+from data.vocab import SEQ2SEQ_TOKENS
+from models import build_transformer_model
+from models.bert import BertConfig
+from models.bert import find_config_file
+from tasks.lib.cli import fail
+from tasks.lib.environment import POLICIES
+from tasks.lib.factory import SIZES
+from tasks.lib.factory import flags_config
+from tasks.lib.splits import is_tiny_default
+from weights import registry
+from weights.formats import check_file
+from weights.formats import read_keep_tokens
+from weights.formats import resolve
+
+
+@dataclasses.dataclass
+class ModelFiles:
+    config: str | None
+    checkpoint: str | None
+    vocab: str | None
+    sha256: dict[str, str] | None = None  # of a known checkpoint's files
+
+
+def resolve_model_files(args) -> ModelFiles:
+    """Config, checkpoint and vocab from --model-dir or the single flags."""
+    files = ModelFiles(args.config, args.checkpoint, args.vocab)
+    if args.model:
+        files.sha256 = check_known_model(args.model, args.model_dir)
+    if args.model_dir:
+        directory = pathlib.Path(args.model_dir)
+        if not directory.is_dir():
+            fail(f"--model-dir {directory}: not a directory")
+        try:
+            files.config = files.config or str(find_config_file(directory))
+        except FileNotFoundError as error:
+            fail(f"--model-dir {directory}: {error}")
+        files.vocab = files.vocab or str(directory / "vocab.txt")
+        files.checkpoint = files.checkpoint or str(directory)
+    if files.checkpoint and not files.config:
+        fail("--checkpoint needs --config (or use --model-dir)")
+    for flag, path in (("--config", files.config), ("--vocab", files.vocab)):
+        if path and not pathlib.Path(path).is_file():
+            fail(f"{flag} {path}: no such file")
+    if files.checkpoint:
+        try:
+            # The format from the name; a directory: its checkpoint file.
+            files.checkpoint = str(resolve(files.checkpoint)[1])
+            check_file(files.checkpoint)
+        except (FileNotFoundError, ValueError) as error:
+            fail(f"--checkpoint {files.checkpoint}: {error}")
+    return files
+
+
+def check_known_model(name: str, directory) -> dict[str, str]:
+    """`--model NAME`: where to get it, or the sha256 of its local copy."""
+    if not directory:
+        # The answer to "where do I get it?": several lines, on purpose.
+        raise SystemExit(
+            f"error: --model {name}: give the directory holding its files "
+            f"with --model-dir DIR. To get them:\n"
+            + registry.download_instructions(name)
+        )
+    try:
+        digests = registry.checksums(name, directory)
+    except (FileNotFoundError, ValueError) as error:
+        fail(f"--model {name}: {error}")
+    for file, digest in digests.items():
+        print(f"{name}: {file} sha256 {digest}")
+    return digests
+
+
+def load_config(args, files: ModelFiles) -> BertConfig | None:
+    """The config of the model's file, checked before anything is built:
+    positive sizes, room for --maxlen positions. None for a random model,
+    whose shape flags are checked here too (the config itself waits for
+    the tokenizer's vocabulary size: `build_model`)."""
+    if not files.config:
+        random_config(args, vocab_size=1)
+        return None
+    try:
+        config = BertConfig.from_json(files.config)
+    except (TypeError, ValueError, ZeroDivisionError) as error:
+        fail(f"--config {files.config}: {_message(error)}")
+    for name in SIZES:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            fail(
+                f"{files.config}: {name} is {value!r}; expected a positive "
+                "integer"
+            )
+    if args.maxlen > config.max_position_embeddings:
+        fail(
+            f"--maxlen {args.maxlen}: the model has "
+            f"{config.max_position_embeddings} positions "
+            f"(max_position_embeddings in {files.config}); expected "
+            f"--maxlen <= {config.max_position_embeddings}"
+        )
+    return config
+
+
+def random_config(args, vocab_size: int) -> BertConfig:
+    """The randomly initialised model of the shape flags and --dropout."""
+    return flags_config(args, vocab_size, max(512, args.maxlen), args.dropout)
+
+
+def _message(error, limit=600):
+    """An error's message on one line, shortened past `limit` characters
+    (a checkpoint's list of every mismatched variable can be long)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def load_tokenizer(args, files: ModelFiles, out):
+    """Tokenizer and keep_tokens (None when the vocabulary is kept whole);
+    the built-in default writes its vocabulary into the folder `out`."""
+    vocab = files.vocab
+    if vocab is None:
+        if not is_tiny_default(args, files):
+            fail("a vocabulary is needed: give --vocab or --model-dir")
+        vocab = synthetic.write_vocab(out / "vocab.txt")
+    if args.no_simplify:
+        return Tokenizer(load_vocab(vocab), do_lower_case=True), None
+    token_dict, keep_tokens = load_vocab(
+        vocab, simplified=True, startswith=SEQ2SEQ_TOKENS
+    )
+    return Tokenizer(token_dict, do_lower_case=True), keep_tokens
+
+
+def check_vocab_fits(files: ModelFiles, config, tokenizer, keep_tokens):
+    """The vocabulary must index rows of the embedding table: a larger
+    vocab.txt than the checkpoint was trained with would fail (or read
+    garbage) mid-run."""
+    if config is None:
+        return
+    if files.checkpoint and read_keep_tokens(files.checkpoint) is not None:
+        return  # rows already sliced: the loader checks the match
+    rows = config.vocab_size
+    largest = max(keep_tokens) if keep_tokens else tokenizer.vocab_size - 1
+    if largest >= rows:
+        fail(
+            f"--vocab {files.vocab}: token id {largest} does not fit the "
+            f"embedding table of {rows} rows (vocab_size in {files.config}); "
+            "expected the vocab.txt the checkpoint was trained with"
+        )
+
+
+def build_model(args, files: ModelFiles, keep_tokens, vocab_size, precision):
+    """The UniLM model of the files (the checkpoint loaded), or a random
+    one of the shape flags, computing in `precision`."""
+    dtype = POLICIES[precision]
+    if not files.config:
+        config = random_config(args, vocab_size)
+        return build_transformer_model(config, application="unilm", dtype=dtype)
+    try:
+        return build_transformer_model(
+            files.config,
+            files.checkpoint,
+            application="unilm",
+            keep_tokens=keep_tokens,
+            dtype=dtype,
+        )
+    except (OSError, ValueError) as error:
+        fail(f"--checkpoint {files.checkpoint}: {_message(error)}")
+
+
+def describe_model(files: ModelFiles, model, keep_tokens=None) -> str:
+    """The model in one line: its checkpoint (or random init) and shape."""
+    config = model.bert_config
+    kept = " kept (keep_tokens)" if keep_tokens is not None else ""
+    shape = (
+        f"{config.num_hidden_layers} layers, {config.hidden_size} "
+        f"hidden, {config.num_attention_heads} heads, vocab "
+        f"{config.vocab_size}{kept}, {model.count_params():,} weights"
+    )
+    if files.checkpoint:
+        return f"{files.checkpoint} ({shape})"
+    return f"random init ({shape})"

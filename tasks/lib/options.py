@@ -1,0 +1,66 @@
+"""Option groups several scripts share: the model's shape, the device and
+precision, progress bars.
+
+A script's parser is built from these and its own options before Keras,
+TensorFlow or JAX is imported, so that `--help` and a mistyped option
+answer at once: nothing here imports a backend, and the choices of
+--precision (`environment.POLICIES`) are plain data.
+"""
+
+import argparse
+
+from tasks.lib.cli import add_verbose
+from tasks.lib.environment import POLICIES
+
+# The shape flags, and what each sets (`factory.shape_config` takes them).
+SHAPE_FLAGS = {
+    "layers": "Transformer layers",
+    "hidden": "hidden width",
+    "heads": "attention heads",
+    "intermediate": "feed-forward width",
+}
+
+
+def add_shape_options(group, defaults: dict, used_when: str = "") -> None:
+    """--layers, --hidden, --heads, --intermediate of a randomly initialised
+    model, defaults from `defaults` (`intermediate` None: 4 x --hidden);
+    `used_when` says when the flags apply, e.g. 'without --init'."""
+    for name, meaning in SHAPE_FLAGS.items():
+        text = f"{meaning} of a randomly initialised model"
+        if name == "intermediate" and defaults[name] is None:
+            text += " (default: 4 x --hidden)"
+        group.add_argument(
+            f"--{name}",
+            type=int,
+            default=defaults[name],
+            help=f"{text} ({used_when})" if used_when else text,
+        )
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--precision, --allow-cpu, --verbose: shared by the training scripts."""
+    group = parser.add_argument_group("device")
+    group.add_argument(
+        "--precision",
+        choices=sorted(POLICIES),
+        help="compute precision; default bf16 on a GPU that supports it "
+        "(compute capability 8.0+), else fp32",
+    )
+    group.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="train on the CPU even though nvidia-smi lists a GPU that the "
+        "backend does not see (a CPU build; see README, On a GPU)",
+    )
+    add_verbose(group)
+
+
+def add_progress_option(group, instead: str = "") -> None:
+    """--no-progress (`args.progress` False); `instead` says what is shown
+    then, e.g. 'one line per epoch'."""
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help=f"no progress bars ({instead})" if instead else "no progress bars",
+    )

@@ -1,0 +1,191 @@
+"""The command line of `pretrain.py`: the corpus, the model to start from
+(or the shape of a fresh one), the objective and the training schedule,
+and the checks of every option before anything is read or built.
+
+Nothing here imports Keras: `--help` and a mistyped option answer before
+a backend starts.
+"""
+
+import argparse
+import pathlib
+
+from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import check_at_least
+from tasks.lib.cli import fail
+from tasks.lib.options import add_device_options
+from tasks.lib.options import add_progress_option
+from tasks.lib.options import add_shape_options
+
+# Masked LM, UniLM seq2seq, or a per-batch mix of the two.
+OBJECTIVES = ("mlm", "unilm", "mix")
+# The shape of a fresh model (no --init).
+FRESH_SHAPE = {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024}
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = ArgumentParser(description=description)
+    parser.add_argument(
+        "--text",
+        nargs="+",
+        required=True,
+        help="plain text files, one document a line",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        help="use only the first N documents (default: all)",
+    )
+    parser.add_argument("--out", default="runs/pretrain", help="run directory")
+    add_model_options(parser.add_argument_group("model"))
+    add_objective_options(parser.add_argument_group("objective"))
+    group = parser.add_argument_group("training")
+    add_training_options(group)
+    add_progress_option(group, "a log line every --log-every steps")
+    add_device_options(parser)
+    return parser
+
+
+def add_model_options(group):
+    group.add_argument(
+        "--init",
+        help="checkpoint to continue from (any "
+        "format weights.load_checkpoint reads) or a model "
+        "directory with its config; none: a fresh model",
+    )
+    group.add_argument(
+        "--config", help="config of --init when it is not beside the checkpoint"
+    )
+    group.add_argument("--vocab", help="vocab.txt (default: --init's)")
+    add_shape_options(group, FRESH_SHAPE, "without --init")
+
+
+def add_objective_options(group):
+    group.add_argument(
+        "--objective",
+        default="mlm",
+        choices=OBJECTIVES,
+        help="masked LM, UniLM seq2seq, or both (by batch)",
+    )
+    group.add_argument(
+        "--unilm-ratio",
+        type=float,
+        default=0.5,
+        help="share of UniLM batches with --objective mix",
+    )
+    group.add_argument(
+        "--whole-word",
+        action="store_true",
+        help="mask whole jieba words (BERT-wwm)",
+    )
+    group.add_argument(
+        "--mask-rate",
+        type=float,
+        default=0.15,
+        help="share of tokens selected for MLM",
+    )
+    group.add_argument(
+        "--target-len",
+        type=int,
+        default=32,
+        help="most tokens of a UniLM target span",
+    )
+
+
+def add_training_options(group):
+    add = group.add_argument
+    add(
+        "--seq-len",
+        type=int,
+        default=128,
+        help="tokens per sequence (short documents are packed)",
+    )
+    add("--batch-size", type=int, default=32, help="sequences per step")
+    add(
+        "--steps",
+        type=int,
+        default=10000,
+        help="training steps in all (raise it to train on)",
+    )
+    add(
+        "--lr",
+        type=float,
+        default=5e-4,
+        help="peak learning rate (1e-4..5e-5 to continue from BERT)",
+    )
+    add("--warmup", type=int, help="warm-up steps (default: 6%% of --steps)")
+    add(
+        "--decay",
+        default="linear",
+        choices=["linear", "cosine"],
+        help="learning-rate decay after the warm-up",
+    )
+    add(
+        "--weight-decay",
+        type=float,
+        default=0.01,
+        help="AdamW decay (not of biases and LayerNorm)",
+    )
+    add("--log-every", type=int, default=50, help="steps per log.jsonl line")
+    add(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        help="steps between checkpoints (resume points)",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds masking, batch order and initialisation",
+    )
+
+
+def unilm_share(args) -> float:
+    """The share of UniLM batches that --objective asks for."""
+    return {"mlm": 0.0, "unilm": 1.0}.get(args.objective, args.unilm_ratio)
+
+
+def warmup_steps(args) -> int:
+    """--warmup, by default 6% of --steps."""
+    return args.warmup if args.warmup is not None else args.steps * 6 // 100
+
+
+def check_options(args) -> None:
+    """Every option's range and the combinations, before anything is read,
+    built or written (a fresh model's shape: `factory.shape_config`)."""
+    check_at_least(
+        {
+            "--steps": (args.steps, 1),
+            "--batch-size": (args.batch_size, 1),
+            "--seq-len": (args.seq_len, 8),
+            "--target-len": (args.target_len, 1),
+            "--log-every": (args.log_every, 1),
+            "--checkpoint-every": (args.checkpoint_every, 1),
+            "--seed": (args.seed, 0),
+            "--limit": (args.limit, 1),
+            "--warmup": (args.warmup, 0),
+        }
+    )
+    if args.warmup is not None and args.warmup > args.steps:
+        fail(f"--warmup {args.warmup}: expected at most --steps {args.steps}")
+    for flag, value in (
+        ("--unilm-ratio", args.unilm_ratio),
+        ("--mask-rate", args.mask_rate),
+    ):
+        if not 0 <= value <= 1:
+            fail(f"{flag} {value}: expected a value in [0, 1]")
+    if not args.lr > 0:
+        fail(f"--lr {args.lr}: expected a learning rate above 0")
+    if not args.weight_decay >= 0:
+        fail(f"--weight-decay {args.weight_decay}: expected 0 or more")
+    if args.objective != "mlm" and args.seq_len - 3 - args.target_len < 1:
+        fail(
+            f"--target-len {args.target_len} with --seq-len {args.seq_len}: "
+            "no room for a source; expected --target-len of at most "
+            f"{args.seq_len - 4}"
+        )
+    for path in args.text:
+        if not pathlib.Path(path).is_file():
+            fail(f"--text {path}: no such file")
+    if args.init and not pathlib.Path(args.init).exists():
+        fail(f"--init {args.init}: no such file or directory")
