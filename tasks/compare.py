@@ -35,7 +35,9 @@ from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
 from tasks.lib.cli import run_main
+from tasks.lib.cli import split_extra
 from tasks.lib.runs import Run
+from tasks.lib.runs import add_grid_options
 from tasks.lib.runs import run_grid
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -49,63 +51,57 @@ def _resolve_script(path: str) -> pathlib.Path:
     return REPO_ROOT / script
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Arguments, and those after `--` that go to the task script."""
-    extra = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, extra = argv[:split], argv[split + 1 :]
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument(
-        "runs", nargs="*", default=[], help="directories with results.json"
-    )
-    parser.add_argument("--out", default="comparison", help="report directory")
-    parser.add_argument(
+    add = parser.add_argument
+    add("runs", nargs="*", default=[], help="directories with results.json")
+    add(
         "--run",
         action="store_true",
         help="run every strategy x seed before reporting",
     )
-    parser.add_argument(
-        "--strategies",
-        nargs="+",
-        default=["baseline", "replace", "gp"],
-        help="strategies to run (with --run)",
+    add_grid_options(
+        parser,
+        "strategies to run (with --run)",
+        "seeds to run (with --run)",
+        seeds=[0],
     )
-    parser.add_argument(
-        "--seeds",
-        nargs="+",
-        type=int,
-        default=[0],
-        help="seeds to run (with --run)",
-    )
-    parser.add_argument(
+    add(
         "--workdir",
         default="runs",
         help="where --run puts STRATEGY-seedN directories",
     )
-    parser.add_argument(
+    add(
         "--task-script",
         default="tasks/csl_title.py",
         help="script --run calls (relative: cwd, then repo)",
     )
-    parser.add_argument(
+    add(
         "--allow-mixed",
         action="store_true",
         help="report runs that differ in data/model/scoring",
     )
     add_verbose(parser)
-    parser.add_argument(
+    add(
         "--published",
         choices=sorted(published_tables.TABLES),
         help="add the exposure-bias article's figures for this task as "
         "labelled reference rows",
     )
-    parser.add_argument(
+    add(
         "--diagnostics",
         action="store_true",
         help="add exposure-bias diagnostics (tasks/diagnose.py: survival, "
         "recovery, length) to the report, in OUT/diagnostics",
     )
+    add("--out", default="comparison", help="report directory")
+    return parser
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Arguments, and those after `--` that go to the task script."""
+    argv, extra = split_extra(argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if extra and not args.run:
         parser.error("arguments after -- are passed on only with --run")

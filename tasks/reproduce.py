@@ -53,6 +53,7 @@ from tasks.lib import reproduce_stages
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import fail
 from tasks.lib.cli import run_main
+from tasks.lib.cli import split_extra
 from tasks.lib.reproduce_stages import SIZES
 from tasks.lib.reproduce_stages import benchmark_command
 from tasks.lib.reproduce_stages import check_model_dir
@@ -60,6 +61,7 @@ from tasks.lib.reproduce_stages import given_model
 from tasks.lib.reproduce_stages import our_setting
 from tasks.lib.reproduce_stages import peer_problem
 from tasks.lib.rundir import git_commit
+from tasks.lib.runs import add_grid_options
 from tasks.lib.runs import run_name
 from tasks.lib.stages import Pipeline
 from tasks.lib.stages import Stage
@@ -82,7 +84,6 @@ STAGE_NAMES = (
     "finetune",
     "compare",
 )
-ARTICLE_STRATEGIES = ["baseline", "replace", "gp"]
 # Pretraining: share of the steps for whole-word MLM (the rest: UniLM), and
 # of the budget kept back for what the step time does not cover (saving
 # checkpoints, exporting, a slower step than the calibration's).
@@ -112,17 +113,10 @@ def build_parser():
         help="wall time of the pretraining stage (without --model-dir); "
         "its steps are sized from a measured step time",
     )
-    add(
-        "--strategies",
-        nargs="+",
-        default=ARTICLE_STRATEGIES,
-        help="strategies to fine-tune (any registered one)",
-    )
-    add(
-        "--seeds",
-        nargs="+",
-        type=int,
-        help="fine-tuning seeds (default 0 1 2; with --smoke 0)",
+    add_grid_options(
+        parser,
+        "strategies to fine-tune (any registered one)",
+        "fine-tuning seeds (default 0 1 2; with --smoke 0)",
     )
     add(
         "--skip",
@@ -178,10 +172,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 def parse_args(argv):
     """Arguments, and those after `--` that go to tasks/csl_title.py."""
-    extra = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, extra = argv[:split], argv[split + 1 :]
+    argv, extra = split_extra(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.finetune_extra = extra

@@ -129,6 +129,15 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def split_extra(argv):
+    """(argv, extra): the arguments before `--`, and those after it, which
+    a script passes on to the scripts it runs."""
+    if "--" not in argv:
+        return list(argv), []
+    split = argv.index("--")
+    return argv[:split], argv[split + 1 :]
+
+
 def add_verbose(parser):
     parser.add_argument(
         "--verbose",

@@ -114,23 +114,20 @@ def git_commit(directory=None):
     """Short hash of the code that ran, with '+dirty' for local changes."""
     directory = directory or pathlib.Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git(directory, "rev-parse", "--short", "HEAD")
+        dirty = _git(directory, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
+
+
+def _git(directory, *args):
+    """What `git ARGS` prints in `directory`, stripped."""
+    command = ["git", *args]
+    done = subprocess.run(
+        command, cwd=directory, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
 
 
 class RunDirectory:

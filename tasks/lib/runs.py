@@ -31,6 +31,8 @@ OPTION_DEFAULTS = {
     "length_penalty": None,
     "min_length": 1,
 }
+# The strategies the exposure-bias article compares, in its order.
+ARTICLE_STRATEGIES = ("baseline", "replace", "gp")
 # Runs that name no task were written by tasks/csl_title.py.
 DEFAULT_TASK = "csl_title"
 DIAGNOSTICS_FILE = "diagnostics.json"
@@ -236,6 +238,19 @@ def _load_cache(path: pathlib.Path) -> dict | None:
 
 
 # The grid ---------------------------------------------------------------------
+
+
+def add_grid_options(parser, strategies_help, seeds_help, seeds=None):
+    """--strategies and --seeds: the runs of a grid (`seeds`: the default
+    seeds, None where the script decides)."""
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(ARTICLE_STRATEGIES),
+        help=strategies_help,
+    )
+    add = parser.add_argument
+    add("--seeds", nargs="+", type=int, default=seeds, help=seeds_help)
 
 
 def run_grid(
