@@ -34,6 +34,13 @@ setup(
         "jax-gpu": ["jax[cuda12]>=0.4.30"],
         "jax-cuda13": ["jax[cuda13]>=0.7.2"],
         "torch": ["torch"],
-        "test": ["pytest", "pytest-xdist", "transformers", "torch", "ruff"],
+        "test": [
+            "pytest",
+            "pytest-xdist",
+            "transformers",
+            "torch",
+            "ruff",
+            "import-linter",
+        ],
     },
 )

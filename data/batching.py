@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from data.tokenizer import Tokenizer
+from data.vocab import PAD_ID
 
 # With `bucket=True`, samples are sorted by length within chunks of this
 # many batches: long enough to group similar lengths, short enough that
@@ -124,7 +125,7 @@ class Seq2SeqBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         batch = [self.samples[i] for i in self._batches[index]]
         length = self.fixed_length or self._rounded_length(batch)
-        token_ids = sequence_padding([s[0] for s in batch], length)
+        token_ids = sequence_padding([s[0] for s in batch], length, PAD_ID)
         segment_ids = sequence_padding([s[1] for s in batch], length)
         inputs = (token_ids.astype("int32"), segment_ids.astype("int32"))
         return (inputs,)

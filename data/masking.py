@@ -11,14 +11,17 @@ Plain NumPy, one sequence at a time, so the rules can be tested exactly:
 - `jieba_word_starts` tokenizes a text exactly as fine-tuning will (the
   whole text at once) and marks the tokens that begin a jieba word.
 
-Id 0 is padding everywhere in this toolkit (`models.layers.visible_keys`
-hides it), so it is never selected, and `labels` use 0 for "no target".
+`PAD_ID` (0) is padding everywhere in this toolkit
+(`models.layers.visible_keys` hides it), so it is never selected, and
+`labels` hold it for "no target".
 """
 
 from collections.abc import Callable
 from collections.abc import Iterable
 
 import numpy as np
+
+from data.vocab import PAD_ID
 
 # The share of selected tokens that become [MASK] and a random token; the
 # rest stay unchanged (BERT: the model cannot trust that an unmasked token
@@ -40,18 +43,18 @@ def mask_tokens(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt one sequence for MLM; returns `(input_ids, labels)`.
 
-    `labels[i]` is the original id where token i was selected and 0
-    elsewhere; the loss is taken exactly where `labels != 0`.
+    `labels[i]` is the original id where token i was selected and
+    `PAD_ID` elsewhere; the loss is taken exactly where `labels != PAD_ID`.
     `word_starts[i]` is True where a new word begins (special tokens count
     as their own words); None masks token by token.
     """
     token_ids = np.asarray(token_ids)
-    special = np.isin(token_ids, [0, *special_ids])
+    special = np.isin(token_ids, [PAD_ID, *special_ids])
     selected = select_tokens(special, rng, rate, word_starts)
     input_ids = corrupt(
         token_ids, selected, rng, vocab_size, mask_id, special_ids
     )
-    return input_ids, np.where(selected, token_ids, 0)
+    return input_ids, np.where(selected, token_ids, PAD_ID)
 
 
 def select_tokens(
@@ -121,7 +124,7 @@ def corrupt(
     output = token_ids.copy()
     output[to_mask] = mask_id
     output[to_random] = random_tokens(
-        int(to_random.sum()), rng, vocab_size, [0, mask_id, *special_ids]
+        int(to_random.sum()), rng, vocab_size, [PAD_ID, mask_id, *special_ids]
     )
     return output
 

@@ -2,7 +2,7 @@
 
 Every batch has one shape whatever its objective, `((token_ids,
 segment_ids), labels)`, int32 `(batch, seq_len)`, and `labels[i]` is the id
-that position i must predict, 0 where there is nothing to predict:
+that position i must predict, `PAD_ID` where there is nothing to predict:
 
 - MLM: segments all 0 (a UniLM model then attends both ways), labels at
   the selected tokens, not shifted.
@@ -25,6 +25,7 @@ from data.masking import DEFAULT_RATE
 from data.masking import jieba_word_starts
 from data.masking import mask_tokens
 from data.masking import selection_budget
+from data.vocab import PAD_ID
 
 OBJECTIVES = ("mlm", "unilm", "mix")
 
@@ -83,7 +84,7 @@ def pack_documents(documents, seq_len: int, start_id: int, end_id: int):
     width = seq_len - 1
     rows = math.ceil(len(ids) / width)
     pad = rows * width - len(ids)
-    ids = np.pad(ids, (0, pad)).reshape(rows, width)
+    ids = np.pad(ids, (0, pad), constant_values=PAD_ID).reshape(rows, width)
     starts = np.pad(starts, (0, pad), constant_values=True)
     starts = starts.reshape(rows, width)
     starts[:, 0] = True
@@ -134,8 +135,8 @@ def unilm_row(source, target, start_id, end_id):
     ).astype(np.int32)
     segment_ids = np.zeros_like(token_ids)
     segment_ids[len(source) + 2 :] = 1
-    labels = np.zeros_like(token_ids)
-    labels[:-1] = np.where(segment_ids[1:] == 1, token_ids[1:], 0)
+    labels = np.full_like(token_ids, PAD_ID)
+    labels[:-1] = np.where(segment_ids[1:] == 1, token_ids[1:], PAD_ID)
     return token_ids, segment_ids, labels
 
 

@@ -1,10 +1,17 @@
 """Models: BERT/UniLM builder, layers, decoding and training strategies."""
 
-from models.bert import BertConfig
-from models.bert import BertNetwork
-from models.bert import build_transformer_model
-from models.decoding import AutoRegressiveDecoder
-from models.decoding import Seq2SeqDecoder
+import importlib
+
+# Every name here imports Keras, which starts a backend (seconds, and
+# TensorFlow by default): load them on first use, so that what needs no
+# backend (`models.strategies.names` for the command line) stays fast.
+_LAZY = {
+    "AutoRegressiveDecoder": "models.decoding",
+    "BertConfig": "models.bert",
+    "BertNetwork": "models.bert",
+    "Seq2SeqDecoder": "models.decoding",
+    "build_transformer_model": "models.bert",
+}
 
 __all__ = [
     "AutoRegressiveDecoder",
@@ -13,3 +20,9 @@ __all__ = [
     "Seq2SeqDecoder",
     "build_transformer_model",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

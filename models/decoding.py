@@ -14,19 +14,25 @@
 Each decoder has one loop (`AutoRegressiveDecoder.decode`,
 `Seq2SeqDecoder.decode_batch`) and takes its rules from `models/search.py`:
 which beams are kept, how tokens are drawn and when a search stops are
-written once, there, for both.
+written once, there, for both. How `Seq2SeqDecoder` groups sources into
+batches (their size, order and shape) is `models/decoding_batches.py`.
 """
 
 import collections
-import numbers
 import weakref
 
 import keras
 import numpy as np
 from keras import ops
 
+from data.vocab import PAD_ID
 from models.backend import compile_function
 from models.backend import free_device_memory
+from models.decoding_batches import check_sources
+from models.decoding_batches import decode_by_length
+from models.decoding_batches import pack
+from models.decoding_batches import sources_per_batch
+from models.decoding_batches import with_progress
 from models.search import LOG_EPSILON
 from models.search import BeamSearch
 from models.search import BeamState
@@ -37,42 +43,6 @@ from models.search import softmax
 
 # model -> the same model reading one given position (`RecomputeDecoder`).
 POSITION_MODELS = weakref.WeakKeyDictionary()
-# Sources per compiled batch where device memory is unknown (a CPU), and the
-# most anywhere: beyond that a step's host work dominates.
-DEFAULT_BATCH_SIZE = 32
-MAX_BATCH_SIZE = 1024
-# Share of the free device memory that decoding's batch may take.
-MEMORY_SHARE = 0.5
-
-
-def decoding_bytes(config, rows_per_source, source_len, slots, dtype_bytes):
-    """Device bytes one source needs while it is decoded, an upper bound:
-    its key/value cache (source once, outputs per row, times 3 for the
-    reordered and updated copies a step makes), one layer's activations
-    of the encoding pass (float32 scores included) and float32 logits per
-    row (the head's softmax and its log)."""
-    hidden, layers = config.hidden_size, config.num_hidden_layers
-    source = layers * 2 * hidden * source_len * dtype_bytes
-    outputs = 3 * rows_per_source * layers * 2 * hidden * slots * dtype_bytes
-    scores = 4 * config.num_attention_heads * source_len * source_len * 2
-    activations = source_len * (config.intermediate_size + 6 * hidden)
-    logits = 3 * rows_per_source * config.vocab_size * 4
-    return source + outputs + scores + activations * dtype_bytes + logits
-
-
-def sources_per_batch(
-    config, rows_per_source, source_len, slots, dtype_bytes, free_bytes
-):
-    """Sources decoded at once: a power of two whose `decoding_bytes` fit
-    in `MEMORY_SHARE` of `free_bytes`, at most `MAX_BATCH_SIZE`;
-    `DEFAULT_BATCH_SIZE` where the free memory is unknown (None)."""
-    if free_bytes is None:
-        return DEFAULT_BATCH_SIZE
-    need = decoding_bytes(
-        config, rows_per_source, source_len, slots, dtype_bytes
-    )
-    fits = max(1, int(MEMORY_SHARE * free_bytes // need))
-    return min(MAX_BATCH_SIZE, 1 << (fits.bit_length() - 1))
 
 
 class AutoRegressiveDecoder:
@@ -248,10 +218,12 @@ class RecomputeDecoder(AutoRegressiveDecoder):
         segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
         length = token_ids.shape[1]
         padding = ((0, 0), (0, self.padded_length(length) - length))
+        token_ids = np.pad(token_ids, padding, constant_values=PAD_ID)
+        segment_ids = np.pad(segment_ids, padding)
         return self.position_model(self.model).predict_on_batch(
             [
-                np.pad(token_ids, padding).astype("int32"),
-                np.pad(segment_ids, padding).astype("int32"),
+                token_ids.astype("int32"),
+                segment_ids.astype("int32"),
                 np.full(len(token_ids), length - 1, dtype="int32"),
             ]
         )
@@ -371,14 +343,14 @@ class Seq2SeqDecoder:
         `batch_size` (sources per compiled batch) defaults to the
         decoder's; each new value compiles once more.
         """
-        self.check_sources(sources, topk)
+        self.check_sources(sources, topk, "topk")
         if self.reference:
             states = [
                 self.recompute.run_beam_search([ids, [0] * len(ids)], topk)
-                for ids in self.progress(sources, progress)
+                for ids in with_progress(sources, progress)
             ]
         else:
-            states = self.over_batches(
+            states = decode_by_length(
                 sources,
                 lambda batch, size: self.decode_batch(
                     batch, size, self.beam_search_for(len(batch), size, topk)
@@ -419,11 +391,11 @@ class Seq2SeqDecoder:
                 self.recompute.random_sample(
                     [ids, [0] * len(ids)], n, topk, topp
                 )
-                for ids in self.progress(sources, progress)
+                for ids in with_progress(sources, progress)
             ]
         else:
             rng = np.random.default_rng(seed)
-            samples = self.over_batches(
+            samples = decode_by_length(
                 sources,
                 lambda batch, size: self.decode_batch(
                     batch,
@@ -464,41 +436,15 @@ class Seq2SeqDecoder:
         )
         return [tokenizer.decode(ids) for ids in titles]
 
-    # Batching ---------------------------------------------------------------
+    # Batching (`models/decoding_batches.py`) ---------------------------------
 
     @property
     def max_positions(self):
         return self.network.config.max_position_embeddings
 
-    def check_sources(self, sources, count=1, what="topk"):
-        """Sources a batch can take, and a positive beam or sample count:
-        errors that name the source, before anything is compiled."""
-        if isinstance(sources, (str, bytes)) or not hasattr(sources, "__len__"):
-            raise TypeError(
-                f"sources must be a list of token id lists, got "
-                f"{type(sources).__name__}"
-            )
-        if not (isinstance(count, numbers.Integral) and count >= 1):
-            raise ValueError(f"{what} must be 1 or more, got {count!r}")
-        for number, ids in enumerate(sources):
-            if len(ids) == 0:
-                raise ValueError(f"source {number} is empty")
-            if len(ids) + self.maxlen > self.max_positions:
-                raise ValueError(
-                    f"source {number} has {len(ids)} tokens; with maxlen "
-                    f"{self.maxlen} it exceeds max_position_embeddings "
-                    f"{self.max_positions}. Truncate it, e.g. "
-                    f"tokenizer.encode(text, maxlen="
-                    f"{self.max_positions - self.maxlen})"
-                )
-
-    def progress(self, items, enabled, unit="source"):
-        """A tqdm bar over `items` when enabled (sources or batches)."""
-        if not enabled:
-            return items
-        from tqdm import tqdm
-
-        return tqdm(items, desc="decoding", unit=unit)
+    def check_sources(self, sources, count, what):
+        """`decoding_batches.check_sources` with this decoder's limits."""
+        check_sources(sources, count, what, self.maxlen, self.max_positions)
 
     def sources_per_batch(self, count, rows_per_source):
         """The batch size for `count` sources of `rows_per_source` rows
@@ -520,30 +466,6 @@ class Seq2SeqDecoder:
             )
         size = self._auto_sizes[rows_per_source]
         return min(size, 1 << (count - 1).bit_length())
-
-    def over_batches(self, sources, decode, progress, size):
-        """Decode length-sorted batches, return results in input order."""
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-        starts = range(0, len(order), size)
-        results = [None] * len(sources)
-        for start in self.progress(starts, progress, unit="batch"):
-            chosen = order[start : start + size]
-            batch = [sources[i] for i in chosen]
-            for i, result in zip(chosen, decode(batch, size)):
-                results[i] = result
-        return results
-
-    def pack(self, batch, size):
-        """Token ids (size, bucketed length) and lengths; filled with copies
-        of the first source so that every batch has the same shape."""
-        batch = list(batch) + [batch[0]] * (size - len(batch))
-        lengths = np.array([len(ids) for ids in batch], dtype="int32")
-        length = -(-int(lengths.max()) // self.bucket) * self.bucket
-        length = min(length, self.max_positions)
-        token_ids = np.zeros((len(batch), length), dtype="int32")
-        for row, ids in enumerate(batch):
-            token_ids[row, : len(ids)] = ids
-        return token_ids, lengths
 
     # The fast path: one loop on the network's cached pass -------------------
 
@@ -573,7 +495,7 @@ class Seq2SeqDecoder:
         to the device's outputs (`search.advance`) and the device feeds
         the chosen tokens (`search.feed`) one position further.
         """
-        token_ids, lengths = self.pack(batch, size)
+        token_ids, lengths = pack(batch, size, self.bucket, self.max_positions)
         width, k = search.width, search.candidates
         encode = self.function("encode", width=width, k=k)
         outputs, cache = encode(token_ids, lengths)

@@ -5,10 +5,11 @@ so that `fit()`/`train_on_batch`, the per-backend steps of
 `models/backend.py`, mixed precision and checkpointing are the ones
 fine-tuning uses. Batches come from `data.pretraining.PretrainingBatches`:
 `((token_ids, segment_ids), labels)`, where `labels[i]` is what position i
-must predict and 0 marks "nothing". For MLM the labels are the selected
-tokens, not shifted; for UniLM they are the next target token, which makes
-`masked_cross_entropy` equal to the trainer's `seq2seq_cross_entropy`
-(tested), so both objectives, and any mix, share one compiled step.
+must predict and `PAD_ID` (0, [PAD], never a target) marks "nothing". For
+MLM the labels are the selected tokens, not shifted; for UniLM they are
+the next target token, which makes `masked_cross_entropy` equal to the
+trainer's `seq2seq_cross_entropy` (tested), so both objectives, and any
+mix, share one compiled step.
 
 `learning_rate` is the warm-up + decay schedule as a pure function;
 `WarmupDecay` hands it to a Keras optimizer.
@@ -19,17 +20,18 @@ import math
 import keras
 from keras import ops
 
-from models.trainer import Batch
+from data.vocab import PAD_ID
+from models.strategies.base import Batch
+from models.targets import token_cross_entropy
 from models.trainer import Seq2SeqTrainer
-from models.trainer import token_cross_entropy
 
 DECAYS = ("linear", "cosine")
 
 
 def masked_cross_entropy(labels, logits):
-    """Mean cross-entropy over the positions whose label is not 0
+    """Mean cross-entropy over the positions whose label is not `PAD_ID`
     (`token_cross_entropy`, the fine-tuning loss, on unshifted labels)."""
-    return token_cross_entropy(labels, logits, ops.not_equal(labels, 0))
+    return token_cross_entropy(labels, logits, ops.not_equal(labels, PAD_ID))
 
 
 def unpack_labelled_batch(data):
@@ -98,7 +100,7 @@ class PretrainingTrainer(Seq2SeqTrainer):
                 hidden, labels, self.max_predictions
             )
         logits = ops.cast(self.network.mlm_logits(hidden), "float32")
-        return logits, labels, ops.not_equal(labels, 0)
+        return logits, labels, ops.not_equal(labels, PAD_ID)
 
     def target_loss(self, batch, logits):
         """Labels are given, not shifted: see `masked_cross_entropy`."""
@@ -110,10 +112,11 @@ def gather_labelled(hidden, labels, count):
 
     `top_k` of the label mask puts every labelled position in the first
     `count` (when there are no more), with a static shape that XLA and
-    `jax.jit` accept; unlabelled ones that fill the rest keep label 0.
+    `jax.jit` accept; unlabelled ones that fill the rest keep the label
+    `PAD_ID`.
     """
     count = min(count, ops.shape(labels)[1])
-    labelled = ops.cast(ops.not_equal(labels, 0), "float32")
+    labelled = ops.cast(ops.not_equal(labels, PAD_ID), "float32")
     _, positions = ops.top_k(labelled, k=count)
     picked = ops.take_along_axis(labels, positions, axis=1)
     return ops.take_along_axis(hidden, positions[..., None], axis=1), picked

@@ -13,13 +13,13 @@ import keras
 from keras import ops
 
 from models import backend
+from models.strategies.base import target_positions
 
 
 def title_positions(token_ids, segment_ids):
-    """Title (segment 1, not padding) positions, final [SEP] included."""
-    return ops.logical_and(
-        ops.equal(segment_ids, 1), ops.not_equal(token_ids, 0)
-    )
+    """Title (segment 1, not padding) positions, final [SEP] included:
+    the target segment, as every strategy reads it."""
+    return target_positions(token_ids, segment_ids)
 
 
 def title_slots(token_ids, segment_ids):

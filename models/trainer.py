@@ -6,7 +6,7 @@
 cross-entropy: the prediction at position t is scored against the token at
 t + 1, over target-segment tokens only (the final [SEP] included), averaged
 over all such tokens of the batch. What a strategy changes (corrupted
-inputs, extra loss terms) lives in `models/strategies.py`; the per-backend
+inputs, extra loss terms) lives in `models/strategies/`; the per-backend
 steps live in `models/backend.py`.
 
     trainer = Seq2SeqTrainer(
@@ -35,30 +35,18 @@ so that a second `fit()` would train on from them), and
 """
 
 import contextlib
-from typing import NamedTuple
 
 import keras
 from keras import ops
 
 from models import backend
-from models import strategies as strategies_lib
 from models import targets
 from models.bert import BertNetwork
+from models.strategies import registry
+from models.strategies.base import Batch
 from models.targets import token_cross_entropy
 
 TARGET_HEADS = ("gathered", "full")
-
-
-class Batch(NamedTuple):
-    """One training batch as strategies see it.
-
-    `token_ids` are the labels and never change; `inputs` are what the
-    model reads (equal to `token_ids` unless a strategy corrupted them).
-    """
-
-    token_ids: object
-    segment_ids: object
-    inputs: object
 
 
 def seq2seq_cross_entropy(token_ids, segment_ids, logits):
@@ -102,7 +90,8 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
 
     Args:
         model: a model from `build_transformer_model(application='unilm')`.
-        strategy: a name from `strategies.STRATEGIES` or a strategy object.
+        strategy: a name from `models.strategies.STRATEGIES` or a
+            strategy object.
         seed: seeds the trainer's own random draws (input corruption);
             dropout keeps the model's seeds.
         label_smoothing: ε in [0, 1) for the training cross-entropy.
@@ -146,7 +135,7 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         self.max_targets = None if max_targets is None else int(max_targets)
         self.target_head = target_head
         if isinstance(strategy, str):
-            strategy = strategies_lib.get(strategy, **options)
+            strategy = registry.get(strategy, **options)
         elif options:
             raise TypeError("options are for a strategy given by name")
         if not 0.0 <= label_smoothing < 1.0:

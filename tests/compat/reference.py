@@ -1,6 +1,7 @@
 """bert4keras 0.11's own pure-Python modules, run as test oracles.
 
-`.ci/run` installs bert4keras 0.11.5 without its dependencies (it pins
+The README's set-up command (and `.ci/run`) installs bert4keras 0.11.5
+without its dependencies (it pins
 `keras<=2.3.1`, which cannot sit beside Keras 3). Only `snippets.py` and
 `tokenizers.py` are executed here, with `bert4keras.backend` (TensorFlow 1
 and Keras 2) replaced by an empty stub: the tokenizer, the text helpers
@@ -27,8 +28,8 @@ def source_dir() -> pathlib.Path:
     spec = importlib.util.find_spec("bert4keras")
     if spec is None or spec.origin is None:
         pytest.skip(
-            f"bert4keras {VERSION} is not installed (.ci/run installs it "
-            "with --no-deps as a test oracle)"
+            f"bert4keras {VERSION} is not installed (the README's set-up "
+            "command installs it with --no-deps as a test oracle)"
         )
     return pathlib.Path(spec.origin).parent
 

@@ -14,13 +14,13 @@ import pytest
 
 from models.bert import BertConfig
 from models.bert import build_transformer_model
-from models.decoding import DEFAULT_BATCH_SIZE
-from models.decoding import MAX_BATCH_SIZE
-from models.decoding import MEMORY_SHARE
 from models.decoding import AutoRegressiveDecoder
 from models.decoding import Seq2SeqDecoder
-from models.decoding import decoding_bytes
-from models.decoding import sources_per_batch
+from models.decoding_batches import DEFAULT_BATCH_SIZE
+from models.decoding_batches import MAX_BATCH_SIZE
+from models.decoding_batches import MEMORY_SHARE
+from models.decoding_batches import decoding_bytes
+from models.decoding_batches import sources_per_batch
 from models.search import Repetition
 from models.search import length_normalised
 from tests.common import TINY_DECODER

@@ -5,6 +5,8 @@ formulas and an explicit FGM step; PGD against FGM and its ε-ball, VAT's
 direction against random ones, R-Drop against two baseline draws."""
 
 import math
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -13,6 +15,7 @@ from keras import ops
 
 from models import strategies
 from models.bert import BertNetwork
+from models.strategies.names import STRATEGY_NAMES
 from models.trainer import Batch
 from models.trainer import Seq2SeqTrainer
 from tests.common import NO_DROPOUT
@@ -51,6 +54,30 @@ def test_registry_errors():
         strategies.get("replace", pool="vocab")
     with pytest.raises(TypeError):
         strategies.get("baseline", epsilon=1.0)
+
+
+def test_strategy_names_are_the_registry_sorted():
+    assert STRATEGY_NAMES == tuple(sorted(strategies.STRATEGIES))
+
+
+def test_strategy_names_import_no_keras():
+    """The command line reads the names before any backend starts."""
+    script = (
+        "import sys\n"
+        "from models.strategies.names import STRATEGY_NAMES\n"
+        "import models, models.strategies\n"
+        "loaded = [m for m in ('keras', 'tensorflow', 'jax') "
+        "if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "assert 'replace' in STRATEGY_NAMES\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def distinct_token_batch(rows=600, length=12, seed=0):
