@@ -30,6 +30,7 @@ import argparse
 import pathlib
 import sys
 
+from models.strategies.names import STRATEGY_NAMES
 from tasks.lib import published as published_tables
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
@@ -122,13 +123,11 @@ def check_run_options(parser, args):
             parser.error(f"--seeds {seed}: expected seeds of 0 or more")
     if script.resolve().parent != REPO_ROOT / "tasks":
         return  # another script: its strategies are its own
-    from models.strategies import STRATEGIES
-
     for name in args.strategies:
-        if name not in STRATEGIES:
+        if name not in STRATEGY_NAMES:
             parser.error(
                 f"--strategies {name}: unknown strategy; expected some of "
-                f"{', '.join(sorted(STRATEGIES))}"
+                f"{', '.join(STRATEGY_NAMES)}"
             )
 
 
