@@ -15,8 +15,9 @@ Usage:
 import sys
 
 from tasks.lib.seq2seq import main
+from tasks.lib.task_defaults import TASK_DEFAULTS
 
-DEFAULTS = {"maxlen": 256, "title_maxlen": 32}
+DEFAULTS = TASK_DEFAULTS["csl_title"]
 
 if __name__ == "__main__":
     main(sys.argv[1:], "csl_title", __doc__.split("\n\n")[0], DEFAULTS)

@@ -100,14 +100,14 @@ def _positive(text):
 
 def run(args):
     """Diagnose every run, then write the report; returns its Markdown."""
-    from tasks.compare import consistency_problems
+    from tasks.lib.comparison.statistics import consistency_problems
     from tasks.lib.diagnostics import Options
-    from tasks.lib.diagnostics import check_run_dir
-    from tasks.lib.diagnostics import diagnose_runs
     from tasks.lib.diagnostics_report import write_report
+    from tasks.lib.run_diagnostics import check_run_dir
+    from tasks.lib.run_diagnostics import diagnose_runs
 
     # Check every folder, and that the runs compare, before the slow work.
-    runs = [check_run_dir(directory)[0] for directory in args.runs]
+    runs = [check_run_dir(directory)[0].record() for directory in args.runs]
     problems = consistency_problems(runs)
     if problems and not args.allow_mixed:
         raise ValueError("; ".join(problems) + " (--allow-mixed to go on)")

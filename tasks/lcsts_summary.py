@@ -13,9 +13,9 @@ Usage:
 import sys
 
 from tasks.lib.seq2seq import main
+from tasks.lib.task_defaults import TASK_DEFAULTS
 
-# LCSTS texts are under 140 characters and summaries under about 30.
-DEFAULTS = {"maxlen": 192, "title_maxlen": 32}
+DEFAULTS = TASK_DEFAULTS["lcsts_summary"]
 
 if __name__ == "__main__":
     main(sys.argv[1:], "lcsts_summary", __doc__.split("\n\n")[0], DEFAULTS)

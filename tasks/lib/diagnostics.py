@@ -26,29 +26,25 @@ wrong. These three curves look at the mechanism itself, on a run's test set:
 The metrics talk to a model through a small interface, `DiagnosticModel`
 (next-token log-probabilities under teacher forcing, and greedy titles), so
 that a hand-built model with known probabilities can check them; the UniLM
-model of a finished run is one implementation, `UniLMScorer`. A position
-counts as correct when the reference token's log-probability is strictly
-the highest (a tie is an error, so a model that predicts a uniform
-distribution is never right). Per-run results are cached in the run
-directory as `diagnostics.json`, keyed by the options and the checksum of
-`best.weights.h5`; `tasks/lib/diagnostics_report.py` averages them over seeds.
+model of a finished run is one implementation, `UniLMScorer` (in
+`tasks/lib/run_diagnostics.py`, which diagnoses finished runs and caches
+their results). A position counts as correct when the reference token's
+log-probability is strictly the highest (a tie is an error, so a model
+that predicts a uniform distribution is never right).
+`tasks/lib/diagnostics_report.py` averages the results over seeds.
 """
 
-import argparse
 import dataclasses
-import json
-import pathlib
 from typing import Protocol
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 # Positions of a recovery case, 0-based in the title: the wrong token goes
 # at k and the reference continues at k + 1 ... k + span.
 DEFAULT_SPAN = 5
 KINDS = ("own", "random")
-CACHE_FILE = "diagnostics.json"
-CACHE_VERSION = 1
 
 
 class DiagnosticModel(Protocol):
@@ -102,8 +98,6 @@ def teacher_forced(
     Rows are sorted by length so that a batch pads little; results come
     back in input order.
     """
-    from tqdm import tqdm
-
     order = sorted(
         range(len(titles)), key=lambda i: len(sources[i]) + len(titles[i])
     )
@@ -292,6 +286,8 @@ def recovery(
 def length_scores(predictions, references):
     """(reference length in characters, ROUGE-L) of each pair, scored by
     `score_titles` one pair at a time (its sentence average of one pair)."""
+    # Deferred: the scoring libraries take a second to import, which
+    # tasks/diagnose.py's --help (it reads DEFAULT_SPAN here) does without.
     from tasks.lib.metrics import score_titles
 
     return [
@@ -366,354 +362,3 @@ def diagnose(
         result["length"] = {"pairs": length_scores(predictions, references)}
         result["predictions"] = predictions
     return result
-
-
-# The UniLM model --------------------------------------------------------------
-
-
-class UniLMScorer:
-    """`DiagnosticModel` for a UniLM model from `build_transformer_model`.
-
-    Teacher-forced passes read `[CLS] source [SEP] title` in one forward
-    pass (segment 1 for the title), gather the hidden states that predict
-    each title token and apply the MLM head to those only; batches are
-    filled to `batch_size` rows and padded to multiples of `bucket`, so a
-    compiled pass serves many batches. Greedy titles come from the fast
-    `Seq2SeqDecoder` (bert4keras's beam search with topk 1).
-    """
-
-    def __init__(self, model, end_id, title_maxlen, batch_size=64, bucket=32):
-        from models.backend import compile_function
-        from models.decoding import Seq2SeqDecoder
-
-        self.model = model
-        self.network = model.bert_network
-        self.vocab_size = model.bert_config.vocab_size
-        self.end_id = end_id
-        self.batch_size, self.bucket = batch_size, bucket
-        self.decoder = Seq2SeqDecoder(
-            model, end_id=end_id, maxlen=title_maxlen, batch_size=batch_size
-        )
-        self.forward = compile_function(self._log_probs, model.variables)
-
-    def greedy(self, sources, progress=False):
-        return self.decoder.greedy_batch(list(sources), progress=progress)
-
-    def log_probs(self, sources, titles):
-        count = len(sources)
-        if count > self.batch_size:
-            raise ValueError(f"at most {self.batch_size} rows per call")
-        token_ids, segment_ids, positions = self._pack(sources, titles)
-        logp = self.forward(token_ids, segment_ids, positions)
-        import keras
-
-        return keras.ops.convert_to_numpy(logp)[:count]
-
-    def _pack(self, sources, titles):
-        """Inputs filled to `batch_size` rows with copies of the first."""
-        rows = list(zip(sources, titles))
-        rows += [rows[0]] * (self.batch_size - len(rows))
-        length = _round_up(max(len(s) + len(t) for s, t in rows), self.bucket)
-        horizon = _round_up(max(len(t) for _, t in rows), 8)
-        token_ids = np.zeros((len(rows), length), dtype="int32")
-        segment_ids = np.zeros_like(token_ids)
-        positions = np.zeros((len(rows), horizon), dtype="int32")
-        for row, (source, title) in enumerate(rows):
-            end = len(source) + len(title)
-            token_ids[row, :end] = [*source, *title]
-            segment_ids[row, len(source) : end] = 1
-            # The state at position p predicts the token at p + 1.
-            positions[row, : len(title)] = (
-                np.arange(len(title)) + len(source) - 1
-            )
-        return token_ids, segment_ids, positions
-
-    def _log_probs(self, token_ids, segment_ids, positions):
-        from keras import ops
-
-        hidden = self.network(token_ids, segment_ids, output="hidden")
-        hidden = ops.take_along_axis(hidden, positions[..., None], axis=1)
-        logits = ops.cast(self.network.mlm_logits(hidden), "float32")
-        return ops.log_softmax(logits, axis=-1)
-
-
-def _round_up(value, multiple):
-    return -(-value // multiple) * multiple
-
-
-# Finished runs ----------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class RunInputs:
-    """A finished run rebuilt: results, settings, model and test set."""
-
-    directory: pathlib.Path
-    results: dict
-    args: argparse.Namespace
-    model: object
-    tokenizer: object
-    test: list
-
-
-def run_settings(directory):
-    """The run's command-line settings, defaults filled in for flags that
-    did not exist when it ran."""
-    from tasks.lib.experiment import build_parser
-
-    path = directory / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no config.json (not a run directory of "
-            "tasks/csl_title.py or tasks/lcsts_summary.py)"
-        )
-    saved = _read_json(path)
-    defaults = {"maxlen": 256, "title_maxlen": 32}
-    args = build_parser("", defaults).parse_args([])
-    vars(args).update(saved)
-    return args
-
-
-def _read_json(path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-
-
-def check_run_dir(directory):
-    """(results, settings) of a finished run, or an error naming what is
-    missing; cheap, so every folder can be checked before the slow work."""
-    from tasks.compare import load_run
-
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: not a directory")
-    results = load_run(directory)
-    args = run_settings(directory)
-    weights = directory / "best.weights.h5"
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"{weights}: missing (the run finished no epoch, or was moved "
-            "without it)"
-        )
-    return results, args
-
-
-def load_finished_run(directory):
-    """Rebuild the run's tokenizer, test split and best model.
-
-    Uses the helpers of `tasks/lib/experiment.py` with the saved settings, then
-    checks that the test set is the one the run scored (data checksums and
-    the references of its predictions files).
-    """
-    directory = pathlib.Path(directory)
-    results, args = check_run_dir(directory)
-    try:
-        return _rebuild(directory, results, args)
-    except SystemExit as error:
-        # The task's own checks exit with a message; name the run instead.
-        raise ValueError(f"{directory}: {error}") from None
-
-
-def _rebuild(directory, results, args):
-    from tasks.lib.experiment import build_model
-    from tasks.lib.experiment import is_tiny_default
-    from tasks.lib.experiment import load_splits
-    from tasks.lib.experiment import load_tokenizer
-    from tasks.lib.experiment import resolve_model_files
-
-    files = resolve_model_files(args)
-    if files.vocab is None:
-        if not is_tiny_default(args, files):
-            raise ValueError(f"{directory}: the run names no vocabulary")
-        files.vocab = str(directory / "vocab.txt")
-        if not pathlib.Path(files.vocab).is_file():
-            raise FileNotFoundError(f"{files.vocab}: missing")
-    (_, _, test), data_info = load_splits(args)
-    _check_data(directory, results.get("data"), data_info)
-    _check_predictions(directory, test)
-    tokenizer, keep_tokens = load_tokenizer(args, files, directory)
-    # The architecture only: the trained weights replace the checkpoint's.
-    files = dataclasses.replace(files, checkpoint=None)
-    # The precision the run trained and decoded in (older runs: fp32).
-    environment = results.get("environment") or {}
-    precision = environment.get("precision", "fp32")
-    model = build_model(
-        args, files, keep_tokens, tokenizer.vocab_size, precision
-    )
-    model.load_weights(str(directory / "best.weights.h5"))
-    return RunInputs(directory, results, args, model, tokenizer, test)
-
-
-def _check_data(directory, recorded, rebuilt):
-    """Data files must have the checksums the run recorded."""
-    if not isinstance(recorded, dict):
-        return
-    for split, info in rebuilt.items():
-        old = recorded.get(split)
-        if not (isinstance(info, dict) and isinstance(old, dict)):
-            continue
-        if old.get("sha256") and old.get("sha256") != info.get("sha256"):
-            raise ValueError(
-                f"{directory}: {split} file {info.get('path')} changed since "
-                "the run (sha256 differs from results.json)"
-            )
-
-
-def _check_predictions(directory, test):
-    """The rebuilt test references must be those the run's predictions
-    files list, line by line (catches changed data or data code)."""
-    for path in sorted(directory.glob("predictions-beam*.tsv")):
-        lines = path.read_text(encoding="utf-8").splitlines()[1:]
-        if len(lines) != len(test):
-            raise ValueError(
-                f"{path}: {len(lines)} test titles, but the settings in "
-                f"config.json rebuild {len(test)}: data changed since the run"
-            )
-        for number, (line, (title, _)) in enumerate(zip(lines, test), 2):
-            fields = line.split("\t")
-            if len(fields) < 2 or fields[1] != _one_line(title):
-                raise ValueError(
-                    f"{path}, line {number}: reference differs from the "
-                    "rebuilt test set: data changed since the run"
-                )
-
-
-def _one_line(text):
-    """A text as `tasks/lib/experiment.py` writes it into predictions files."""
-    return " ".join(text.split())
-
-
-def encode_test_set(tokenizer, pairs, maxlen, title_maxlen):
-    """Sources as the run decoded them, reference ids cut to what the
-    decoder can produce (`title_maxlen` tokens, end token included)."""
-    sources = [
-        tokenizer.encode(content, maxlen=maxlen - title_maxlen)[0]
-        for _, content in pairs
-    ]
-    titles = [
-        tokenizer.encode(title)[0][1:][:title_maxlen] for title, _ in pairs
-    ]
-    return sources, titles
-
-
-def special_ids(tokenizer):
-    """Tokens never used as wrong tokens: a title cannot contain them, and
-    a wrong [SEP] would end it."""
-    ids = (
-        tokenizer.pad_id,
-        tokenizer.unk_id,
-        tokenizer.start_id,
-        tokenizer.end_id,
-        tokenizer.mask_id,
-    )
-    return sorted({i for i in ids if i is not None})
-
-
-def diagnose_runs(
-    run_dirs, options=None, batch_size=64, progress=False, recompute=False
-):
-    """`diagnose_run` for each run, after checking every folder first so
-    that a typo fails at once, not after an hour of work."""
-    for directory in run_dirs:
-        check_run_dir(directory)
-    results = []
-    for number, directory in enumerate(run_dirs, 1):
-        print(f"[{number}/{len(run_dirs)}] {directory}", flush=True)
-        results.append(
-            diagnose_run(directory, options, batch_size, progress, recompute)
-        )
-    return results
-
-
-def diagnose_run(
-    directory,
-    options=None,
-    batch_size=64,
-    progress=False,
-    recompute=False,
-):
-    """Diagnostics of one finished run, from its cache when still valid."""
-    from data import sha256_of
-
-    options = options or Options()
-    directory = pathlib.Path(directory)
-    weights = directory / "best.weights.h5"
-    key = {
-        "version": CACHE_VERSION,
-        "options": dataclasses.asdict(options),
-        "weights_sha256": sha256_of(weights) if weights.is_file() else None,
-    }
-    cached = _cached(directory, key) if not recompute else None
-    if cached is not None:
-        return cached
-    run = load_finished_run(directory)
-    args = run.args
-    test = run.test[: options.limit] if options.limit else run.test
-    sources, titles = encode_test_set(
-        run.tokenizer, test, args.maxlen, args.title_maxlen
-    )
-    scorer = UniLMScorer(
-        run.model, run.tokenizer.end_id, args.title_maxlen, batch_size
-    )
-    result = diagnose(
-        scorer,
-        sources,
-        titles,
-        references=[title for title, _ in test],
-        decode=run.tokenizer.decode,
-        options=options,
-        forbidden=special_ids(run.tokenizer),
-        batch_size=batch_size,
-        progress=progress,
-    )
-    result.update(_run_fields(run, result.pop("predictions")))
-    _write_cache(directory, key, result)
-    return result
-
-
-def _run_fields(run, predictions):
-    """Who the result belongs to, and how far it agrees with the run."""
-    results = run.results
-    fields = {
-        "dir": str(run.directory),
-        "label": results["label"],
-        "strategy": results["strategy"],
-        "seed": results["seed"],
-        "data": results.get("data"),
-        "model": results.get("model"),
-    }
-    path = run.directory / "predictions-beam1.tsv"
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()[1:]
-        recorded = [line.split("\t")[2] for line in lines[: len(predictions)]]
-        same = sum(_one_line(p) == r for p, r in zip(predictions, recorded))
-        fields["greedy_equal_to_run"] = same / len(predictions)
-    return fields
-
-
-def _cached(directory, key):
-    path = directory / CACHE_FILE
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if saved.get("key") != key or "result" not in saved:
-        return None
-    # The folder may have moved since: name it as it is now.
-    return {**saved["result"], "dir": str(directory)}
-
-
-def _write_cache(directory, key, result):
-    """Best effort: a read-only run directory only loses the cache."""
-    from tasks.lib.rundir import atomic_write_json
-
-    try:
-        atomic_write_json(
-            directory / CACHE_FILE, {"key": key, "result": result}
-        )
-    except OSError:
-        pass

@@ -1,23 +1,26 @@
 """Tables and plots of exposure-bias diagnostics, strategies side by side.
 
-Takes the per-run results of `tasks.lib.diagnostics.diagnose_run`, groups the
-runs by strategy as `tasks/compare.py` does (strategy name plus options,
-one entry per seed), and reports every curve point as mean ± sample std
-over seeds. Writes, per diagnostic (survival, recovery, length), a
+Takes the per-run results of `tasks.lib.run_diagnostics.diagnose_run`,
+groups the runs by strategy as `tasks/compare.py` does (strategy name plus
+options, one entry per seed), and reports every curve point as mean ±
+sample std over seeds. Writes, per diagnostic (survival, recovery, length), a
 Markdown table, a CSV, a JSON file and a PNG, plus `diagnostics.md` (all
-three tables with their figures) and `diagnostics.json` (every run).
+three tables with their figures) and `diagnostics.json` (every run); the
+figures are drawn by `tasks.lib.diagnostics_plots`.
 """
 
 import csv
-import dataclasses
 import json
 import pathlib
 
 import numpy as np
 
-from tasks.compare import _check_unique_seeds
-from tasks.compare import _stats
-from tasks.compare import seeds_by_strategy
+from tasks.lib.comparison.statistics import check_unique_seeds
+from tasks.lib.comparison.statistics import stats
+from tasks.lib.comparison.tables import seeds_text
+from tasks.lib.diagnostics_plots import PLOTS
+from tasks.lib.markdown import table
+from tasks.lib.rundir import git_commit
 
 DIAGNOSTICS = ("survival", "recovery", "length")
 # Quantities per diagnostic: (key in the per-run curves, or a difference).
@@ -39,6 +42,11 @@ RECOVERY_DELTAS = {
     "random_accuracy_drop": ("clean_accuracy", "random_accuracy"),
 }
 LENGTH = ("rouge_l", "pairs")
+QUANTITIES = {
+    "survival": SURVIVAL,
+    "recovery": RECOVERY + tuple(RECOVERY_DELTAS),
+    "length": LENGTH,
+}
 DESCRIPTIONS = {
     "survival": (
         "S(t): percent of greedy titles whose first t tokens equal the "
@@ -72,7 +80,7 @@ DESCRIPTIONS = {
 def aggregate(results, length_edges=None):
     """{'survival'|'recovery'|'length': rows}; a row is one strategy at one
     x (position, offset or length bucket) with seed statistics."""
-    _check_unique_seeds(results)
+    check_unique_seeds(results)
     buckets = length_buckets(
         [length for run in results for length, _ in run["length"]["pairs"]],
         length_edges,
@@ -84,11 +92,7 @@ def aggregate(results, length_edges=None):
     }
     return {
         name: _rows(results, per_run[name], quantities)
-        for name, quantities in (
-            ("survival", SURVIVAL),
-            ("recovery", RECOVERY + tuple(RECOVERY_DELTAS)),
-            ("length", LENGTH),
-        )
+        for name, quantities in QUANTITIES.items()
     }
 
 
@@ -170,7 +174,7 @@ def _rows(results, points, quantities):
             }
             for key in quantities:
                 values = [v[key] for _, v in present if v.get(key) is not None]
-                row[key] = _stats(values) if values else None
+                row[key] = stats(values) if values else None
             rows.append(row)
     return rows
 
@@ -196,15 +200,8 @@ def _count(stats):
     return f"{low}" if low == high else f"{low}–{high}"
 
 
-def _md_line(cells):
-    return "| " + " | ".join(str(cell) for cell in cells) + " |"
-
-
 def _table(head, lines):
-    return "\n".join(
-        [_md_line(head), _md_line(["---"] * len(head))]
-        + [_md_line(line) for line in lines]
-    )
+    return "\n".join(table(head, lines))
 
 
 def survival_markdown(rows):
@@ -312,170 +309,6 @@ def write_csv(rows, quantities, path):
             writer.writerow(record)
 
 
-# Plots ------------------------------------------------------------------------
-
-
-def _figure(panels, width=5.0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width * panels, 3.8), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, panels, squeeze=False)[0]
-    return figure, axes
-
-
-def _line(axis, rows, key, scale, **style):
-    """Mean over seeds with a ±std band where there are several seeds."""
-    rows = [row for row in rows if row[key] is not None]
-    if not rows:
-        return None
-    xs = [row["x"] for row in rows]
-    means = np.array([scale * row[key]["mean"] for row in rows])
-    (line,) = axis.plot(xs, means, marker="o", markersize=3, **style)
-    stds = [row[key]["std"] for row in rows]
-    if any(std is not None for std in stds):
-        spread = scale * np.array([std or 0.0 for std in stds])
-        axis.fill_between(
-            xs,
-            means - spread,
-            means + spread,
-            alpha=0.15,
-            color=line.get_color(),
-        )
-    return line
-
-
-def _by_strategy(rows):
-    strategies = dict.fromkeys(row["strategy"] for row in rows)
-    return {
-        s: [row for row in rows if row["strategy"] == s] for s in strategies
-    }
-
-
-def plot_survival(rows, path):
-    figure, (left, right) = _figure(2)
-    for strategy, group in _by_strategy(rows).items():
-        line = _line(left, group, "survival", 100, label=f"{strategy} S(t)")
-        color = line.get_color() if line else None
-        _line(
-            left,
-            group,
-            "independent",
-            100,
-            linestyle="--",
-            color=color,
-            label=f"{strategy} Π a",
-        )
-        _line(right, group, "accuracy", 100, color=color, label=strategy)
-    left.set(
-        title="Greedy titles equal to the reference so far",
-        xlabel="position t (tokens)",
-        ylabel="% of titles",
-    )
-    right.set(
-        title="Teacher-forced accuracy a(t)",
-        xlabel="position t (tokens)",
-        ylabel="%",
-    )
-    _finish(figure, (left, right), path)
-
-
-def plot_recovery(rows, path):
-    figure, (left, right) = _figure(2)
-    for strategy, group in _by_strategy(rows).items():
-        line = _line(
-            left, group, "own_ce_increase", 1, label=f"{strategy}, own token"
-        )
-        color = line.get_color() if line else None
-        _line(
-            left,
-            group,
-            "random_ce_increase",
-            1,
-            linestyle="--",
-            color=color,
-            label=f"{strategy}, random token",
-        )
-        _line(right, group, "own_accuracy_drop", 100, color=color)
-        _line(
-            right,
-            group,
-            "random_accuracy_drop",
-            100,
-            linestyle="--",
-            color=color,
-        )
-    left.set(
-        title="Cross-entropy increase over the clean prefix",
-        xlabel="tokens after the wrong one (j)",
-        ylabel="nats",
-    )
-    right.set(
-        title="Accuracy drop against the clean prefix",
-        xlabel="tokens after the wrong one (j)",
-        ylabel="points",
-    )
-    for axis in (left, right):
-        axis.axhline(0, color="grey", linewidth=0.8)
-    _finish(figure, (left, right), path)
-
-
-def plot_length(rows, path):
-    figure, (axis,) = _figure(1, width=6.5)
-    groups = _by_strategy(rows)
-    buckets = list(dict.fromkeys(row["x"] for row in rows))
-    buckets.sort(key=lambda label: int(label.split("–")[0]))
-    width = 0.8 / max(len(groups), 1)
-    for index, (strategy, group) in enumerate(groups.items()):
-        at = {row["x"]: row for row in group}
-        xs = [b for b, bucket in enumerate(buckets) if bucket in at]
-        means = [100 * at[buckets[b]]["rouge_l"]["mean"] for b in xs]
-        stds = [at[buckets[b]]["rouge_l"]["std"] for b in xs]
-        axis.bar(
-            [b + (index - (len(groups) - 1) / 2) * width for b in xs],
-            means,
-            width,
-            yerr=[100 * (s or 0.0) for s in stds]
-            if any(s is not None for s in stds)
-            else None,
-            capsize=2,
-            label=strategy,
-        )
-    axis.set_xticks(range(len(buckets)), buckets)
-    axis.set(
-        title="ROUGE-L of greedy titles by reference length",
-        xlabel="reference length (characters)",
-        ylabel="ROUGE-L x100",
-    )
-    _finish(figure, (axis,), path, integer_x=False)
-
-
-def _finish(figure, axes, path, integer_x=True):
-    from matplotlib.ticker import MaxNLocator
-
-    for axis in axes:
-        axis.grid(alpha=0.3)
-        if integer_x:
-            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = [axis for axis in axes if axis.get_legend_handles_labels()[0]]
-    if handles:
-        handles[0].legend(fontsize="small")
-    figure.savefig(path, dpi=100)
-
-
-PLOTS = {
-    "survival": plot_survival,
-    "recovery": plot_recovery,
-    "length": plot_length,
-}
-QUANTITIES = {
-    "survival": SURVIVAL,
-    "recovery": RECOVERY + tuple(RECOVERY_DELTAS),
-    "length": LENGTH,
-}
-
-
 # The report -------------------------------------------------------------------
 
 
@@ -483,11 +316,7 @@ def header(results, options, commit):
     """Provenance and the checks that would make the numbers suspect."""
     lines = ["# Exposure-bias diagnostics", ""]
     lines.append(f"- Report commit: `{commit}`")
-    seeds = seeds_by_strategy(results)
-    lines.append(
-        "- Seeds: "
-        + "; ".join(f"{s}: {', '.join(map(str, v))}" for s, v in seeds.items())
-    )
+    lines.append(f"- Seeds: {seeds_text(results)}")
     lines.append(
         f"- Options: span {options['span']} tokens after the wrong one; "
         f"positions per title {options['max_positions'] or 'all'}; random "
@@ -534,8 +363,6 @@ def sections(rows, prefix="", level=2):
 def write_report(results, out_dir, options, length_edges=None, commit=None):
     """Every table, CSV, JSON and PNG into `out_dir`; returns the Markdown
     of `diagnostics.md` (figure links relative to `out_dir`)."""
-    from tasks.lib.rundir import git_commit
-
     if not results:
         raise ValueError("no runs to diagnose")
     out_dir = pathlib.Path(out_dir)
@@ -564,30 +391,6 @@ def write_report(results, out_dir, options, length_edges=None, commit=None):
         },
     )
     return markdown
-
-
-def add_to_comparison(run_dirs, report_dir, progress=True):
-    """`compare.py --diagnostics`: diagnose the runs (default options, the
-    per-run cache reused) into REPORT/diagnostics/ and append the tables
-    and figures to REPORT/table.md; returns the appended Markdown."""
-    from tasks.lib.diagnostics import Options
-    from tasks.lib.diagnostics import diagnose_runs
-
-    options = Options()
-    results = diagnose_runs(run_dirs, options, progress=progress)
-    report_dir = pathlib.Path(report_dir)
-    write_report(
-        results, report_dir / "diagnostics", dataclasses.asdict(options)
-    )
-    section = (
-        "\n## Exposure-bias diagnostics\n\n"
-        "Per-run checks, CSV and JSON: "
-        "[diagnostics/diagnostics.md](diagnostics/diagnostics.md).\n\n"
-        + sections(aggregate(results), prefix="diagnostics/", level=3)
-    )
-    with open(report_dir / "table.md", "a", encoding="utf-8") as handle:
-        handle.write(section)
-    return section
 
 
 def _write_json(path, value):

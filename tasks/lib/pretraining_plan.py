@@ -7,6 +7,9 @@ step time: a short calibration run of the same model, data and precision,
 then whole-word MLM for `mlm_share` of the steps and the UniLM objective,
 continuing from that model, for the rest. Each run resumes from its own
 checkpoints, and the plan is saved, so an interrupted stage keeps its plan.
+
+A run is started by the caller's `train(argv)` (`tasks/pretrain.py`'s
+`main`, called by `tasks/reproduce.py`): this library imports no script.
 """
 
 import json
@@ -15,13 +18,15 @@ import pathlib
 import shutil
 import time
 
+from tasks.lib.rundir import RunDirectory
 from tasks.lib.rundir import atomic_write_json
 
 PLAN_FILE = "plan.json"
 
 
-def pretrain(out, base_argv, budget_seconds, size, mlm_share, margin):
-    """Calibrate, plan, train both phases; returns the stage's result."""
+def pretrain(out, base_argv, budget_seconds, size, mlm_share, margin, train):
+    """Calibrate, plan, train both phases with `train(argv)` (one run of
+    tasks/pretrain.py); returns the stage's result."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / PLAN_FILE
@@ -29,13 +34,13 @@ def pretrain(out, base_argv, budget_seconds, size, mlm_share, margin):
         plan = json.loads(plan_path.read_text("utf-8"))
     else:
         plan = make_plan(
-            out, base_argv, budget_seconds, size, mlm_share, margin
+            out, base_argv, budget_seconds, size, mlm_share, margin, train
         )
         atomic_write_json(plan_path, plan)
     phases = []
     for phase in plan["phases"]:
         started = time.perf_counter()
-        run_pretrain(phase["argv"])
+        train(phase["argv"])
         phases.append(
             {
                 **phase,
@@ -59,16 +64,7 @@ def pretrain(out, base_argv, budget_seconds, size, mlm_share, margin):
     }
 
 
-def run_pretrain(argv):
-    import keras
-
-    from tasks import pretrain
-
-    keras.backend.clear_session()
-    return pretrain.main(argv)
-
-
-def make_plan(out, base_argv, budget_seconds, size, mlm_share, margin):
+def make_plan(out, base_argv, budget_seconds, size, mlm_share, margin, train):
     """Time a short run, then share out the steps the budget allows."""
     steps = size["calibration_steps"]
     log_every = max(1, steps // 3)
@@ -87,7 +83,7 @@ def make_plan(out, base_argv, budget_seconds, size, mlm_share, margin):
         str(calibration_out),
     ]
     started = time.perf_counter()
-    run_pretrain(argv)
+    train(argv)
     calibration_seconds = time.perf_counter() - started
     step_seconds = measured_step_seconds(calibration_out, steps)
     # What a run costs besides its steps: reading and encoding the corpus,
@@ -168,7 +164,7 @@ def measured_step_seconds(run_dir, steps):
     interval (tokens/s of that interval, at the run's mean tokens/step)."""
     run_dir = pathlib.Path(run_dir)
     log = read_log(run_dir / "log.jsonl")
-    state = json.loads((run_dir / "state.json").read_text("utf-8"))
+    state = RunDirectory(run_dir, create=False).load_state({"tokens": 0})
     tokens_per_step = state["tokens"] / steps
     return tokens_per_step / log[-1]["tokens_per_s"]
 

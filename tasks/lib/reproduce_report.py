@@ -8,6 +8,7 @@ device, versions and commit, and the data by sha256.
 
 import pathlib
 
+from tasks.lib.markdown import table
 from tasks.lib.rundir import atomic_write_text
 
 TITLE = "# Reproducing the exposure-bias article: CSL title generation"
@@ -78,18 +79,6 @@ def header(state, environment):
             f"{environment['precision']}.",
         ]
     return lines
-
-
-def table(titles, rows):
-    """Markdown table lines; cells are turned into one-line strings."""
-    lines = [_line(titles), _line(["---"] * len(titles))]
-    lines += [_line(row) for row in rows]
-    return lines
-
-
-def _line(cells):
-    text = [str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells]
-    return "| " + " | ".join(text) + " |"
 
 
 def _number(value, digits=1):

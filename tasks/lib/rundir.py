@@ -17,13 +17,14 @@ STATE_FILE = "state.json"
 CHECKPOINT_STATE = ".state.json"
 
 
-def _read_state(path):
-    """A state file, or ValueError when cut short or not a state."""
+def _read_state(path, required=("checkpoint",)):
+    """A state file, or ValueError when cut short or not a state (a JSON
+    object holding the `required` keys)."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: {error}") from None
-    if not isinstance(state, dict) or "checkpoint" not in state:
+    if not isinstance(state, dict) or not set(required) <= state.keys():
         raise ValueError(f"{path}: not a run state")
     return state
 
@@ -113,23 +114,20 @@ def git_commit(directory=None):
     """Short hash of the code that ran, with '+dirty' for local changes."""
     directory = directory or pathlib.Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git(directory, "rev-parse", "--short", "HEAD")
+        dirty = _git(directory, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
+
+
+def _git(directory, *args):
+    """What `git ARGS` prints in `directory`, stripped."""
+    command = ["git", *args]
+    done = subprocess.run(
+        command, cwd=directory, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
 
 
 class RunDirectory:
@@ -153,24 +151,31 @@ class RunDirectory:
     def __truediv__(self, name):
         return self.path / name
 
-    def load_state(self, fresh):
+    def load_state(self, fresh, checkpoints=True):
         """The saved state, or a copy of `fresh` when the run starts anew.
 
         A state is the caller's dict (epochs done, steps, history...) plus
         `checkpoint`: the files of the last checkpoint, or None. Each
         checkpoint keeps a copy of the state that names it, so a
         `state.json` damaged by a crash (or a full disk) falls back to the
-        newest complete checkpoint.
+        newest complete checkpoint. With `checkpoints=False` the state
+        names no checkpoint (a pipeline whose stages resume their own
+        work): it holds the keys of `fresh` alone.
         """
         path = self / STATE_FILE
         if not path.exists():
             if self._checkpoint_states():
                 return self._fallback_state("missing")
-            return {**fresh, "checkpoint": None}
+            return {**fresh, "checkpoint": None} if checkpoints else {**fresh}
         try:
-            return _read_state(path)
+            return _read_state(
+                path, ["checkpoint"] if checkpoints else fresh.keys()
+            )
         except ValueError:
             return self._fallback_state("damaged")
+
+    def save_state(self, state):
+        atomic_write_json(self / STATE_FILE, state)
 
     def _checkpoint_states(self):
         """Copies of the state kept with checkpoints, newest first."""
@@ -221,7 +226,7 @@ class RunDirectory:
         previous = state.get("checkpoint") or {}
         state["checkpoint"] = files
         atomic_write_json(self / files["state"], state)
-        atomic_write_json(self / STATE_FILE, state)
+        self.save_state(state)
         for file in previous.values():
             if file not in files.values():
                 (self / file).unlink(missing_ok=True)
@@ -260,17 +265,21 @@ class RunDirectory:
                 "strategy",
             )
 
-    def check_settings(self, settings):
-        """Refuse to resume a run made with other settings (`RESUMABLE`
-        may change); record the settings in `config.json`."""
-        self.refuse_other_settings(settings)
+    def check_settings(self, settings, may_change=None):
+        """Refuse to resume a run made with other settings (those in
+        `may_change`, by default `RESUMABLE`, may change); record the
+        settings in `config.json`."""
+        self.refuse_other_settings(settings, may_change)
         self.record_settings(settings)
 
     def record_settings(self, settings):
         atomic_write_json(self / "config.json", settings)
 
-    def refuse_other_settings(self, settings):
-        """Stop (one line) if `--out` holds a run of other settings."""
+    def refuse_other_settings(self, settings, may_change=None):
+        """Stop (one line) if `--out` holds a run of other settings than
+        `settings`; those in `may_change` (by default `RESUMABLE`) may
+        differ."""
+        may_change = RESUMABLE if may_change is None else set(may_change)
         path = self / "config.json"
         if path.exists():
             try:
@@ -285,7 +294,7 @@ class RunDirectory:
                 for key in settings
                 if key in saved
                 and saved[key] != settings[key]
-                and key not in RESUMABLE
+                and key not in may_change
             }
             if changed:
                 details = ", ".join(

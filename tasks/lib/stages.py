@@ -1,7 +1,9 @@
 """A pipeline of named stages that resumes where it stopped.
 
-The state of every stage lives in `OUT/state.json`, written atomically
-after each one: a stage that finished is skipped when the same command runs
+The output folder is a `RunDirectory`: its settings in `OUT/config.json`
+(a resumed pipeline with other settings is refused, as a resumed run is),
+and the state of every stage in `OUT/state.json`, written atomically after
+each one: a stage that finished is skipped when the same command runs
 again, unless the inputs it recorded have changed (more strategies, other
 seeds); an interrupted stage starts again (stages resume their own work:
 finished runs, checkpoints). A stage that cannot run where it is (no GPU,
@@ -12,15 +14,12 @@ stages that do not need it, and reports the failure at the end.
 
 import dataclasses
 import datetime
-import json
 import time
 import traceback
 from collections.abc import Callable
 
 from tasks.lib.rundir import RunDirectory
-from tasks.lib.rundir import atomic_write_json
 
-STATE_FILE = "state.json"
 DONE = "done"
 
 
@@ -47,38 +46,19 @@ class Pipeline:
     """Stages run in order against one output directory."""
 
     def __init__(self, out, settings, may_change=()):
+        """Refuses an `out` holding a pipeline of other `settings` (those
+        named in `may_change` may differ)."""
         self.out = RunDirectory(out)
-        self.state = self._load(settings, set(may_change))
-
-    def _load(self, settings, may_change):
-        """The saved state; refuses one made with other fixed settings."""
-        path = self.out / STATE_FILE
-        if not path.exists():
-            return {"settings": settings, "stages": {}, "invocations": []}
-        state = json.loads(path.read_text(encoding="utf-8"))
-        saved = state["settings"]
-        changed = sorted(
-            key
-            for key in set(saved) | set(settings)
-            if key not in may_change and saved.get(key) != settings.get(key)
-        )
-        if changed:
-            details = ", ".join(
-                f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}"
-                for key in changed
-            )
-            raise SystemExit(
-                f"error: {self.out.path} holds a run with other settings "
-                f"({details}); use another --out or delete it"
-            )
-        state["settings"] = settings
-        return state
+        self.out.check_settings(settings, may_change)
+        fresh = {"settings": settings, "stages": {}, "invocations": []}
+        self.state = self.out.load_state(fresh, checkpoints=False)
+        self.state["settings"] = settings
 
     def record(self, name):
         return self.state["stages"].get(name, {})
 
     def save(self):
-        atomic_write_json(self.out / STATE_FILE, self.state)
+        self.out.save_state(self.state)
 
     def run(self, stages, skip=(), after_stage=None):
         """Run `stages` in order; returns the names of failed stages.

@@ -12,6 +12,12 @@ import pytest
 from matplotlib import image
 
 from tasks import compare
+from tasks.lib.comparison.report import build_report
+from tasks.lib.comparison.statistics import NOISE_MARK
+from tasks.lib.comparison.statistics import NOISE_RULE
+from tasks.lib.comparison.statistics import consistency_problems
+from tasks.lib.rundir import git_commit
+from tasks.lib.runs import Run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = {
@@ -134,14 +140,14 @@ def test_table_is_grouped_by_beam_in_strategy_order(report):
 
 def test_report_header_names_provenance(report):
     markdown = (report / "table.md").read_text()
-    assert f"- Report commit: `{compare.git_commit()}`" in markdown
+    assert f"- Report commit: `{git_commit()}`" in markdown
     assert "- Run commits: `abc1234`" in markdown
     assert f"- Model: {MODEL}" in markdown
     assert "- Seeds: baseline: 0, 1, 2; replace: 0; gp: 0" in markdown
     assert "train: `data/train.tsv` sha256 `" + "a" * 64 in markdown
     assert "test: `data/test.tsv` sha256 `" + "c" * 64 in markdown
     assert "- Scoring: character-level test scoring" in markdown
-    assert compare.NOISE_RULE in markdown
+    assert NOISE_RULE in markdown
 
 
 def test_csv_holds_fractions_and_std(report):
@@ -169,7 +175,7 @@ def test_json_holds_runs_and_aggregates(report):
     assert first["rouge-1"]["values"] == [0.40, 0.42, 0.44]
     assert first["rouge-1"]["best"] is True
     assert first["rouge-l"]["within_noise"] is True
-    assert results["commit"] == compare.git_commit()
+    assert results["commit"] == git_commit()
 
 
 def test_plot_is_a_real_image(report):
@@ -227,8 +233,8 @@ def test_single_seed_table_has_no_noise_legend(tmp_path):
         write_run(tmp_path / "a", "baseline", 0, SCORES["baseline", 0]),
         write_run(tmp_path / "b", "gp", 0, SCORES["gp", 0]),
     ]
-    report = compare.build_report(runs, tmp_path / "out")
-    assert compare.NOISE_MARK not in report["markdown"]
+    report = build_report(runs, tmp_path / "out")
+    assert NOISE_MARK not in report["markdown"]
     assert "± " not in report["markdown"]
 
 
@@ -239,8 +245,8 @@ def test_mixed_data_is_refused_unless_allowed(tmp_path):
         write_run(tmp_path / "b", "gp", 0, SCORES["gp", 0], data=other),
     ]
     with pytest.raises(ValueError, match="runs differ in 'data'"):
-        compare.build_report(runs, tmp_path / "out")
-    report = compare.build_report(runs, tmp_path / "out", allow_mixed=True)
+        build_report(runs, tmp_path / "out")
+    report = build_report(runs, tmp_path / "out", allow_mixed=True)
     assert "**Warning: runs differ in 'data'.**" in report["markdown"]
     assert f"- Data (runs {runs[1]}):" in report["markdown"]
 
@@ -251,9 +257,7 @@ def test_moved_data_file_still_agrees(tmp_path):
         write_run(tmp_path / "a", "baseline", 0, SCORES["baseline", 0]),
         write_run(tmp_path / "b", "gp", 0, SCORES["gp", 0], data=moved),
     ]
-    assert (
-        compare.consistency_problems([compare.load_run(r) for r in runs]) == []
-    )
+    assert consistency_problems([Run.load(r).record() for r in runs]) == []
 
 
 def test_split_seed_follows_run_seed_and_options_split_rows(tmp_path):
@@ -277,7 +281,7 @@ def test_split_seed_follows_run_seed_and_options_split_rows(tmp_path):
         for n in (0, 1)
         for rate in (0.3, 0.5)
     ]
-    report = compare.build_report(runs, tmp_path / "out")
+    report = build_report(runs, tmp_path / "out")
     rows = table_rows(report["markdown"])
     assert rows[1, "replace (token_rate=0.3)"][0] == "2"
     assert rows[1, "replace (token_rate=0.5)"][0] == "2"
@@ -295,15 +299,15 @@ def test_duplicate_seed_and_bad_files_raise(tmp_path):
         write_run(tmp_path / "b", "gp", 0, SCORES["gp", 0]),
     ]
     with pytest.raises(ValueError, match="seed 0 in both"):
-        compare.build_report(runs, tmp_path / "out")
+        build_report(runs, tmp_path / "out")
     broken = write_run(tmp_path / "c", "gp", 1, {1: (0.1, 0.1, 0.1, 0.1)})
     run = json.loads((broken / "results.json").read_text())
     del run["test"]["1"]["bleu"]
     (broken / "results.json").write_text(json.dumps(run))
     with pytest.raises(ValueError, match=r"c/results.json: test\['1'\] lacks"):
-        compare.load_run(broken)
+        Run.load(broken)
     with pytest.raises(FileNotFoundError, match="no results.json"):
-        compare.load_run(tmp_path / "missing")
+        Run.load(tmp_path / "missing")
 
 
 # --run mode with a fake task script -----------------------------------------
@@ -446,7 +450,7 @@ def test_run_options_other_than_defaults_make_another_row(tmp_path):
                 **extra,
             )
         )
-    rows = table_rows(compare.build_report(runs, tmp_path / "out")["markdown"])
+    rows = table_rows(build_report(runs, tmp_path / "out")["markdown"])
     assert rows[1, "baseline"][0] == "2"
     assert (1, "baseline (ema=0.999)") in rows
     assert (

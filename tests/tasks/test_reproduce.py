@@ -2,6 +2,7 @@
 (slow): every stage, a table per stage in REPORT.md, the published rows,
 and a run killed after its first stages resuming where it stopped."""
 
+import importlib.util
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from tasks import reproduce
 from tasks.lib import pretraining_plan
 from tasks.lib import published
 from tasks.lib import reproduce_report
+from tasks.lib import reproduce_stages
 from tests.common import CSL_CORPUS
 from tests.common import ROOT
 from tests.common import require_shared
@@ -61,14 +63,14 @@ def test_google_checkpoint_without_tensorflow_says_how_to_convert(
     tmp_path, monkeypatch
 ):
     directory = google_dir(tmp_path)
-    find_spec = reproduce.importlib.util.find_spec
+    find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        reproduce.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name: None if name == "tensorflow" else find_spec(name),
     )
     with pytest.raises(SystemExit) as error:
-        reproduce.check_model_dir(directory)
+        reproduce_stages.check_model_dir(directory)
     message = str(error.value)
     assert "TensorFlow is not installed" in message
     assert (
@@ -78,13 +80,13 @@ def test_google_checkpoint_without_tensorflow_says_how_to_convert(
 
 
 def test_a_missing_peer_is_a_note_not_a_failure(monkeypatch):
-    find_spec = reproduce.importlib.util.find_spec
+    find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        reproduce.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name: None if name == "torch" else find_spec(name),
     )
-    assert reproduce.peer_problem("gpu") == (
+    assert reproduce_stages.peer_problem("gpu") == (
         "not measured: torch not installed (pip install torch transformers)"
     )
 
@@ -93,12 +95,12 @@ def test_incomplete_model_dir_is_refused_before_any_stage(tmp_path):
     directory = google_dir(tmp_path)
     (directory / "vocab.txt").unlink()
     with pytest.raises(SystemExit, match="no vocab.txt"):
-        reproduce.check_model_dir(directory)
+        reproduce_stages.check_model_dir(directory)
     (directory / "bert_model.ckpt.index").unlink()
     with pytest.raises(SystemExit, match="no checkpoint"):
-        reproduce.check_model_dir(directory)
+        reproduce_stages.check_model_dir(directory)
     with pytest.raises(SystemExit, match="not a directory"):
-        reproduce.check_model_dir(tmp_path / "absent")
+        reproduce_stages.check_model_dir(tmp_path / "absent")
 
 
 def test_arguments_after_dashes_go_to_every_fine_tuning_run(tmp_path):
@@ -139,7 +141,8 @@ def test_pretraining_steps_come_from_the_measured_step(tmp_path):
         {"step": 20, "loss": 8.0, "tokens_per_s": 4000.0},
     ]
     (run / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    (run / "state.json").write_text(json.dumps({"tokens": 20 * 2000}))
+    state = {"step": 20, "tokens": 20 * 2000, "checkpoint": None}
+    (run / "state.json").write_text(json.dumps(state))
     # 2,000 tokens a step at 4,000 tokens/s: half a second a step.
     assert pretraining_plan.measured_step_seconds(run, 20) == 0.5
     argv = ["--text", "a", "--vocab", "v.txt", "--layers", "2"]

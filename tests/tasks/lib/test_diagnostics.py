@@ -8,6 +8,7 @@ import pytest
 
 from tasks.lib import diagnostics
 from tasks.lib import diagnostics_report
+from tasks.lib import run_diagnostics
 from tasks.lib.metrics import score_titles
 
 PAD, END, A, B, C = range(5)
@@ -431,7 +432,7 @@ def unilm():
 @pytest.fixture(scope="module")
 def scorer(unilm):
     """One scorer for the module: its compiled passes are reused."""
-    return diagnostics.UniLMScorer(unilm, UNILM_END, 8, batch_size=4)
+    return run_diagnostics.UniLMScorer(unilm, UNILM_END, 8, batch_size=4)
 
 
 def _sources_and_titles(count, seed=1):
@@ -496,7 +497,7 @@ def test_unilm_survival_equals_teacher_forced_survival(scorer):
 
 
 def test_unilm_scorer_refuses_more_rows_than_its_batch(unilm):
-    scorer = diagnostics.UniLMScorer(unilm, UNILM_END, 8, batch_size=2)
+    scorer = run_diagnostics.UniLMScorer(unilm, UNILM_END, 8, batch_size=2)
     sources, titles = _sources_and_titles(3)
     with pytest.raises(ValueError, match="at most 2"):
         scorer.log_probs(sources, titles)

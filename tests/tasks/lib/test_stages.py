@@ -85,7 +85,15 @@ def test_unavailable_and_skipped_stages_are_recorded_and_retried(tmp_path):
 
 def test_other_settings_are_refused(tmp_path):
     Pipeline(tmp_path, {"smoke": True, "model_dir": None}).run([])
-    with pytest.raises(SystemExit, match="smoke: True -> False"):
+    with pytest.raises(ValueError, match="smoke: True -> False"):
         Pipeline(tmp_path, {"smoke": False, "model_dir": None})
     # Settings named as changeable may change.
     Pipeline(tmp_path, {"smoke": False, "model_dir": None}, {"smoke"})
+
+
+def test_a_damaged_state_says_what_to_delete(tmp_path):
+    Pipeline(tmp_path, {"smoke": True}).run([])
+    state = (tmp_path / "state.json").read_text()
+    (tmp_path / "state.json").write_text(state[: len(state) // 2])
+    with pytest.raises(ValueError, match=r"state.json is damaged.*delete"):
+        Pipeline(tmp_path, {"smoke": True})

@@ -1,0 +1,153 @@
+"""Figures of exposure-bias diagnostics, strategies side by side: mean over
+seeds, with a ±std band (or error bars) where there are several seeds.
+
+Uses the Agg canvas directly, so no global pyplot backend is touched.
+"""
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+
+def _figure(panels, width=5.0):
+    figure = Figure(figsize=(width * panels, 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    return figure, axes
+
+
+def _line(axis, rows, key, scale, **style):
+    """Mean over seeds with a ±std band where there are several seeds."""
+    rows = [row for row in rows if row[key] is not None]
+    if not rows:
+        return None
+    xs = [row["x"] for row in rows]
+    means = np.array([scale * row[key]["mean"] for row in rows])
+    (line,) = axis.plot(xs, means, marker="o", markersize=3, **style)
+    stds = [row[key]["std"] for row in rows]
+    if any(std is not None for std in stds):
+        spread = scale * np.array([std or 0.0 for std in stds])
+        axis.fill_between(
+            xs,
+            means - spread,
+            means + spread,
+            alpha=0.15,
+            color=line.get_color(),
+        )
+    return line
+
+
+def _pair(axis, rows, keys, scale, labels=(None, None), color=None):
+    """Two quantities of one strategy in one colour, the second dashed;
+    returns that colour (None: nothing was drawn)."""
+    line = _line(axis, rows, keys[0], scale, **_style(color, labels[0]))
+    color = line.get_color() if line else color
+    _line(
+        axis, rows, keys[1], scale, linestyle="--", **_style(color, labels[1])
+    )
+    return color
+
+
+def _style(color, label):
+    """Matplotlib's own choice (the colour cycle, no label) where None."""
+    given = {"color": color, "label": label}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _by_strategy(rows):
+    strategies = dict.fromkeys(row["strategy"] for row in rows)
+    return {
+        s: [row for row in rows if row["strategy"] == s] for s in strategies
+    }
+
+
+def plot_survival(rows, path):
+    figure, (left, right) = _figure(2)
+    for strategy, group in _by_strategy(rows).items():
+        labels = (f"{strategy} S(t)", f"{strategy} Π a")
+        keys = ("survival", "independent")
+        color = _pair(left, group, keys, 100, labels)
+        _line(right, group, "accuracy", 100, color=color, label=strategy)
+    left.set(
+        title="Greedy titles equal to the reference so far",
+        xlabel="position t (tokens)",
+        ylabel="% of titles",
+    )
+    right.set(
+        title="Teacher-forced accuracy a(t)",
+        xlabel="position t (tokens)",
+        ylabel="%",
+    )
+    _finish(figure, (left, right), path)
+
+
+def plot_recovery(rows, path):
+    figure, (left, right) = _figure(2)
+    for strategy, group in _by_strategy(rows).items():
+        labels = (f"{strategy}, own token", f"{strategy}, random token")
+        keys = ("own_ce_increase", "random_ce_increase")
+        color = _pair(left, group, keys, 1, labels)
+        keys = ("own_accuracy_drop", "random_accuracy_drop")
+        _pair(right, group, keys, 100, color=color)
+    left.set(
+        title="Cross-entropy increase over the clean prefix",
+        xlabel="tokens after the wrong one (j)",
+        ylabel="nats",
+    )
+    right.set(
+        title="Accuracy drop against the clean prefix",
+        xlabel="tokens after the wrong one (j)",
+        ylabel="points",
+    )
+    for axis in (left, right):
+        axis.axhline(0, color="grey", linewidth=0.8)
+    _finish(figure, (left, right), path)
+
+
+def plot_length(rows, path):
+    figure, (axis,) = _figure(1, width=6.5)
+    groups = _by_strategy(rows)
+    buckets = list(dict.fromkeys(row["x"] for row in rows))
+    buckets.sort(key=lambda label: int(label.split("–")[0]))
+    width = 0.8 / max(len(groups), 1)
+    for index, (strategy, group) in enumerate(groups.items()):
+        at = {row["x"]: row for row in group}
+        xs = [b for b, bucket in enumerate(buckets) if bucket in at]
+        means = [100 * at[buckets[b]]["rouge_l"]["mean"] for b in xs]
+        stds = [at[buckets[b]]["rouge_l"]["std"] for b in xs]
+        axis.bar(
+            [b + (index - (len(groups) - 1) / 2) * width for b in xs],
+            means,
+            width,
+            yerr=[100 * (s or 0.0) for s in stds]
+            if any(s is not None for s in stds)
+            else None,
+            capsize=2,
+            label=strategy,
+        )
+    axis.set_xticks(range(len(buckets)), buckets)
+    axis.set(
+        title="ROUGE-L of greedy titles by reference length",
+        xlabel="reference length (characters)",
+        ylabel="ROUGE-L x100",
+    )
+    _finish(figure, (axis,), path, integer_x=False)
+
+
+def _finish(figure, axes, path, integer_x=True):
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        if integer_x:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [axis for axis in axes if axis.get_legend_handles_labels()[0]]
+    if handles:
+        handles[0].legend(fontsize="small")
+    figure.savefig(path, dpi=100)
+
+
+PLOTS = {
+    "survival": plot_survival,
+    "recovery": plot_recovery,
+    "length": plot_length,
+}
