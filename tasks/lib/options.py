@@ -5,14 +5,19 @@ argument errors answer at once."""
 from tasks.lib.cli import add_verbose
 from tasks.lib.environment import POLICIES
 
-SHAPE_OPTIONS = ("layers", "hidden", "heads", "intermediate")
+SHAPE_OPTIONS = {
+    "layers": "Transformer layers",
+    "hidden": "hidden width",
+    "heads": "attention heads",
+    "intermediate": "feed-forward width",
+}
 
 
 def add_shape_options(group, defaults: dict, used_when: str) -> None:
     """--layers --hidden --heads --intermediate of a randomly initialised
     model, with `defaults[name]` each; `used_when` says when they apply.
     An --intermediate default of None stands for 4 x --hidden."""
-    for name in SHAPE_OPTIONS:
+    for name, what in SHAPE_OPTIONS.items():
         note = used_when
         if name == "intermediate" and defaults[name] is None:
             note += "; default: 4 x --hidden"
@@ -20,7 +25,7 @@ def add_shape_options(group, defaults: dict, used_when: str) -> None:
             f"--{name}",
             type=int,
             default=defaults[name],
-            help=f"{name} of a randomly initialised model ({note})",
+            help=f"{what} of a randomly initialised model ({note})",
         )
 
 
