@@ -188,3 +188,21 @@ def test_padding_rows_count_padding_and_shapes():
     eight = by_layout["sorted in windows, multiple of 8"]
     assert exact["padding"] <= eight["padding"]
     assert eight["shapes"] <= exact["shapes"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["padding", "--epochs", "0"], "--epochs 0: expected 1 or more"),
+        (["padding", "--maxlen", "3"], "--maxlen 3: expected 4 or more"),
+        (["decode", "--beams", "2", "0"], "--beams 0: expected 1 or more"),
+        (["decode", "--layers", "0"], "--layers 0: expected 1 or more"),
+        (["decode", "--seed", "-1"], "--seed -1: expected 0 or more"),
+    ],
+)
+def test_each_count_is_checked_against_the_least_it_declares(argv, message):
+    from tasks import benchmark
+
+    args = benchmark.build_parser().parse_args(argv)
+    with pytest.raises(SystemExit, match=message):
+        args.check(args)
