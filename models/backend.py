@@ -481,3 +481,22 @@ def enable_compilation_cache(directory):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return True
+
+
+def reset_peak_memory():
+    """Start TensorFlow's count of peak GPU memory again. JAX's peak cannot
+    be reset: `peak_memory_bytes` is then the process's peak so far."""
+    if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def peak_memory_bytes():
+    """Peak memory of the first accelerator in bytes, or None where it is
+    not measured (a CPU): since `reset_peak_memory` on TensorFlow, since
+    the process started on JAX."""
+    if BACKEND == "jax":
+        stats = jax.devices()[0].memory_stats()
+        return (stats or {}).get("peak_bytes_in_use")
+    if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    return None

@@ -428,12 +428,12 @@ def run_benchmark(argv):
     """`tasks/benchmark.py`'s own functions, in this process; they print
     `sys.argv` as the command of their table, so it is set to the
     equivalent command for the call."""
-    from tasks import benchmark
+    from tasks.lib.benchmarks import build_parser
 
     saved = sys.argv
     sys.argv = ["tasks/benchmark.py", *argv]
     try:
-        args = benchmark.build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         return args.run(args)
     finally:
         sys.argv = saved
@@ -444,10 +444,11 @@ def run_pretrain(argv):
     interrupted here leaves no process behind to write into its folder)."""
     import keras
 
-    from tasks import pretrain
+    from tasks.lib.pretraining_options import build_parser
+    from tasks.lib.pretraining_run import run
 
     keras.backend.clear_session()
-    return pretrain.main(argv)
+    return run(build_parser("").parse_args(argv))
 
 
 def main(argv=None):

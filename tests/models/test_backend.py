@@ -98,6 +98,20 @@ def test_free_device_memory_is_unknown_on_a_cpu():
     assert backend.free_device_memory() is None
 
 
+def test_peak_memory_counts_what_was_allocated_on_an_accelerator():
+    """At least a 64 MiB tensor allocated after the reset on a GPU; not
+    measured (None) on a CPU."""
+    backend.reset_peak_memory()
+    ones = ops.ones((16, 1024, 1024), "float32")  # 64 MiB
+    ops.convert_to_numpy(ops.sum(ones))
+    peak = backend.peak_memory_bytes()
+    on_gpu = any(kind == "gpu" for kind, _, _ in backend.local_devices())
+    if not on_gpu:
+        assert peak is None
+        return
+    assert peak >= 64 * 2**20
+
+
 @pytest.mark.slow
 def test_compilation_cache_keeps_compiled_programs(tmp_path):
     """JAX writes what it compiles to the directory (a fresh process, so

@@ -1,4 +1,5 @@
-"""tasks/benchmark.py train: the FLOPs formula and a tiny CPU run."""
+"""tasks/benchmark.py (tasks/lib/benchmarks/): the FLOPs formula, the
+peer's mask, padding counts and a tiny CPU run."""
 
 import subprocess
 import sys
@@ -8,11 +9,11 @@ import pytest
 from data import Seq2SeqBatches
 from data.tokenizer import Tokenizer
 from data.vocab import SPECIAL_TOKENS
-from tasks.benchmark import PADDING_LAYOUTS
-from tasks.benchmark import padding_rows
-from tasks.benchmark import random_batch
-from tasks.benchmark import strategy_from_spec
-from tasks.benchmark import train_flops
+from tasks.lib.benchmarks.flops import train_flops
+from tasks.lib.benchmarks.padding import PADDING_LAYOUTS
+from tasks.lib.benchmarks.padding import padding_rows
+from tasks.lib.benchmarks.train import random_batch
+from tasks.lib.benchmarks.train import strategy_from_spec
 from tests.common import CHARACTERS
 from tests.common import ROOT
 from tests.common import TINY_BENCHMARK_ARGS
@@ -77,7 +78,7 @@ def test_random_batch_targets_the_last_quarter():
 
 def test_unilm_additive_mask_matches_the_rule():
     torch = pytest.importorskip("torch")
-    from tasks.benchmark import unilm_additive_mask
+    from tasks.lib.benchmarks.peer import unilm_additive_mask
 
     tokens = torch.tensor([[5, 6, 7, 8, 0], [5, 6, 7, 8, 9]])
     segments = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]])
@@ -187,3 +188,21 @@ def test_padding_rows_count_padding_and_shapes():
     eight = by_layout["sorted in windows, multiple of 8"]
     assert exact["padding"] <= eight["padding"]
     assert eight["shapes"] <= exact["shapes"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["padding", "--epochs", "0"], "--epochs 0: expected 1 or more"),
+        (["padding", "--maxlen", "3"], "--maxlen 3: expected 4 or more"),
+        (["decode", "--beams", "2", "0"], "--beams 0: expected 1 or more"),
+        (["decode", "--layers", "0"], "--layers 0: expected 1 or more"),
+        (["decode", "--seed", "-1"], "--seed -1: expected 0 or more"),
+    ],
+)
+def test_each_count_is_checked_against_the_least_it_declares(argv, message):
+    from tasks.lib.benchmarks import build_parser
+
+    args = build_parser().parse_args(argv)
+    with pytest.raises(SystemExit, match=message):
+        args.check(args)

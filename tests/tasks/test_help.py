@@ -13,10 +13,10 @@ from tests.common import ROOT
 
 def parsers():
     """(name, parser) of every script and subcommand."""
-    from tasks import benchmark
     from tasks import compare
     from tasks import diagnose
     from tasks.lib import pretraining_options
+    from tasks.lib.benchmarks import build_parser as benchmark_parser
     from tasks.lib.seq2seq_options import build_parser
     from weights import convert
 
@@ -27,7 +27,7 @@ def parsers():
         ("compare", _compare_parser(compare)),
         ("convert", _convert_parser(convert)),
     ]
-    top = benchmark.build_parser()
+    top = benchmark_parser()
     found.append(("benchmark", top))
     for action in top._actions:
         if isinstance(action, argparse._SubParsersAction):

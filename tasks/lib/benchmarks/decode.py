@@ -1,0 +1,257 @@
+"""The `decode` subcommand: the cached, batched `Seq2SeqDecoder` timed
+against its full-recompute reference on the same random model and the
+same CSL abstracts (usage: `tasks/benchmark.py`). Each beam size is one
+row: the fast path's first run (compiling) and second run (the steady
+state the speed-up uses), and whether both paths give the same titles.
+"""
+
+import statistics
+import time
+
+from data import Tokenizer
+from tasks.lib.benchmarks.arguments import add_counts
+from tasks.lib.benchmarks.arguments import add_input_options
+from tasks.lib.benchmarks.arguments import add_shape
+from tasks.lib.benchmarks.arguments import add_subcommand
+from tasks.lib.benchmarks.arguments import check_counts
+from tasks.lib.benchmarks.arguments import print_command
+from tasks.lib.cli import add_verbose
+from tasks.lib.cli import check_files
+from tasks.lib.cli import fail
+from tasks.lib.environment import describe_environment
+from tasks.lib.environment import summary_line
+
+# Keras, NumPy and what imports them (the models, the config factory) are
+# imported inside the functions that use them, so that
+# `tasks/benchmark.py --help` answers before any of them loads.
+
+SHAPE = {"layers": 4, "hidden": 256, "heads": 4, "intermediate": None}
+ROW_HEADER = (
+    "| beam | ref n | ref titles/s | fast titles/s | speed-up "
+    "| fast 1st run titles/s (with compile) | identical |\n"
+    "|---:|---:|---:|---:|---:|---:|:---:|"
+)
+
+
+def add_parser(subparsers):
+    parser = add_subcommand(
+        subparsers,
+        "decode",
+        "cached batched decoding vs full recompute",
+        run,
+        check_options,
+    )
+    reference = (
+        "decode only the first N with the reference (slow); identity is "
+        "checked on those"
+    )
+    source = "source tokens at most (default: max-positions - maxlen)"
+    add_counts(
+        parser,
+        {
+            "--n": (200, 1, "CSL abstracts decoded by the fast path"),
+            "--reference-n": (None, 0, reference),
+            "--beams": ([1, 2, 3], 1, "beam sizes to time"),
+            "--maxlen": (32, 1, "title tokens at most"),
+            "--source-maxlen": (None, 3, source),
+        },
+    )
+    add_shape(parser, SHAPE)
+    add_model_options(parser)
+    data = "CSL pairs whose abstracts are decoded"
+    add_input_options(parser, data, "vocab.txt of the tokenizer")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="tqdm bars over batches / sources",
+    )
+    add_verbose(parser)
+
+
+def add_model_options(parser):
+    """The random model's positions, end bias and seed; the fast path's
+    batches."""
+    positions = (
+        "max_position_embeddings; bert4keras's CSL script uses sources + "
+        "titles of 256"
+    )
+    add_counts(parser, {"--max-positions": (256, 4, positions)})
+    parser.add_argument(
+        "--end-bias",
+        type=float,
+        default=0.1,
+        help="MLM bias of [SEP], so titles end at varied "
+        "lengths (0: almost all run to maxlen)",
+    )
+    batch_size = (
+        "sources per fast batch (default: the decoder's 'auto', sized by "
+        "the GPU's free memory, 32 on a CPU)"
+    )
+    add_counts(
+        parser,
+        {
+            "--batch-size": (None, 1, batch_size),
+            "--bucket": (32, 1, "source lengths padded to a multiple of this"),
+            "--seed": (0, 0, "seed of the random weights"),
+        },
+    )
+
+
+def check_options(args):
+    """Impossible sizes and missing files, before any model is built (the
+    model's shape is checked where its config is made, in `run`)."""
+    positions = {"--max-positions": (args.max_positions, args.maxlen + 3)}
+    check_counts(args, positions)
+    if source_maxlen(args) + args.maxlen > args.max_positions:
+        fail(
+            f"--source-maxlen {source_maxlen(args)} + --maxlen "
+            f"{args.maxlen}: expected at most --max-positions "
+            f"{args.max_positions}"
+        )
+    check_files({"--data": args.data, "--vocab": args.vocab})
+
+
+def source_maxlen(args):
+    return args.source_maxlen or args.max_positions - args.maxlen
+
+
+def run(args):
+    """`decode` subcommand: see the module docstring."""
+    from tasks.lib.factory import shape_config
+
+    tokenizer = Tokenizer(str(args.vocab), do_lower_case=True)
+    config = shape_config(
+        tokenizer.vocab_size,
+        args.layers,
+        args.hidden,
+        args.heads,
+        args.intermediate or 4 * args.hidden,
+        args.max_positions,
+    )
+    sources = [
+        tokenizer.encode(text, maxlen=source_maxlen(args))[0]
+        for text in read_abstracts(args.data, args.n)
+    ]
+    model = build_random_unilm(
+        config, args.seed, tokenizer.end_id, args.end_bias
+    )
+    print_command()
+    # The decode benchmark builds its model in float32.
+    print(f"device: {summary_line(describe_environment('fp32'))}")
+    print_setting(args, config, sources)
+    rows = decode_rows(args, model, tokenizer.end_id, sources)
+    for row in rows:
+        lengths = row["lengths"]
+        print(
+            f"beam {row['beam']}: title tokens mean "
+            f"{statistics.mean(lengths):.1f}, min {min(lengths)}, "
+            f"max {max(lengths)}"
+        )
+    return rows
+
+
+def print_setting(args, config, sources):
+    """The line under the device: the model, the sources, the batches."""
+    import keras
+
+    lengths = [len(ids) for ids in sources]
+    print(
+        f"backend {keras.backend.backend()}; model {args.layers} layers x "
+        f"{args.hidden} hidden, {args.heads} heads, vocab "
+        f"{config.vocab_size}; {len(sources)} CSL abstracts from "
+        f"{args.data.name}, source tokens mean "
+        f"{statistics.mean(lengths):.0f} (max {max(lengths)}, cut at "
+        f"{source_maxlen(args)}); title maxlen {args.maxlen}; fast batch "
+        f"{args.batch_size or 'auto'} sources, bucket {args.bucket}"
+    )
+
+
+def read_abstracts(path, n):
+    """The first n abstracts of a `to title<TAB>abstract<TAB>title` file."""
+    abstracts = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 3:
+                raise ValueError(
+                    f"{path}:{number}: expected 3 tab-separated fields "
+                    f"(prefix, abstract, title), got {len(fields)}"
+                )
+            abstracts.append(fields[1])
+            if len(abstracts) == n:
+                break
+    if len(abstracts) < n:
+        raise ValueError(f"{path}: only {len(abstracts)} lines, --n {n}")
+    return abstracts
+
+
+def build_random_unilm(config, seed, end_id, end_bias):
+    """A random UniLM model; `end_bias` makes titles end at varied
+    lengths, as a trained model's do (a random one almost never ends)."""
+    import keras
+    import numpy as np
+
+    from models.bert import build_transformer_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_transformer_model(config, application="unilm")
+    bias = np.zeros(config.vocab_size, dtype="float32")
+    bias[end_id] = end_bias
+    model.bert_network["MLM-Bias"].bias.assign(bias)
+    return model
+
+
+def timed(decode, sources):
+    started = time.perf_counter()
+    titles = decode(sources)
+    return titles, time.perf_counter() - started
+
+
+def decode_rows(args, model, end_id, sources):
+    """One table row per beam size: timings and identity."""
+    from models.decoding import Seq2SeqDecoder
+
+    common = dict(end_id=end_id, maxlen=args.maxlen)
+    size = args.batch_size or "auto"
+    fast = Seq2SeqDecoder(model, batch_size=size, bucket=args.bucket, **common)
+    reference = Seq2SeqDecoder(model, reference=True, **common)
+    subset = sources[: args.reference_n or len(sources)]
+    reference.beam_search(subset[0], 1)  # one-off tracing, not timed
+    rows = []
+    for beam in args.beams:
+
+        def fast_decode(batch):
+            return fast.beam_search_batch(batch, beam, progress=args.progress)
+
+        def reference_decode(batch):
+            return reference.beam_search_batch(
+                batch, beam, progress=args.progress
+            )
+
+        _, cold = timed(fast_decode, sources)
+        titles, warm = timed(fast_decode, sources)
+        expected, slow = timed(reference_decode, subset)
+        rows.append(
+            {
+                "beam": beam,
+                "ref_n": len(subset),
+                "ref": len(subset) / slow,
+                "fast": len(sources) / warm,
+                "first": len(sources) / cold,
+                "same": titles[: len(subset)] == expected,
+                "lengths": [len(t) for t in titles],
+            }
+        )
+        if len(rows) == 1:
+            print(ROW_HEADER)
+        print_row(rows[-1])
+    return rows
+
+
+def print_row(row):
+    print(
+        f"| {row['beam']} | {row['ref_n']} | {row['ref']:.2f} "
+        f"| {row['fast']:.1f} | {row['fast'] / row['ref']:.0f}x "
+        f"| {row['first']:.1f} | {'yes' if row['same'] else 'NO'} |",
+        flush=True,
+    )

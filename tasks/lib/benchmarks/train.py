@@ -1,0 +1,439 @@
+"""The `train` subcommand: the training step of `Seq2SeqTrainer` timed per
+strategy and batch size on a fixed random batch, with tokens/s, model
+FLOPs utilisation and peak device memory, beside the PyTorch peer
+(`peer.py`) on the same shapes (usage: `tasks/benchmark.py`).
+
+Per batch size and round, the peer (baseline only: it implements teacher
+forcing) runs first and frees its memory, then every strategy under each
+`--target-heads` head: a fresh UniLM model and `Seq2SeqTrainer(model,
+strategy, seed=0, max_targets=maxlen // 4)` compiled with Adam, one
+untimed `fit()` of `--warmup` steps (compiling), then one `fit()` of
+`--steps` steps on the same fixed random batch, timed from the end of its
+first step to the end of its last (`step_timer`). With `--repeats R` the
+peer and the strategies run R rounds in turn and each row is the median
+round: on a machine shared with other jobs a slow spell then hits every
+row alike. tokens/s = batch * maxlen / step; MFU = `train_flops` / step /
+the matmul FLOP/s measured in this process (`peak_matmul_flops`).
+"""
+
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+from models.strategies.names import STRATEGY_NAMES
+from tasks.lib.benchmarks.arguments import add_counts
+from tasks.lib.benchmarks.arguments import add_shape
+from tasks.lib.benchmarks.arguments import add_subcommand
+from tasks.lib.benchmarks.arguments import check_counts
+from tasks.lib.benchmarks.arguments import print_command
+from tasks.lib.cli import fail
+from tasks.lib.environment import POLICIES
+from tasks.lib.environment import check_gpu_build
+from tasks.lib.environment import describe_environment
+from tasks.lib.options import add_device_options
+
+# Keras, NumPy, torch and what imports them (the models, the strategies,
+# the config factory, `flops` and `peer`) are imported inside the
+# functions that use them, so that `tasks/benchmark.py train --help`
+# answers before any of them loads.
+
+SHAPE = {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072}
+# BertConfig's dropout: the step timed is the one fine-tuning BERT runs.
+DROPOUT = 0.1
+PEER = "peer"  # the peer's runs among the (strategy, head) cases' runs
+TABLE_HEADER = (
+    "| batch | strategy | head | ours ms/step | × baseline | ours tokens/s "
+    "| MFU | ours peak mem | peer ms/step | peer tokens/s | peer peak mem "
+    "| ours/peer (tokens/s) |",
+    "|---:|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+)
+
+
+def add_parser(subparsers):
+    parser = add_subcommand(
+        subparsers,
+        "train",
+        "training-step speed, MFU and memory vs HF/PyTorch",
+        run,
+        check_options,
+    )
+    add_shape(parser, SHAPE)
+    add_counts(
+        parser,
+        {
+            "--vocab": (21128, 2, "vocabulary size"),
+            "--maxlen": (256, 2, "tokens per training row"),
+            "--batch-sizes": ([16, 64], 1, "batch sizes to time, one row each"),
+        },
+    )
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        help="NAME or NAME:KEY=VALUE[:KEY=VALUE...] (options as "
+        "--strategy-option takes them); default: every registered "
+        "strategy with its defaults",
+    )
+    parser.add_argument(
+        "--target-heads",
+        nargs="+",
+        choices=("gathered", "full"),
+        default=["gathered"],
+        help="MLM head of the loss: at the target positions only "
+        "(gathered, the trainer's default) and/or at every position",
+    )
+    steps = "steps per row, all but the first timed (at least 2)"
+    repeats = "rounds over all strategies; each row is the median round"
+    add_counts(
+        parser,
+        {
+            "--steps": (20, 2, steps),
+            "--warmup": (3, 0, "untimed steps first (compiling)"),
+            "--repeats": (1, 1, repeats),
+        },
+    )
+    add_device_options(parser)
+    parser.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="skip the PyTorch/transformers peer",
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="also write the table here",
+    )
+
+
+def check_options(args):
+    """Impossible sizes and strategies, before anything is built (the
+    model's shape is checked where its config is made, in `run`)."""
+    # Allocate on demand, so JAX/TF and torch share one GPU in one process
+    # and the peaks are what each side used (set before keras is imported,
+    # which checking the strategies does).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    check_counts(args)
+    for spec in args.strategies or []:
+        strategy_from_spec(spec)
+
+
+def strategy_from_spec(spec):
+    """`NAME` or `NAME:KEY=VALUE[:KEY=VALUE...]` -> a strategy object,
+    e.g. `professor:every=4`; a clear error for a bad name or option."""
+    from tasks.lib.strategy_options import make_strategy
+
+    name, *options = spec.split(":")
+    if name not in STRATEGY_NAMES:
+        fail(
+            f"--strategies {spec}: unknown strategy {name!r}; expected one "
+            f"of {list(STRATEGY_NAMES)}"
+        )
+    return make_strategy(name, options, flag=f"--strategies {name}:")
+
+
+def model_config(args):
+    """The BertConfig of every model timed; a shape BertConfig refuses
+    stops here, before anything is timed."""
+    from tasks.lib.factory import shape_config
+
+    return shape_config(
+        args.vocab,
+        args.layers,
+        args.hidden,
+        args.heads,
+        args.intermediate,
+        max(512, args.maxlen),
+        dropout=DROPOUT,
+    )
+
+
+def run(args):
+    """`train` subcommand: see the module docstring."""
+    from models import strategies as strategies_lib
+    from tasks.lib.benchmarks.flops import peak_matmul_flops
+
+    config = model_config(args)
+    environment = describe_environment(args.precision)
+    check_gpu_build(environment, args.allow_cpu)
+    args.precision = environment["precision"]
+    strategies = args.strategies or list(strategies_lib.STRATEGIES)
+    cases = [(s, h) for h in args.target_heads for s in strategies]
+    token_ids, segment_ids = random_batch(
+        max(args.batch_sizes), args.maxlen, args.vocab
+    )
+    peak = peak_matmul_flops(
+        args.precision, environment["accelerator"] == "gpu"
+    )
+    print_command()
+    print_setting(args, environment, peak)
+    rows = []
+    for batch_size in args.batch_sizes:
+        batch = (token_ids[:batch_size], segment_ids[:batch_size])
+        timings = time_rounds(args, config, cases, batch)
+        rows += batch_rows(args, batch_size, cases, timings, peak)
+    text = "\n".join(train_table(rows) + notes(args, environment))
+    print(text, flush=True)
+    if args.out:
+        pathlib.Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return rows
+
+
+def print_setting(args, environment, peak):
+    """The line above the table: device, precision, model, steps."""
+    print(
+        f"backend {environment['backend']} "
+        f"{environment['backend_version']} on "
+        f"{', '.join(environment['devices'])}; precision "
+        f"{args.precision}; measured {args.precision} matmul peak "
+        f"{peak / 1e12:.2f} TFLOP/s; model {args.layers} layers x "
+        f"{args.hidden} hidden, {args.heads} heads, intermediate "
+        f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
+        f"(target = last {target_count(args.maxlen)} tokens); "
+        f"{args.warmup} warm-up + {args.steps} steps (the last "
+        f"{args.steps - 1} timed), median of "
+        f"{args.repeats} round(s)",
+        flush=True,
+    )
+
+
+def time_rounds(args, config, cases, batch):
+    """`--repeats` rounds over the peer (unless `--no-peer`) and the
+    (strategy, head) cases on `batch`: {case: [(seconds per step, peak
+    bytes or None) per round]}, the peer's runs under PEER."""
+    timings = {case: [] for case in cases}
+    batch_size = len(batch[0])
+    for round_ in range(1, args.repeats + 1):
+        if not args.no_peer:
+            from tasks.lib.benchmarks.peer import time_peer
+
+            timings.setdefault(PEER, []).append(
+                time_peer(
+                    config, args.precision, args.warmup, args.steps, batch
+                )
+            )
+            report(
+                f"peer (torch {peer_device(args)}) batch {batch_size} round "
+                f"{round_}",
+                timings[PEER][-1],
+            )
+        for strategy, head in cases:
+            timings[strategy, head].append(
+                time_ours(args, config, strategy, head, batch)
+            )
+            report(
+                f"ours batch {batch_size} {strategy} {head} round {round_}",
+                timings[strategy, head][-1],
+            )
+    return timings
+
+
+def peer_device(args):
+    """Where the peer runs ('cuda' or 'cpu'); None with `--no-peer`."""
+    if args.no_peer:
+        return None
+    from tasks.lib.benchmarks.peer import torch_device
+
+    return torch_device()
+
+
+def report(label, timing):
+    """One round's time on stderr, as the rounds go."""
+    step, _ = timing
+    print(f"{label}: {step * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
+
+
+def batch_rows(args, batch_size, cases, timings, peak):
+    """The table rows of one batch size from its rounds' timings: the
+    median round's step, the highest peak memory; the peer on the first
+    baseline row."""
+    from tasks.lib.benchmarks.flops import train_flops
+
+    tokens = batch_size * args.maxlen
+    flops = train_flops(
+        args.layers,
+        args.hidden,
+        args.intermediate,
+        args.vocab,
+        args.maxlen,
+        batch_size,
+    )
+    peer = None
+    if PEER in timings:
+        step, peer_peak = median_run(timings[PEER])
+        peer = {
+            "step": step,
+            "tps": tokens / step,
+            "peak": peer_peak,
+            "device": peer_device(args),
+        }
+    rows = []
+    for strategy, head in cases:
+        step, ours_peak = median_run(timings[strategy, head])
+        first = strategy == "baseline" and head == args.target_heads[0]
+        rows.append(
+            {
+                "batch": batch_size,
+                "strategy": strategy,
+                "head": head,
+                "step": step,
+                "tps": tokens / step,
+                "mfu": flops / step / peak,
+                "peak": ours_peak,
+                "flops": flops,
+                "peer": peer if first else None,
+            }
+        )
+    return rows
+
+
+def median_run(runs):
+    """(median seconds per step, highest peak bytes or None) of rounds."""
+    step = statistics.median(step for step, _ in runs)
+    peaks = [peak for _, peak in runs if peak is not None]
+    return step, max(peaks) if peaks else None
+
+
+def target_count(maxlen):
+    """Target tokens per row of `random_batch`: the last quarter."""
+    return max(1, maxlen // 4)
+
+
+def random_batch(batch, maxlen, vocab, seed=0):
+    """Random token ids in [1, vocab) with a source/target split: the last
+    quarter of each row (at least one token) is the target, segment 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(1, vocab, (batch, maxlen)).astype("int32")
+    segment_ids = np.zeros((batch, maxlen), "int32")
+    segment_ids[:, maxlen - target_count(maxlen) :] = 1
+    return token_ids, segment_ids
+
+
+def step_timer():
+    """A callback timing the steps of one `fit()` from the end of its
+    first step to the end of its last, so that neither compiling nor
+    `fit`'s per-call set-up and tear-down count (on TensorFlow with a
+    generator, over a second per call here). Each step's loss is read, so
+    the device has finished that step when its clock is read.
+    """
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])
+            self.ends.append(time.perf_counter())
+
+        def seconds_per_step(self):
+            if len(self.ends) < 2:
+                raise ValueError("timing needs at least 2 steps (--steps)")
+            return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+
+    return StepTimer()
+
+
+def time_ours(args, config, strategy, head, batch):
+    """(seconds per step, peak bytes or None) of `Seq2SeqTrainer` on
+    `batch`: the steady steps of one `fit()` of `--steps` steps
+    (`step_timer`)."""
+    import keras
+
+    from models import backend
+    from models.bert import build_transformer_model
+    from models.trainer import Seq2SeqTrainer
+    from tasks.lib.factory import make_optimizer
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    backend.reset_peak_memory()
+    model = build_transformer_model(
+        config, application="unilm", dtype=POLICIES[args.precision]
+    )
+    trainer = Seq2SeqTrainer(
+        model,
+        strategy_from_spec(strategy),
+        seed=0,
+        max_targets=target_count(args.maxlen),
+        target_head=head,
+    )
+    optimizer = keras.optimizers.Adam(1e-5)
+    trainer.compile(optimizer=make_optimizer(optimizer, args.precision))
+
+    def batches():
+        while True:
+            yield batch
+
+    # fit() on one fixed batch: the trainer reads (token_ids, segment_ids)
+    # batches, which train_on_batch(x) would wrap as (x, None, None).
+    fit = dict(epochs=1, verbose=0, shuffle=False)
+    if args.warmup:
+        trainer.fit(batches(), steps_per_epoch=args.warmup, **fit)
+    timer = step_timer()
+    trainer.fit(batches(), steps_per_epoch=args.steps, callbacks=[timer], **fit)
+    return timer.seconds_per_step(), backend.peak_memory_bytes()
+
+
+def gib(value):
+    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+def train_table(rows):
+    """Markdown table lines; peer columns only on rows that have a peer;
+    × baseline: the step against the `baseline` row of the same batch size
+    and head."""
+    lines = list(TABLE_HEADER)
+    baselines = {
+        (row["batch"], row["head"]): row["step"]
+        for row in rows
+        if row["strategy"] == "baseline"
+    }
+    for row in rows:
+        relative = "—"
+        key = (row["batch"], row["head"])
+        if key in baselines:
+            relative = f"{row['step'] / baselines[key]:.2f}"
+        peer = row.get("peer")
+        if peer:
+            peer_cells = (
+                f"{peer['step'] * 1e3:.1f} | {peer['tps']:.0f} "
+                f"| {gib(peer['peak'])} "
+                f"| {row['tps'] / peer['tps']:.3g}"
+            )
+        else:
+            peer_cells = "— | — | — | —"
+        lines.append(
+            f"| {row['batch']} | {row['strategy']} | {row['head']} "
+            f"| {row['step'] * 1e3:.1f} "
+            f"| {relative} | {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
+            f"| {gib(row['peak'])} | {peer_cells} |"
+        )
+    return lines
+
+
+def notes(args, environment):
+    """The lines under the table: what MFU and the peer are."""
+    lines = [
+        "",
+        "MFU: model FLOPs (6 x matmul weights x tokens + 12 x layers x "
+        "hidden x maxlen^2 x batch, MLM projection included; see "
+        "train_flops) per second over the measured matmul peak; the "
+        "gathered head is credited with the full head's FLOPs.",
+        "Peer: Hugging Face BertForMaskedLM in PyTorch "
+        f"(torch {peer_device(args) or 'not run'}), "
+        f"UniLM 4-D additive mask, {args.precision} (autocast unless fp32), "
+        "AdamW; teacher forcing, so "
+        "baseline rows only.",
+    ]
+    if environment["backend"] == "jax":
+        lines.append(
+            "JAX peak memory is the process peak up to that row "
+            "(it cannot be reset)."
+        )
+    return lines
