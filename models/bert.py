@@ -496,6 +496,16 @@ class BertModel(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Keras's export of the forward pass (see README, "Export for
+        serving"); on JAX, token and segment ids are told to share one
+        length, which jax2tf would otherwise treat as two."""
+        if keras.backend.backend() == "jax" and format == "tf_saved_model":
+            options = dict(kwargs.get("jax2tf_kwargs") or {})
+            options.setdefault("polymorphic_shapes", [["(batch, length)"] * 2])
+            kwargs["jax2tf_kwargs"] = options
+        return super().export(filepath, format=format, **kwargs)
+
 
 def check_head(application, with_mlm):
     """`with_mlm` as built: 'unilm' and 'lm' always have the MLM head."""

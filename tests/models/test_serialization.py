@@ -7,6 +7,9 @@ titles on it (the `BertNetwork` is rebuilt, not lost).
 """
 
 import inspect
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -180,3 +183,80 @@ def test_weights_file_of_one_loads_into_the_other(tmp_path):
     randomize(other, seed=2)
     other.load_weights(path)
     np.testing.assert_array_equal(outputs(other), outputs(model))
+
+
+# Export for serving -------------------------------------------------------
+
+# Run in a fresh interpreter (`-I`, no PYTHONPATH, in the export's folder)
+# where this project cannot be imported, even through an editable install:
+# a serving process has TensorFlow and the export, nothing else of ours.
+SERVING = """
+import importlib.abc
+import sys
+
+PROJECT = {"models", "data", "weights", "tasks", "compat", "tests"}
+
+
+class NoProject(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in PROJECT:
+            raise ImportError(f"{name} is not importable here")
+
+
+sys.meta_path.insert(0, NoProject())
+try:
+    import models
+except ImportError:
+    pass
+else:
+    raise SystemExit("the project is importable")
+
+import numpy as np
+import tensorflow as tf
+
+batch = np.load("batch.npz")
+exported = tf.saved_model.load("exported")
+serve = exported.signatures["serving_default"]
+np.savez(
+    "served.npz",
+    serve=exported.serve([batch["token_ids"], batch["segment_ids"]]),
+    signature=serve(
+        Input_Token=tf.constant(batch["token_ids"]),
+        Input_Segment=tf.constant(batch["segment_ids"]),
+    )["output_0"],
+)
+"""
+
+
+@pytest.mark.slow
+def test_saved_model_export_serves_in_a_process_without_the_project(
+    tmp_path,
+):
+    pytest.importorskip("tensorflow", reason="a SavedModel needs TensorFlow")
+    model = tiny_model("unilm", keep_tokens=KEEP)
+    model.export(tmp_path / "exported", format="tf_saved_model", verbose=False)
+    token_ids, segment_ids = mixed_batch()
+    np.savez(
+        tmp_path / "batch.npz", token_ids=token_ids, segment_ids=segment_ids
+    )
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "KERAS_BACKEND")
+    }
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", SERVING],
+        cwd=tmp_path,
+        env=dict(environment, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = outputs(model)
+    with np.load(tmp_path / "served.npz") as served:
+        for name in ("serve", "signature"):
+            assert served[name].shape == expected.shape
+            np.testing.assert_allclose(
+                served[name], expected, rtol=0, atol=1e-5
+            )
