@@ -81,7 +81,8 @@ def build_transformer_model(
     Args as bert4keras: `application` 'encoder', 'unilm' or 'lm';
     `keep_tokens`, `with_mlm` (True, 'softmax' or 'linear'),
     `ignore_invalid_weights`, `dropout_rate`, `max_position`, `name` and
-    any `bert_config.json` field. With `return_keras_model=False` the
+    any `bert_config.json` field. `hidden_act: "gelu"` takes the form
+    `compat.backend.set_gelu` chose. With `return_keras_model=False` the
     result is a `BuiltTransformer` (`.model`,
     `.load_weights_from_checkpoint`). Token and segment inputs are int32
     (Keras 2's were float32).

@@ -1,7 +1,8 @@
 """BERT and its UniLM seq2seq form, built the bert4keras way on Keras 3.
 
 `build_transformer_model(config_path, checkpoint_path, application='unilm')`
-returns a functional `keras.Model` taking `[token_ids, segment_ids]`. The
+returns a `BertModel`, a functional `keras.Model` taking `[token_ids,
+segment_ids]` that Keras saves to `.keras` and loads back whole. The
 network itself is written once, in `BertNetwork.__call__`: the functional
 model is that call traced on symbolic inputs, and training strategies that
 need a custom pass (TeaForN, scheduled sampling, FGM) call the same method on

@@ -90,6 +90,11 @@ def read_source(source, vocab=None) -> Source:
         raise ExportError(f"{source}: not a directory or a .keras file")
     if (source / RUN_WEIGHTS).is_file():
         return read_run(source, vocab)
+    if not any((source / name).is_file() for name in CONFIG_FILES):
+        raise ExportError(
+            f"{source}: no {RUN_WEIGHTS} (not a finished run) and no "
+            f"{' or '.join(CONFIG_FILES)} (not a model directory)"
+        )
     return read_model_dir(source, vocab)
 
 
@@ -108,31 +113,41 @@ def read_run(directory, vocab=None) -> Source:
             f"model_dir {model_dir}: not a directory (relative paths are "
             "read from the current directory)"
         )
+    vocab = vocab or settings["vocab"]
+    if vocab is None:
+        vocab = pathlib.Path(model_dir or directory) / "vocab.txt"
+    return Source(
+        read_arrays(directory / RUN_WEIGHTS),
+        run_config(settings),
+        run_tokens(setting_path(vocab, "vocab"), settings),
+    )
+
+
+def run_config(settings) -> dict:
+    """The config file the run started from, or its random model's flags
+    (the sizes are read from the weights)."""
+    model_dir = settings["model_dir"]
     config_file = settings["config"] or (
         model_dir and find_config(pathlib.Path(model_dir))
     )
     if config_file:
-        config = pick(read_json(setting_path(config_file, "config")))
-    else:  # a random model: its flags
-        dropout = settings.get("dropout", 0.0)
-        config = {
-            "num_attention_heads": settings["heads"],
-            "hidden_dropout_prob": dropout,
-            "attention_probs_dropout_prob": dropout,
-        }
-    vocab = vocab or settings["vocab"]
-    if vocab is None:
-        vocab = pathlib.Path(model_dir or directory) / "vocab.txt"
-    vocab = setting_path(vocab, "vocab")
+        return pick(read_json(setting_path(config_file, "config")))
+    dropout = settings.get("dropout", 0.0)
+    return {
+        "num_attention_heads": settings["heads"],
+        "hidden_dropout_prob": dropout,
+        "attention_probs_dropout_prob": dropout,
+    }
+
+
+def run_tokens(vocab, settings) -> list[str]:
+    """The run's vocabulary, kept as the run kept it."""
     if settings.get("no_simplify"):
-        tokens = ordered(load_vocab(str(vocab)))
-    else:
-        token_dict, _ = load_vocab(
-            str(vocab), simplified=True, startswith=SEQ2SEQ_TOKENS
-        )
-        tokens = ordered(token_dict)
-    arrays = read_arrays(directory / RUN_WEIGHTS)
-    return Source(arrays, config, tokens)
+        return ordered(load_vocab(str(vocab)))
+    token_dict, _ = load_vocab(
+        str(vocab), simplified=True, startswith=SEQ2SEQ_TOKENS
+    )
+    return ordered(token_dict)
 
 
 def read_model_dir(directory, vocab=None) -> Source:
@@ -178,10 +193,7 @@ def find_config(directory) -> pathlib.Path:
     for name in CONFIG_FILES:
         if (directory / name).is_file():
             return directory / name
-    raise ExportError(
-        f"{directory}: no {' or '.join(CONFIG_FILES)} (not a model "
-        f"directory, and no {RUN_WEIGHTS}: not a finished run)"
-    )
+    raise ExportError(f"{directory}: no {' or '.join(CONFIG_FILES)}")
 
 
 def setting_path(value, name) -> pathlib.Path:

@@ -233,6 +233,10 @@ def test_bad_sources_are_one_line_errors(model_and_vocab, tmp_path, capsys):
     assert "no checkpoint in" in error_of(capsys, directory, out)
     assert "not an empty directory" in error_of(capsys, directory, directory)
     assert "required" in error_of(capsys, directory)
+    run = run_directory(tmp_path, model, model_dir=str(tmp_path / "gone"))
+    assert "model_dir" in error_of(capsys, run, out)
+    (run / "config.json").write_text('{"task": "t"}', encoding="utf-8")
+    assert "not the settings of a" in error_of(capsys, run, out)
 
 
 def test_wrong_vocabulary_and_missing_head_are_named(tmp_path, capsys):
