@@ -2,9 +2,9 @@
 
 A bert4keras UniLM seq2seq script runs after one mechanical rewrite of its
 imports (`from bert4keras.X import ...` -> `from compat.X import ...`) and
-of the two things Keras 3 itself forces (weights files named
-`*.weights.h5`, `fit` for `fit_generator`): the one-line `sed` in
-docs/porting.md.
+of what Keras 3 itself forces (whole models saved as `*.keras`, weights
+files named `*.weights.h5`, `fit` for `fit_generator`): the one-line `sed`
+in docs/porting.md.
 
 Modules mirror bert4keras's: `compat.backend` (`keras`, `K`),
 `compat.layers` (`Loss`), `compat.models` (`build_transformer_model`),

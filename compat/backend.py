@@ -2,9 +2,10 @@
 
 `keras` is Keras 3 itself (scripts use `keras.callbacks.Callback`,
 `keras.layers.Lambda`, ...); `K` holds the Keras 2 backend functions
-(`compat.keras_backend`). bert4keras's TensorFlow 1 machinery (`tf`,
-`recompute_grad`, `search_layer`, ...) raises an error naming the Keras 3
-way.
+(`compat.keras_backend`). `set_gelu` chooses, as in bert4keras, which GELU
+`hidden_act: "gelu"` means in the models `compat.models` builds afterwards.
+bert4keras's TensorFlow 1 machinery (`tf`, `recompute_grad`,
+`search_layer`, ...) raises an error naming the Keras 3 way.
 """
 
 import keras
@@ -12,11 +13,48 @@ from keras import ops
 
 from compat import keras_backend as K
 from compat._unsupported import module_getattr
+from models.layers import gelu_erf
+from models.layers import gelu_tanh
 
-__all__ = ["K", "keras", "piecewise_linear", "symbolic", "where"]
+__all__ = [
+    "K",
+    "gelu_erf",
+    "gelu_tanh",
+    "keras",
+    "piecewise_linear",
+    "set_gelu",
+    "symbolic",
+    "where",
+]
 
 symbolic = K.symbolic
 where = K.where
+
+# `set_gelu` version -> the `hidden_act` that computes it (the erf form is
+# BERT's, and what "gelu" means unless a script asks for the tanh form).
+GELU_ACTS = {"erf": "gelu", "tanh": "gelu_new"}
+_gelu = {"version": "erf"}
+
+
+def set_gelu(version: str) -> None:
+    """bert4keras's `set_gelu('erf' | 'tanh')`.
+
+    Models built afterwards by `compat.models.build_transformer_model`
+    whose config says `hidden_act: "gelu"` use this form: 'erf' (the
+    default, BERT's) or 'tanh' (the approximation). Models built before
+    keep theirs; a saved model records the form it was built with.
+    """
+    version = version.lower()
+    if version not in GELU_ACTS:
+        raise ValueError(f"gelu version must be erf or tanh, got {version!r}")
+    _gelu["version"] = version
+
+
+def gelu_hidden_act(hidden_act: str) -> str:
+    """The `hidden_act` to build with under the current `set_gelu`."""
+    if hidden_act != "gelu":
+        return hidden_act
+    return GELU_ACTS[_gelu["version"]]
 
 
 def piecewise_linear(t, schedule, from_zero=True):
@@ -45,12 +83,6 @@ __getattr__ = module_getattr(
         "tf": "import tensorflow (or jax) yourself; compat needs neither",
         "is_tf_keras": "there is one Keras: Keras 3",
         "get_available_gpus": "use keras.distribution.list_devices('gpu')",
-        "set_gelu": (
-            "set hidden_act in bert_config.json ('gelu' is the erf form, "
-            "'gelu_new' the tanh form)"
-        ),
-        "gelu_erf": "use keras.activations.gelu(x, approximate=False)",
-        "gelu_tanh": "use keras.activations.gelu(x, approximate=True)",
         "search_layer": "use model.get_layer(name)",
         "recompute_grad": "use keras.RematScope (Keras 3 rematerialization)",
         "do_recompute": "use keras.RematScope (Keras 3 rematerialization)",

@@ -7,13 +7,17 @@ checkpoints. bert4keras's keyword arguments are translated; those with no
 counterpart here raise an error naming what to do instead.
 """
 
+import dataclasses
+
 import keras
 
 from compat import layers as _layers
 from compat._unsupported import module_getattr
 from compat._unsupported import unsupported
+from compat.backend import gelu_hidden_act
 from models import BertConfig
 from models import build_transformer_model as _build_model
+from models.bert import resolve_config
 from weights import load_checkpoint
 
 __all__ = ["Model", "build_transformer_model"]
@@ -77,7 +81,8 @@ def build_transformer_model(
     Args as bert4keras: `application` 'encoder', 'unilm' or 'lm';
     `keep_tokens`, `with_mlm` (True, 'softmax' or 'linear'),
     `ignore_invalid_weights`, `dropout_rate`, `max_position`, `name` and
-    any `bert_config.json` field. With `return_keras_model=False` the
+    any `bert_config.json` field. `hidden_act: "gelu"` takes the form
+    `compat.backend.set_gelu` chose. With `return_keras_model=False` the
     result is a `BuiltTransformer` (`.model`,
     `.load_weights_from_checkpoint`). Token and segment inputs are int32
     (Keras 2's were float32).
@@ -103,18 +108,19 @@ def build_transformer_model(
     keep_tokens = kwargs.pop("keep_tokens", None)
     with_mlm = kwargs.pop("with_mlm", False)
     kwargs.pop("sequence_length", None)  # inputs of any length are taken
-    overrides = _config_overrides(kwargs)
+    config = resolve_config(config_path, _config_overrides(kwargs))
+    config = dataclasses.replace(
+        config, hidden_act=gelu_hidden_act(config.hidden_act)
+    )
     built = _build_model(
-        config_path,
+        config,
         None,
         model=model,
         application=application.lower(),
         with_mlm=with_mlm,
         keep_tokens=keep_tokens,
-        **overrides,
+        name=name,
     )
-    if name is not None:
-        built = _renamed(built, name)
     result = BuiltTransformer(built, keep_tokens, strict)
     if checkpoint_path is not None:
         result.load_weights_from_checkpoint(checkpoint_path)
@@ -134,18 +140,6 @@ def _config_overrides(kwargs):
         if value is not None:
             overrides[field] = value
     return overrides
-
-
-def _renamed(built, name):
-    outputs = built.outputs
-    model = keras.Model(
-        built.inputs, outputs[0] if len(outputs) == 1 else outputs, name=name
-    )
-    model.bert_network, model.bert_config = (
-        built.bert_network,
-        built.bert_config,
-    )
-    return model
 
 
 class BuiltTransformer:

@@ -16,6 +16,11 @@ They stack as in bert4keras, e.g.
 `extend_with_piecewise_linear_lr(extend_with_weight_decay(Adam))`. The
 `_v2` names (bert4keras's tf.keras variants) are the same functions. Other
 bert4keras optimizers raise an error naming the Keras 3 way.
+
+Every optimizer class here, and each class an `extend_with_*` makes, is
+registered with Keras (bert4keras put them in Keras's custom objects), so
+that a model compiled with one saves to `.keras` and loads back compiled,
+its optimizer's state included.
 """
 
 import re
@@ -42,6 +47,10 @@ __all__ = [
 ]
 
 
+serializable = keras.saving.register_keras_serializable(package="compat")
+
+
+@serializable
 class Adam(keras.optimizers.Adam):
     """bert4keras's Adam: Keras 3's, with epsilon 1e-6 and `lr` accepted.
 
@@ -75,6 +84,7 @@ class Adam(keras.optimizers.Adam):
         )
 
 
+@serializable
 class Lion(keras.optimizers.Lion):
     """bert4keras's Lion (same update): Keras 3's with its defaults."""
 
@@ -84,7 +94,7 @@ class Lion(keras.optimizers.Lion):
         )
 
 
-@keras.saving.register_keras_serializable(package="compat")
+@serializable
 class PiecewiseLinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`learning_rate` times bert4keras's `piecewise_linear(step, schedule)`.
 
@@ -106,8 +116,9 @@ class PiecewiseLinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def _named(cls, name, base, what):
+    """Name a made class as bert4keras does, and register it under it."""
     cls.__name__ = cls.__qualname__ = name or f"{base.__name__}{what}"
-    return cls
+    return serializable(cls)
 
 
 def extend_with_weight_decay(BaseOptimizer, name=None):

@@ -1,7 +1,8 @@
 """BERT and its UniLM seq2seq form, built the bert4keras way on Keras 3.
 
 `build_transformer_model(config_path, checkpoint_path, application='unilm')`
-returns a functional `keras.Model` taking `[token_ids, segment_ids]`. The
+returns a `BertModel`, a functional `keras.Model` taking `[token_ids,
+segment_ids]` that Keras saves to `.keras` and loads back whole. The
 network itself is written once, in `BertNetwork.__call__`: the functional
 model is that call traced on symbolic inputs, and training strategies that
 need a custom pass (TeaForN, scheduled sampling, FGM) call the same method on
@@ -426,6 +427,104 @@ def _layers(config, application, mlm, init):
     return {layer.name: layer for layer in made}
 
 
+@L.serializable
+class BertModel(keras.Model):
+    """A BERT-family model as one Keras object: network, config, vocabulary.
+
+    A functional model from `[token_ids, segment_ids]` to what the network
+    returns (hidden states, MLM probabilities or logits), built in
+    `__init__` from its arguments, as keras-hub builds a backbone: one
+    class holding the encoder and the MLM head together, so that layer
+    names and weight files stay bert4keras's and this toolkit's.
+    `get_config` echoes every argument, so `model.save("m.keras")` and
+    `keras.models.load_model("m.keras")` (after `import models.bert`)
+    rebuild the same layers and the `BertNetwork` whose cached pass the
+    decoders run, then load the weights into them.
+
+    Attributes: `bert_network` (the `BertNetwork`), `bert_config` (the
+    `BertConfig`), `application`, `with_mlm`, `keep_tokens` (the kept
+    vocabulary rows, or None).
+    """
+
+    def __init__(
+        self,
+        bert_config,
+        application="encoder",
+        with_mlm=False,
+        keep_tokens=None,
+        dtype=None,
+        **kwargs,
+    ):
+        config = resolve_config(bert_config, {})
+        with_mlm = check_head(application, with_mlm)
+        if keep_tokens is not None:
+            keep_tokens = [int(token) for token in keep_tokens]
+            if len(keep_tokens) != config.vocab_size:
+                raise ValueError(
+                    f"{len(keep_tokens)} keep_tokens for a vocab_size of "
+                    f"{config.vocab_size}"
+                )
+        if isinstance(dtype, keras.DTypePolicy):
+            dtype = dtype.name
+        network = BertNetwork.create(config, application, with_mlm, dtype)
+        token_ids = keras.Input((None,), dtype="int32", name="Input-Token")
+        segment_ids = keras.Input((None,), dtype="int32", name="Input-Segment")
+        kwargs.setdefault("name", f"bert_{application}")
+        super().__init__(
+            [token_ids, segment_ids], network(token_ids, segment_ids), **kwargs
+        )
+        # Not Keras layers or variables: Keras tracks none of these, so the
+        # weight files hold the layers' variables only, as before.
+        self.bert_network = network
+        self.bert_config = config
+        self.application = application
+        self.with_mlm = with_mlm
+        self.keep_tokens = keep_tokens
+        self.dtype_name = dtype
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "bert_config": self.bert_config.to_dict(),
+            "application": self.application,
+            "with_mlm": self.with_mlm,
+            "keep_tokens": self.keep_tokens,
+            "dtype": self.dtype_name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Keras's export of the forward pass (see README, "Export for
+        serving"); on JAX, token and segment ids are told to share one
+        length, which jax2tf would otherwise treat as two."""
+        if keras.backend.backend() == "jax" and format == "tf_saved_model":
+            options = dict(kwargs.get("jax2tf_kwargs") or {})
+            options.setdefault("polymorphic_shapes", [["(batch, length)"] * 2])
+            kwargs["jax2tf_kwargs"] = options
+        return super().export(filepath, format=format, **kwargs)
+
+
+def check_head(application, with_mlm):
+    """`with_mlm` as built: 'unilm' and 'lm' always have the MLM head."""
+    if application not in APPLICATIONS:
+        raise ValueError(
+            f"unknown application {application!r}; "
+            f"expected one of {APPLICATIONS}"
+        )
+    if application != "encoder" and not with_mlm:
+        with_mlm = True
+    if with_mlm and with_mlm not in MLM_OUTPUTS:
+        raise ValueError(
+            f"with_mlm must be False, True, 'softmax' or 'linear', "
+            f"got {with_mlm!r}"
+        )
+    return with_mlm
+
+
 def build_transformer_model(
     config_path=None,
     checkpoint_path=None,
@@ -434,6 +533,7 @@ def build_transformer_model(
     with_mlm=False,
     keep_tokens=None,
     dtype=None,
+    name=None,
     **overrides,
 ):
     """Build a BERT-family model, optionally loading a checkpoint.
@@ -451,34 +551,25 @@ def build_transformer_model(
             `load_vocab(..., simplified=True)`); the model's vocab_size
             becomes `len(keep_tokens)`.
         dtype: a Keras dtype policy name such as 'mixed_bfloat16'.
+        name: the model's name (default `{model}_{application}`).
         **overrides: config fields to override (e.g. `num_hidden_layers=2`).
+
+    Returns:
+        a `BertModel`: a functional `keras.Model` that saves to `.keras`.
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
-    if application not in APPLICATIONS:
-        raise ValueError(
-            f"unknown application {application!r}; "
-            f"expected one of {APPLICATIONS}"
-        )
-    if application != "encoder" and not with_mlm:
-        with_mlm = True
-    if with_mlm and with_mlm not in MLM_OUTPUTS:
-        raise ValueError(
-            f"with_mlm must be False, True, 'softmax' or 'linear', "
-            f"got {with_mlm!r}"
-        )
     config = resolve_config(config_path, overrides)
     if keep_tokens is not None:
         config = dataclasses.replace(config, vocab_size=len(keep_tokens))
-    network = BertNetwork.create(config, application, with_mlm, dtype)
-    token_ids = keras.Input((None,), dtype="int32", name="Input-Token")
-    segment_ids = keras.Input((None,), dtype="int32", name="Input-Segment")
-    outputs = network(token_ids, segment_ids)
-    built = keras.Model(
-        [token_ids, segment_ids], outputs, name=f"{model}_{application}"
+    built = BertModel(
+        config,
+        application,
+        with_mlm,
+        keep_tokens=keep_tokens,
+        dtype=dtype,
+        name=name or f"{model}_{application}",
     )
-    built.bert_network = network
-    built.bert_config = config
     if checkpoint_path is not None:
         from weights import load_checkpoint
 

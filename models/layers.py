@@ -1,5 +1,11 @@
 """Keras 3 layers of the BERT family, written with `keras.ops` only.
 
+Every layer (and each activation a config may name) is registered with
+Keras under the `exposure_bias` package and has a complete `get_config`, so
+that a model holding them saves to `.keras` and loads back with
+`keras.models.load_model`, whether it is `models.bert.BertModel` or a plain
+functional model built on its outputs (a bert4keras script's training model).
+
 Each layer keeps the structure of Google's checkpoint (query/key/value/output
 projections, two feed-forward projections) so that `weights/` can map
 variables one to one. Attention scores, the mask and the softmax run in
@@ -19,28 +25,42 @@ MASK_BIAS = -1e9
 
 ATTENTION_KINDS = ("encoder", "unilm", "lm")
 
+# The package name Keras records for the classes and functions of models/.
+PACKAGE = "exposure_bias"
 
+serializable = keras.saving.register_keras_serializable(package=PACKAGE)
+
+
+@serializable
 def gelu_erf(x):
     """BERT's GELU: the exact erf form, not the tanh approximation."""
     return keras.activations.gelu(x, approximate=False)
 
 
+@serializable
+def gelu_tanh(x):
+    """GELU's tanh approximation (GPT-2's; Hugging Face's `gelu_new`)."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+# `hidden_act` values, Hugging Face's names.
+ACTIVATIONS = {
+    "gelu": gelu_erf,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": keras.activations.relu,
+    "tanh": keras.activations.tanh,
+}
+
+
 def get_activation(name):
     """Map a config's `hidden_act` to a Keras activation."""
-    table = {
-        "gelu": gelu_erf,
-        "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
-        "gelu_pytorch_tanh": lambda x: keras.activations.gelu(
-            x, approximate=True
-        ),
-        "relu": keras.activations.relu,
-        "tanh": keras.activations.tanh,
-    }
-    if name not in table:
+    if name not in ACTIVATIONS:
         raise ValueError(
-            f"unknown hidden_act {name!r}; expected one of {sorted(table)}"
+            f"unknown hidden_act {name!r}; expected one of "
+            f"{sorted(ACTIVATIONS)}"
         )
-    return table[name]
+    return ACTIVATIONS[name]
 
 
 def visible_keys(token_ids, segment_ids, kind):
@@ -71,6 +91,7 @@ def visible_keys(token_ids, segment_ids, kind):
     return ops.logical_and(visible, key_is_token)
 
 
+@serializable
 class AttentionBias(keras.layers.Layer):
     """Turns `[token_ids, segment_ids]` into an additive float32 bias.
 
@@ -97,6 +118,7 @@ class AttentionBias(keras.layers.Layer):
         return {**super().get_config(), "kind": self.kind}
 
 
+@serializable
 class Embedding(keras.layers.Embedding):
     """Token embedding that can also act as the tied output projection.
 
@@ -117,6 +139,7 @@ class Embedding(keras.layers.Embedding):
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
 
+@serializable
 class PositionEmbedding(keras.layers.Layer):
     """Learned absolute positions, added to the input.
 
@@ -171,6 +194,7 @@ class AttentionCache(NamedTuple):
     index: object  # slots before this one hold the earlier outputs
 
 
+@serializable
 class MultiHeadAttention(keras.layers.Layer):
     """BERT self-attention with an additive bias.
 
@@ -354,6 +378,7 @@ class MultiHeadAttention(keras.layers.Layer):
         }
 
 
+@serializable
 class FeedForward(keras.layers.Layer):
     """The position-wise two-layer network of a Transformer block."""
 
@@ -404,6 +429,7 @@ class FeedForward(keras.layers.Layer):
         }
 
 
+@serializable
 class BiasAdd(keras.layers.Layer):
     """A learned bias over the last axis (BERT's MLM output bias)."""
 

@@ -83,6 +83,36 @@ def hf_masked_lm(seed=0):
     return model
 
 
+def hf_run(module, token_ids, segment_ids, mask):
+    import torch
+
+    with torch.no_grad():
+        out = module(
+            input_ids=torch.tensor(token_ids, dtype=torch.long),
+            token_type_ids=torch.tensor(segment_ids, dtype=torch.long),
+            attention_mask=torch.tensor(mask),
+        )
+    return out
+
+
+def unilm_mask(token_ids, segment_ids):
+    """Query i sees key j iff j is a token and (j is source or j <= i)."""
+    batch, length = token_ids.shape
+    mask = np.full(
+        (batch, 1, length, length), np.finfo("float32").min, "float32"
+    )
+    for n in range(batch):
+        for i in range(length):
+            for j in range(length):
+                is_token = token_ids[n, j] != 0
+                seen = segment_ids[n, j] == 0 or (
+                    segment_ids[n, j] == 1 and j <= i
+                )
+                if is_token and seen:
+                    mask[n, 0, i, j] = 0.0
+    return mask
+
+
 # Hugging Face's convert_bert_pytorch_checkpoint_to_original_tf.py renames
 # by these substitutions, in this order, and transposes dense kernels.
 _HF_TO_TF_RULES = (

@@ -2,9 +2,10 @@
 
 Readers: Google TF checkpoints (needs TensorFlow), safetensors (ours, with
 Google names, or Hugging Face's), `pytorch_model.bin` (needs torch) and model
-directories holding one of those. Hugging Face names are mapped to Google
-names here, transposing Linear weights, so that the loader only ever sees
-one naming. Writer: `save_safetensors`, which is also what
+directories holding one of those; `read_keras_weights` reads our Keras
+`.weights.h5` files by layer name, with no model built. Hugging Face names
+are mapped to Google names here, transposing Linear weights, so that the
+loader only ever sees one naming. Writer: `save_safetensors`, which is also what
 `python -m weights.convert` produces, so a machine without TensorFlow can
 load a Google checkpoint once it has been converted elsewhere.
 """
@@ -152,7 +153,8 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
     if kind not in readers:
         raise ValueError(
             f"{path} holds Keras weights, not named tensors: load it with "
-            "model.load_weights() or weights.load_checkpoint(model, path)"
+            "model.load_weights() or weights.load_checkpoint(model, path), "
+            "or read it with read_keras_weights"
         )
     try:
         arrays = readers[kind](path)
@@ -218,6 +220,68 @@ def read_torch(path) -> dict[str, np.ndarray]:
         if isinstance(tensor, torch.Tensor)
     }
     return from_hf_names(arrays)
+
+
+def read_keras_weights(source) -> dict[str, np.ndarray]:
+    """A Keras weights file of a `build_transformer_model` model, by name.
+
+    `source`: a `.weights.h5` path or an open binary file (the weights
+    inside a `.keras` archive). Keras stores each layer's variables as
+    `vars/0`, `vars/1`, ... in the order the layer created them, in a
+    group whose `name` attribute is the layer's name (`Embedding-Token`;
+    `query` inside `Transformer-0-MultiHeadSelfAttention`). The names
+    joined give the layer's variable path prefix, and the mapping table
+    lists that layer's variables in the same order (kernel before bias,
+    gamma before beta), so each array gets its Google name.
+    """
+    import h5py
+
+    arrays = {}
+    with h5py.File(source, "r") as file:
+        for group in _layer_variable_groups(file):
+            values = file[group]
+            layer = _keras_layer_path(file, group)
+            names = mapping.keras_variables_of(layer)
+            if len(names) != len(values):
+                raise ValueError(
+                    f"layer {layer}: {len(values)} variables, expected "
+                    f"{len(names)} ({', '.join(names) or 'none known'})"
+                )
+            for index, name in enumerate(names):
+                array = np.asarray(values[str(index)], dtype="float32")
+                arrays[mapping.keras_to_google(name)] = array
+    return arrays
+
+
+def _layer_variable_groups(file):
+    """The `vars` groups holding variables, of layers only: a `.keras`
+    archive also holds the optimizer's state, outside `layers/`."""
+    import h5py
+
+    found = []
+
+    def visit(name, item):
+        if name.endswith("vars") and isinstance(item, h5py.Group):
+            if len(item):
+                found.append(f"layers/{name}")
+
+    if "layers" not in file:
+        raise ValueError("no layers: not the weights of a Keras model")
+    file["layers"].visititems(visit)
+    return found
+
+
+def _keras_layer_path(file, group):
+    """`Transformer-0-MultiHeadSelfAttention/query` for the `vars` group of
+    that layer: the `name` attributes of the groups above, outermost
+    first, without the model's own."""
+    parts = group.split("/")[:-1]
+    names = []
+    for depth in range(1, len(parts) + 1):
+        above = "/".join(parts[:depth] + ["vars"])
+        if above in file and "name" in file[above].attrs:
+            names.append(str(file[above].attrs["name"]))
+    return "/".join(names)
 
 
 def _torch_to_numpy(tensor):

@@ -92,6 +92,16 @@ HF_BLOCK_TO_GOOGLE = {
     "output.LayerNorm.bias": "output/LayerNorm/beta",
 }
 
+# The same tables read the other way, with BertForMaskedLM's `bert.` prefix
+# on the encoder's names.
+_GOOGLE_TO_HF = {
+    google: name if name.startswith("cls.") else f"bert.{name}"
+    for name, google in HF_TO_GOOGLE.items()
+}
+_GOOGLE_BLOCK_TO_HF = {
+    google: name for name, google in HF_BLOCK_TO_GOOGLE.items()
+}
+
 # Rows of these follow the vocabulary, so `keep_tokens` slices them.
 VOCAB_ROWS = ("bert/embeddings/word_embeddings", "cls/predictions/output_bias")
 
@@ -122,6 +132,33 @@ def keras_to_google(path: str) -> str | None:
     return _lookup(
         path, KERAS_TO_GOOGLE, KERAS_BLOCK_TO_GOOGLE, r"Transformer-(\d+)-"
     )
+
+
+def keras_variables_of(layer: str) -> list[str]:
+    """The variable paths of one layer, in the order it creates them.
+
+    `layer` is a layer path (`Embedding-Norm`,
+    `Transformer-0-MultiHeadSelfAttention/query`); the tables list each
+    layer's variables in creation order. Empty for an unknown layer.
+    """
+    match = re.match(r"Transformer-(\d+)-", layer)
+    table = KERAS_TO_GOOGLE if match is None else KERAS_BLOCK_TO_GOOGLE
+    prefix = "" if match is None else match.group(0)
+    inner = layer.removeprefix(prefix)
+    return [prefix + path for path in table if path.rsplit("/", 1)[0] == inner]
+
+
+def google_to_hf(name: str) -> str | None:
+    """The BertForMaskedLM name of a Google name, None if it has none
+    (the pooler and the next-sentence head: BertForMaskedLM has neither).
+    Kernels are transposed on the way (`hf_is_transposed`)."""
+    match = re.match(r"bert/encoder/layer_(\d+)/", name)
+    if match is None:
+        return _GOOGLE_TO_HF.get(name)
+    inner = _GOOGLE_BLOCK_TO_HF.get(name[match.end() :])
+    if inner is None:
+        return None
+    return f"bert.encoder.layer.{match.group(1)}.{inner}"
 
 
 def hf_to_google(name: str) -> str | None:

@@ -1,11 +1,14 @@
 """compat.models.build_transformer_model: bert4keras's arguments, our model."""
 
 import json
+import math
 
+import keras
 import numpy as np
 import pytest
 
 from compat import UnsupportedError
+from compat.backend import set_gelu
 from compat.models import BuiltTransformer
 from compat.models import build_transformer_model
 from weights import save_safetensors
@@ -119,3 +122,64 @@ def test_default_valued_options_are_fine(config_path):
 def test_unknown_keyword_is_an_error(config_path):
     with pytest.raises(TypeError, match="nonsense"):
         build_transformer_model(config_path, nonsense=1)
+
+
+# set_gelu: which GELU "gelu" means in models built afterwards -------------
+
+
+@pytest.fixture
+def gelu_reset():
+    yield
+    set_gelu("erf")
+
+
+def erf_gelu(x):
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def tanh_gelu(x):
+    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+    return 0.5 * x * (1.0 + np.tanh(inner))
+
+
+def activations(model):
+    """The feed-forward's and the MLM head's activations on a grid."""
+    x = np.linspace(-4.0, 4.0, 81).astype("float32")
+    feed_forward = model.get_layer("Transformer-0-FeedForward")
+    return [
+        keras.ops.convert_to_numpy(layer.activation(x))
+        for layer in (feed_forward.inner_dense, model.get_layer("MLM-Dense"))
+    ], x
+
+
+@pytest.mark.parametrize(
+    "version, hidden_act, form",
+    [("erf", "gelu", erf_gelu), ("tanh", "gelu_new", tanh_gelu)],
+)
+def test_set_gelu_chooses_the_form_of_later_models(
+    config_path, gelu_reset, version, hidden_act, form
+):
+    before = build_transformer_model(config_path, application="unilm")
+    set_gelu(version.upper())  # bert4keras lowers the name too
+    model = build_transformer_model(config_path, application="unilm")
+    assert model.bert_config.hidden_act == hidden_act
+    values, x = activations(model)
+    for value in values:
+        np.testing.assert_allclose(value, form(x), atol=1e-6)
+    other = tanh_gelu if form is erf_gelu else erf_gelu
+    assert np.abs(values[0] - other(x)).max() > 1e-4
+    assert before.bert_config.hidden_act == "gelu"  # built before: erf
+    kept = activations(before)[0][0]
+    np.testing.assert_allclose(kept, erf_gelu(x), atol=1e-6)
+
+
+def test_set_gelu_leaves_other_activations(tmp_path, gelu_reset):
+    path = tmp_path / "bert_config.json"
+    path.write_text(json.dumps(dict(CONFIG, hidden_act="relu")))
+    set_gelu("tanh")
+    assert build_transformer_model(str(path)).bert_config.hidden_act == "relu"
+
+
+def test_set_gelu_rejects_other_versions():
+    with pytest.raises(ValueError, match="erf or tanh"):
+        set_gelu("sigmoid")

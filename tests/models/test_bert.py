@@ -3,7 +3,7 @@
 Parity: one random Hugging Face BertForMaskedLM is written as a Google TF
 checkpoint, as Hugging Face safetensors and as our converted safetensors;
 each must give Hugging Face's outputs to 1e-5 in float32. Hugging Face gets
-the UniLM and causal masks as 4-D additive masks built here by explicit
+the UniLM and causal masks as 4-D additive masks built by explicit
 loops, independently of `models.layers.visible_keys`. The batch mixes
 lengths, and only non-padding positions are compared. Run with `-s` to see
 the max abs differences.
@@ -21,8 +21,10 @@ from models import build_transformer_model
 from models.backend import compile_function
 from tests.checkpoints import have_tensorflow
 from tests.checkpoints import hf_masked_lm
+from tests.checkpoints import hf_run
 from tests.checkpoints import hf_to_google_arrays
 from tests.checkpoints import tiny_model
+from tests.checkpoints import unilm_mask
 from tests.checkpoints import write_tf_checkpoint
 from tests.common import TINY
 from weights import CheckpointError
@@ -46,24 +48,6 @@ def make_batch(seed=0, vocab_size=TINY["vocab_size"]):
         )
         segment_ids[row, source : source + target] = 1
     return token_ids, segment_ids
-
-
-def unilm_mask(token_ids, segment_ids):
-    """Query i sees key j iff j is a token and (j is source or j <= i)."""
-    batch, length = token_ids.shape
-    mask = np.full(
-        (batch, 1, length, length), np.finfo("float32").min, "float32"
-    )
-    for n in range(batch):
-        for i in range(length):
-            for j in range(length):
-                is_token = token_ids[n, j] != 0
-                seen = segment_ids[n, j] == 0 or (
-                    segment_ids[n, j] == 1 and j <= i
-                )
-                if is_token and seen:
-                    mask[n, 0, i, j] = 0.0
-    return mask
 
 
 def causal_mask(token_ids):
@@ -90,18 +74,6 @@ def run(model, token_ids, segment_ids):
     return keras.ops.convert_to_numpy(
         model([token_ids, segment_ids], training=False)
     )
-
-
-def hf_run(module, token_ids, segment_ids, mask):
-    import torch
-
-    with torch.no_grad():
-        out = module(
-            input_ids=torch.tensor(token_ids, dtype=torch.long),
-            token_type_ids=torch.tensor(segment_ids, dtype=torch.long),
-            attention_mask=torch.tensor(mask),
-        )
-    return out
 
 
 def check(label, ours, theirs, token_ids):
