@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from models import backend
-from models.strategies.base import target_positions
+from models.targets import target_positions
 
 
 def title_positions(token_ids, segment_ids):

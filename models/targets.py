@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from keras import ops
 
+from data.vocab import PAD_ID
 from models.losses import token_mean
 
 
@@ -129,3 +130,10 @@ def token_cross_entropy(labels, logits, weights, label_smoothing=0.0):
         uniform = log_normaliser - ops.mean(logits, axis=-1)
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
     return token_mean(nll, weights)
+
+
+def target_positions(token_ids, segment_ids):
+    """Target-segment tokens (segment 1, not padding), final [SEP] included."""
+    return ops.logical_and(
+        ops.equal(segment_ids, 1), ops.not_equal(token_ids, PAD_ID)
+    )

@@ -43,7 +43,6 @@ _HOMES = {
     "Batch": "base",
     "Trainer": "base",
     "Baseline": "base",
-    "target_positions": "base",
     "feed_previous": "base",
     "parse_floats": "options",
     "Replace": "replacement",

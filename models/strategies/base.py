@@ -4,8 +4,8 @@
 - `Trainer`: the part of `Seq2SeqTrainer` a strategy may use (a strategy
   is handed the trainer itself, but reads no more than this);
 - `Baseline`: teacher forcing, the class every strategy extends;
-- `target_positions`, `feed_previous`: where the target segment is, and
-  how a pass reads the outputs of the pass before it.
+- `feed_previous`: how a pass reads the outputs of the pass before it
+  (`models.targets.target_positions` says where the target segment is).
 """
 
 import contextlib
@@ -17,7 +17,6 @@ from typing import Protocol
 import keras
 from keras import ops
 
-from data.vocab import PAD_ID
 from models import targets
 from models.bert import BertNetwork
 
@@ -90,13 +89,6 @@ class Trainer(Protocol):
     def state_variables(self) -> list:
         """Every variable a loss may read (professor's branches and its
         discriminator's step)."""
-
-
-def target_positions(token_ids, segment_ids):
-    """Target-segment tokens (segment 1, not padding), final [SEP] included."""
-    return ops.logical_and(
-        ops.equal(segment_ids, 1), ops.not_equal(token_ids, PAD_ID)
-    )
 
 
 def feed_previous(inputs, previous, target):

@@ -8,8 +8,8 @@ from keras import ops
 
 from data.vocab import PAD_ID
 from models.strategies.base import Baseline
-from models.strategies.base import target_positions
 from models.strategies.options import check_rate
+from models.targets import target_positions
 
 
 def draw_from_pool(token_ids, pool, seed_generator):

@@ -11,9 +11,9 @@ from keras import ops
 from models import targets
 from models.strategies.base import Baseline
 from models.strategies.base import feed_previous
-from models.strategies.base import target_positions
 from models.strategies.options import check_choice
 from models.strategies.options import check_rate
+from models.targets import target_positions
 
 SCHEDULES = ("linear", "exponential", "inverse_sigmoid", "constant")
 

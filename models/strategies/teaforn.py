@@ -9,10 +9,10 @@ from keras import ops
 from models import targets
 from models.strategies.base import Baseline
 from models.strategies.base import feed_previous
-from models.strategies.base import target_positions
 from models.strategies.options import check_choice
 from models.strategies.options import check_count
 from models.strategies.options import parse_floats
+from models.targets import target_positions
 
 
 def topk_embeddings(network, logits, k: int):
