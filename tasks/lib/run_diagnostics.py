@@ -134,7 +134,7 @@ def check_run_dir(directory) -> tuple[Run, argparse.Namespace]:
 def rebuild(run: Run, args: argparse.Namespace) -> RunInputs:
     """Rebuild the run's tokenizer, test split and best model.
 
-    Uses the helpers of `tasks/lib/experiment.py` with the saved settings,
+    Uses the run's own model files and data helpers with the saved settings,
     then checks that the test set is the one the run scored (data
     checksums and the references of its predictions files).
     """
