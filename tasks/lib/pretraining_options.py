@@ -74,24 +74,25 @@ def add_model_options(group):
 
 
 def add_objective_options(group):
-    group.add_argument(
+    add = group.add_argument
+    add(
         "--objective",
         default="mlm",
         choices=OBJECTIVES,
         help="masked LM, UniLM seq2seq, or both (by batch)",
     )
-    group.add_argument(
+    add(
         "--unilm-ratio",
         type=float,
         default=0.5,
         help="share of UniLM batches with --objective mix",
     )
-    group.add_argument(
+    add(
         "--whole-word",
         action="store_true",
         help="mask whole jieba words (BERT-wwm)",
     )
-    group.add_argument(
+    add(
         "--mask-rate",
         type=float,
         default=0.15,
