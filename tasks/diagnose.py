@@ -23,14 +23,38 @@ cached in RUN_DIR/diagnostics.json and reused while its options and
 best.weights.h5 are unchanged.
 """
 
-import argparse
 import dataclasses
 import sys
 
 from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import UsageError
 from tasks.lib.cli import add_verbose
 from tasks.lib.diagnostics import DEFAULT_SPAN
+from tasks.lib.options import add_counts
 from tasks.lib.options import add_progress_option
+from tasks.lib.options import check_counts
+
+# The integer options, `{flag: (default, least, help)}`, checked by `main`
+# before any run is read.
+COUNTS = {
+    "--limit": (None, 1, "use only the first N test pairs of each run"),
+    "--span": (
+        DEFAULT_SPAN,
+        1,
+        "recovery: reference tokens scored after the wrong one",
+    ),
+    "--positions": (
+        None,
+        1,
+        "recovery: wrong-token positions per title, spread evenly "
+        "(default: every position but the last)",
+    ),
+    "--batch-size": (
+        64,
+        1,
+        "titles per teacher-forced pass and per decoding batch",
+    ),
+}
 
 
 def build_parser():
@@ -44,23 +68,7 @@ def build_parser():
         "best.weights.h5) of tasks/csl_title.py or tasks/lcsts_summary.py",
     )
     add("--out", default="diagnostics", help="report directory")
-    add(
-        "--limit",
-        type=_positive,
-        help="use only the first N test pairs of each run",
-    )
-    add(
-        "--span",
-        type=_positive,
-        default=DEFAULT_SPAN,
-        help="recovery: reference tokens scored after the wrong one",
-    )
-    add(
-        "--positions",
-        type=_positive,
-        help="recovery: wrong-token positions per title, spread evenly "
-        "(default: every position but the last)",
-    )
+    add_counts(parser, COUNTS, "--limit", "--span", "--positions")
     add(
         "--length-edges",
         type=int,
@@ -70,12 +78,7 @@ def build_parser():
         "quartiles of all reference lengths)",
     )
     add("--seed", type=int, default=0, help="seed of the random wrong tokens")
-    add(
-        "--batch-size",
-        type=_positive,
-        default=64,
-        help="titles per teacher-forced pass and per decoding batch",
-    )
+    add_counts(parser, COUNTS, "--batch-size")
     add(
         "--recompute",
         action="store_true",
@@ -89,13 +92,6 @@ def build_parser():
     add_progress_option(parser)
     add_verbose(parser)
     return parser
-
-
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer: {text}")
-    return value
 
 
 def run(args):
@@ -122,6 +118,11 @@ def run(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        check_counts(args, COUNTS)
+    except UsageError as error:
+        print(f"diagnose.py: {error}", file=sys.stderr)
+        return 2
     try:
         markdown = run(args)
     except (OSError, ValueError) as error:

@@ -9,11 +9,46 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+# Each figure's panels, left to right: (title, x label, y label).
+PANELS = {
+    "survival": (
+        (
+            "Greedy titles equal to the reference so far",
+            "position t (tokens)",
+            "% of titles",
+        ),
+        ("Teacher-forced accuracy a(t)", "position t (tokens)", "%"),
+    ),
+    "recovery": (
+        (
+            "Cross-entropy increase over the clean prefix",
+            "tokens after the wrong one (j)",
+            "nats",
+        ),
+        (
+            "Accuracy drop against the clean prefix",
+            "tokens after the wrong one (j)",
+            "points",
+        ),
+    ),
+    "length": (
+        (
+            "ROUGE-L of greedy titles by reference length",
+            "reference length (characters)",
+            "ROUGE-L x100",
+        ),
+    ),
+}
 
-def _figure(panels, width=5.0):
-    figure = Figure(figsize=(width * panels, 3.8), layout="constrained")
+
+def _figure(name, width=5.0):
+    """The figure of `name` and its labelled panels (`PANELS`)."""
+    panels = PANELS[name]
+    figure = Figure(figsize=(width * len(panels), 3.8), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, panels, squeeze=False)[0]
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (title, xlabel, ylabel) in zip(axes, panels):
+        axis.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return figure, axes
 
 
@@ -63,50 +98,30 @@ def _by_strategy(rows):
 
 
 def plot_survival(rows, path):
-    figure, (left, right) = _figure(2)
+    figure, (left, right) = _figure("survival")
     for strategy, group in _by_strategy(rows).items():
         labels = (f"{strategy} S(t)", f"{strategy} Π a")
         keys = ("survival", "independent")
         color = _pair(left, group, keys, 100, labels)
         _line(right, group, "accuracy", 100, color=color, label=strategy)
-    left.set(
-        title="Greedy titles equal to the reference so far",
-        xlabel="position t (tokens)",
-        ylabel="% of titles",
-    )
-    right.set(
-        title="Teacher-forced accuracy a(t)",
-        xlabel="position t (tokens)",
-        ylabel="%",
-    )
     _finish(figure, (left, right), path)
 
 
 def plot_recovery(rows, path):
-    figure, (left, right) = _figure(2)
+    figure, (left, right) = _figure("recovery")
     for strategy, group in _by_strategy(rows).items():
         labels = (f"{strategy}, own token", f"{strategy}, random token")
         keys = ("own_ce_increase", "random_ce_increase")
         color = _pair(left, group, keys, 1, labels)
         keys = ("own_accuracy_drop", "random_accuracy_drop")
         _pair(right, group, keys, 100, color=color)
-    left.set(
-        title="Cross-entropy increase over the clean prefix",
-        xlabel="tokens after the wrong one (j)",
-        ylabel="nats",
-    )
-    right.set(
-        title="Accuracy drop against the clean prefix",
-        xlabel="tokens after the wrong one (j)",
-        ylabel="points",
-    )
     for axis in (left, right):
         axis.axhline(0, color="grey", linewidth=0.8)
     _finish(figure, (left, right), path)
 
 
 def plot_length(rows, path):
-    figure, (axis,) = _figure(1, width=6.5)
+    figure, (axis,) = _figure("length", width=6.5)
     groups = _by_strategy(rows)
     buckets = list(dict.fromkeys(row["x"] for row in rows))
     buckets.sort(key=lambda label: int(label.split("–")[0]))
@@ -127,11 +142,6 @@ def plot_length(rows, path):
             label=strategy,
         )
     axis.set_xticks(range(len(buckets)), buckets)
-    axis.set(
-        title="ROUGE-L of greedy titles by reference length",
-        xlabel="reference length (characters)",
-        ylabel="ROUGE-L x100",
-    )
     _finish(figure, (axis,), path, integer_x=False)
 
 

@@ -1,5 +1,6 @@
 """Option groups several scripts share: the model's shape, the device and
-precision, progress bars.
+precision, progress bars; and the way every script declares its integer
+options with the least value each takes, and checks them.
 
 A script's parser is built from these and its own options before Keras,
 TensorFlow or JAX is imported, so that `--help` and a mistyped option
@@ -8,8 +9,10 @@ answer at once: nothing here imports a backend, and the choices of
 """
 
 import argparse
+from typing import NamedTuple
 
 from tasks.lib.cli import add_verbose
+from tasks.lib.cli import check_at_least
 from tasks.lib.environment import POLICIES
 
 # The shape flags, and what each sets (`factory.shape_config` takes them).
@@ -64,3 +67,41 @@ def add_progress_option(group, instead: str = "") -> None:
         action="store_false",
         help=f"no progress bars ({instead})" if instead else "no progress bars",
     )
+
+
+class Count(NamedTuple):
+    """An integer option: its default (a list: one or more values), the
+    least value it takes, its help and, where the help names it, its
+    metavar."""
+
+    default: int | list[int] | None
+    least: int
+    help: str
+    metavar: str | None = None
+
+
+def add_counts(group, counts: dict[str, tuple], *flags: str) -> None:
+    """Declare the integer options `flags` of `counts` (`{flag: Count}`,
+    or plain `(default, least, help)` tuples; no flag named: all of them)
+    in `group`; `check_counts` checks them against their least values."""
+    for flag in flags or counts:
+        count = Count(*counts[flag])
+        group.add_argument(
+            flag,
+            type=int,
+            nargs="+" if isinstance(count.default, list) else None,
+            default=count.default,
+            metavar=count.metavar,
+            help=count.help,
+        )
+
+
+def check_counts(args, counts: dict[str, tuple], bounds=None) -> None:
+    """Stop in one line on the first option of `counts` below its least
+    value (`check_at_least`); `bounds` (`{flag: (value, least)}`) are
+    checked with them, in place of a declared one of the same flag."""
+    declared = {
+        flag: (getattr(args, flag[2:].replace("-", "_")), Count(*count).least)
+        for flag, count in counts.items()
+    }
+    check_at_least({**declared, **(bounds or {})})

@@ -10,16 +10,34 @@ import argparse
 import pathlib
 
 from tasks.lib.cli import ArgumentParser
-from tasks.lib.cli import check_at_least
 from tasks.lib.cli import fail
+from tasks.lib.options import add_counts
 from tasks.lib.options import add_device_options
 from tasks.lib.options import add_progress_option
 from tasks.lib.options import add_shape_options
+from tasks.lib.options import check_counts
 
 # Masked LM, UniLM seq2seq, or a per-batch mix of the two.
 OBJECTIVES = ("mlm", "unilm", "mix")
 # The shape of a fresh model (no --init).
 FRESH_SHAPE = {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024}
+# The integer options, `{flag: (default, least, help)}`, each declared in
+# its group below and checked by `check_options`.
+COUNTS = {
+    "--limit": (None, 1, "use only the first N documents (default: all)"),
+    "--target-len": (32, 1, "most tokens of a UniLM target span"),
+    "--seq-len": (128, 8, "tokens per sequence (short documents are packed)"),
+    "--batch-size": (32, 1, "sequences per step"),
+    "--steps": (10000, 1, "training steps in all (raise it to train on)"),
+    "--warmup": (None, 0, "warm-up steps (default: 6%% of --steps)"),
+    "--log-every": (50, 1, "steps per log.jsonl line"),
+    "--checkpoint-every": (
+        1000,
+        1,
+        "steps between checkpoints (resume points)",
+    ),
+    "--seed": (0, 0, "seeds masking, batch order and initialisation"),
+}
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -30,11 +48,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         required=True,
         help="plain text files, one document a line",
     )
-    parser.add_argument(
-        "--limit",
-        type=int,
-        help="use only the first N documents (default: all)",
-    )
+    add_counts(parser, COUNTS, "--limit")
     parser.add_argument("--out", default="runs/pretrain", help="run directory")
     add_model_options(parser.add_argument_group("model"))
     add_objective_options(parser.add_argument_group("objective"))
@@ -60,59 +74,43 @@ def add_model_options(group):
 
 
 def add_objective_options(group):
-    group.add_argument(
+    add = group.add_argument
+    add(
         "--objective",
         default="mlm",
         choices=OBJECTIVES,
         help="masked LM, UniLM seq2seq, or both (by batch)",
     )
-    group.add_argument(
+    add(
         "--unilm-ratio",
         type=float,
         default=0.5,
         help="share of UniLM batches with --objective mix",
     )
-    group.add_argument(
+    add(
         "--whole-word",
         action="store_true",
         help="mask whole jieba words (BERT-wwm)",
     )
-    group.add_argument(
+    add(
         "--mask-rate",
         type=float,
         default=0.15,
         help="share of tokens selected for MLM",
     )
-    group.add_argument(
-        "--target-len",
-        type=int,
-        default=32,
-        help="most tokens of a UniLM target span",
-    )
+    add_counts(group, COUNTS, "--target-len")
 
 
 def add_training_options(group):
+    add_counts(group, COUNTS, "--seq-len", "--batch-size", "--steps")
     add = group.add_argument
-    add(
-        "--seq-len",
-        type=int,
-        default=128,
-        help="tokens per sequence (short documents are packed)",
-    )
-    add("--batch-size", type=int, default=32, help="sequences per step")
-    add(
-        "--steps",
-        type=int,
-        default=10000,
-        help="training steps in all (raise it to train on)",
-    )
     add(
         "--lr",
         type=float,
         default=5e-4,
         help="peak learning rate (1e-4..5e-5 to continue from BERT)",
     )
-    add("--warmup", type=int, help="warm-up steps (default: 6%% of --steps)")
+    add_counts(group, COUNTS, "--warmup")
     add(
         "--decay",
         default="linear",
@@ -125,19 +123,7 @@ def add_training_options(group):
         default=0.01,
         help="AdamW decay (not of biases and LayerNorm)",
     )
-    add("--log-every", type=int, default=50, help="steps per log.jsonl line")
-    add(
-        "--checkpoint-every",
-        type=int,
-        default=1000,
-        help="steps between checkpoints (resume points)",
-    )
-    add(
-        "--seed",
-        type=int,
-        default=0,
-        help="seeds masking, batch order and initialisation",
-    )
+    add_counts(group, COUNTS, "--log-every", "--checkpoint-every", "--seed")
 
 
 def unilm_share(args) -> float:
@@ -153,19 +139,7 @@ def warmup_steps(args) -> int:
 def check_options(args) -> None:
     """Every option's range and the combinations, before anything is read,
     built or written (a fresh model's shape: `factory.shape_config`)."""
-    check_at_least(
-        {
-            "--steps": (args.steps, 1),
-            "--batch-size": (args.batch_size, 1),
-            "--seq-len": (args.seq_len, 8),
-            "--target-len": (args.target_len, 1),
-            "--log-every": (args.log_every, 1),
-            "--checkpoint-every": (args.checkpoint_every, 1),
-            "--seed": (args.seed, 0),
-            "--limit": (args.limit, 1),
-            "--warmup": (args.warmup, 0),
-        }
-    )
+    check_counts(args, COUNTS)
     if args.warmup is not None and args.warmup > args.steps:
         fail(f"--warmup {args.warmup}: expected at most --steps {args.steps}")
     for flag, value in (

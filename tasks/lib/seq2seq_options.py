@@ -11,11 +11,12 @@ import pathlib
 
 from models.strategies.names import STRATEGY_NAMES
 from tasks.lib.cli import ArgumentParser
-from tasks.lib.cli import check_at_least
 from tasks.lib.cli import fail
+from tasks.lib.options import add_counts
 from tasks.lib.options import add_device_options
 from tasks.lib.options import add_progress_option
 from tasks.lib.options import add_shape_options
+from tasks.lib.options import check_counts
 from weights import registry
 
 # Batches are padded to a multiple of this many tokens: a compiled train step
@@ -42,6 +43,60 @@ TINY = {
 }
 # What the model flags are ignored for.
 RANDOM_MODEL_ONLY = "used only without --config/--model-dir"
+
+
+def _model_dependent(text: str, key: str) -> str:
+    """The help of an option whose default `fill_training_defaults` sets."""
+    return (
+        f"{text}; default {PUBLISHED[key]} with a checkpoint, "
+        f"{TINY[key]} for a random model"
+    )
+
+
+# The integer options, `{flag: (default, least, help[, metavar])}`, each
+# declared in its group below and checked by `check_options`; the task
+# sets --title-maxlen's default, `fill_training_defaults` those of
+# --epochs and --warmup-steps.
+COUNTS = {
+    "--limit": (None, 1, "use only the first N pairs of each file"),
+    "--title-maxlen": (None, 1, "max generated tokens"),
+    "--batch-size": (16, 1, "training pairs per step"),
+    "--length-multiple": (
+        LENGTH_MULTIPLE,
+        1,
+        "pad training batches (sorted by length within windows) to a "
+        "multiple of this: smaller wastes fewer tokens but compiles more "
+        "shapes (`python tasks/benchmark.py padding`)",
+    ),
+    "--epochs": (None, 1, _model_dependent("epochs to train", "epochs")),
+    "--warmup-steps": (
+        None,
+        0,
+        _model_dependent(
+            "steps of linear learning-rate warm-up from 0, then constant",
+            "warmup_steps",
+        ),
+    ),
+    "--min-length": (
+        1,
+        1,
+        "bert4keras's minlen: an end token is honoured only from the "
+        "N-th generated token on",
+        "N",
+    ),
+    "--valid-limit": (None, 1, "score at most N validation pairs per epoch"),
+    "--eval-batch-size": (
+        None,
+        1,
+        "sources decoded together (default: sized by the GPU's free "
+        "memory, 32 on a CPU)",
+    ),
+    "--seed": (
+        0,
+        0,
+        "seed of initialisation, batch order, data split and sampling",
+    ),
+}
 
 
 def build_parser(description: str, defaults: dict) -> argparse.ArgumentParser:
@@ -128,9 +183,7 @@ def add_data_options(group):
             default=0.1,
             help=f"share of --data held out for {use}",
         )
-    group.add_argument(
-        "--limit", type=int, help="use only the first N pairs of each file"
-    )
+    add_counts(group, COUNTS, "--limit")
     group.add_argument(
         "--format",
         default="auto",
@@ -151,23 +204,10 @@ def add_training_options(group, defaults):
         default=defaults["maxlen"],
         help="max tokens of source + title",
     )
-    group.add_argument(
-        "--title-maxlen",
-        type=int,
-        default=defaults["title_maxlen"],
-        help="max generated tokens",
+    add_counts(
+        group, COUNTS, "--title-maxlen", "--batch-size", "--length-multiple"
     )
-    group.add_argument(
-        "--batch-size", type=int, default=16, help="training pairs per step"
-    )
-    group.add_argument(
-        "--length-multiple",
-        type=int,
-        default=LENGTH_MULTIPLE,
-        help="pad training batches (sorted by length within windows) to a "
-        "multiple of this: smaller wastes fewer tokens but compiles more "
-        "shapes (`python tasks/benchmark.py padding`)",
-    )
+    group.set_defaults(title_maxlen=defaults["title_maxlen"])
     add_model_dependent_options(group)
     group.add_argument(
         "--label-smoothing",
@@ -190,22 +230,11 @@ def add_training_options(group, defaults):
 def add_model_dependent_options(group):
     """--epochs, --lr, --warmup-steps: their defaults depend on whether a
     checkpoint is fine-tuned (`fill_training_defaults`)."""
-    for flag, kind, text in (
-        ("--epochs", int, "epochs to train"),
-        ("--lr", float, "Adam learning rate"),
-        (
-            "--warmup-steps",
-            int,
-            "steps of linear learning-rate warm-up from 0, then constant",
-        ),
-    ):
-        key = flag[2:].replace("-", "_")
-        group.add_argument(
-            flag,
-            type=kind,
-            help=f"{text}; default {PUBLISHED[key]} with a checkpoint, "
-            f"{TINY[key]} for a random model",
-        )
+    add_counts(group, COUNTS, "--epochs")
+    group.add_argument(
+        "--lr", type=float, help=_model_dependent("Adam learning rate", "lr")
+    )
+    add_counts(group, COUNTS, "--warmup-steps")
 
 
 def add_evaluation_options(group):
@@ -224,25 +253,8 @@ def add_evaluation_options(group):
         "log p / ((5 + |y|) / 6)^ALPHA among complete titles; default: "
         "bert4keras's rule (stop when the best beam has ended)",
     )
-    group.add_argument(
-        "--min-length",
-        type=int,
-        default=1,
-        metavar="N",
-        help="bert4keras's minlen: an end token is honoured only from the "
-        "N-th generated token on",
-    )
-    group.add_argument(
-        "--valid-limit",
-        type=int,
-        help="score at most N validation pairs per epoch",
-    )
-    group.add_argument(
-        "--eval-batch-size",
-        type=int,
-        default=None,
-        help="sources decoded together (default: sized by the GPU's free "
-        "memory, 32 on a CPU)",
+    add_counts(
+        group, COUNTS, "--min-length", "--valid-limit", "--eval-batch-size"
     )
 
 
@@ -260,12 +272,7 @@ def add_run_options(group):
         "keras.distribution.DataParallel; TensorFlow: "
         "MirroredStrategy); --batch-size is the global batch",
     )
-    group.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of initialisation, batch order, data split and sampling",
-    )
+    add_counts(group, COUNTS, "--seed")
     group.add_argument(
         "--out",
         help="run directory (default runs/<task>-<strategy>-seed<seed>)",
@@ -290,19 +297,7 @@ def check_options(args) -> None:
     """Every option's range and the combinations, in one pass before
     anything is read, built or written (the model's shape: when it is
     built from the flags, `factory.shape_config`)."""
-    check_at_least(
-        {
-            "--epochs": (args.epochs, 1),
-            "--batch-size": (args.batch_size, 1),
-            "--eval-batch-size": (args.eval_batch_size, 1),
-            "--title-maxlen": (args.title_maxlen, 1),
-            "--warmup-steps": (args.warmup_steps, 0),
-            "--length-multiple": (args.length_multiple, 1),
-            "--seed": (args.seed, 0),
-            "--limit": (args.limit, 1),
-            "--valid-limit": (args.valid_limit, 1),
-        }
-    )
+    check_counts(args, COUNTS)
     for beam in args.beams:
         if beam < 1:
             fail(f"--beams {beam}: expected beam sizes of 1 or more")
@@ -327,8 +322,6 @@ def check_ranges(args):
         fail(f"--label-smoothing {args.label_smoothing}: expected 0 <= EPS < 1")
     if args.ema is not None and not 0 < args.ema < 1:
         fail(f"--ema {args.ema}: expected 0 < DECAY < 1")
-    if args.min_length < 1:
-        fail(f"--min-length {args.min_length}: expected 1 or more")
 
 
 def check_data_options(args):

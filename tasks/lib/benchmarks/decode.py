@@ -9,23 +9,56 @@ import statistics
 import time
 
 from data import Tokenizer
-from tasks.lib.benchmarks.arguments import add_counts
 from tasks.lib.benchmarks.arguments import add_input_options
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
-from tasks.lib.benchmarks.arguments import check_counts
 from tasks.lib.benchmarks.arguments import print_command
+from tasks.lib.benchmarks.arguments import shape_bounds
 from tasks.lib.cli import add_verbose
 from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
 from tasks.lib.environment import describe_environment
 from tasks.lib.environment import summary_line
+from tasks.lib.options import add_counts
+from tasks.lib.options import check_counts
 
 # Keras, NumPy and what imports them (the models, the config factory) are
 # imported inside the functions that use them, so that
 # `tasks/benchmark.py --help` answers before any of them loads.
 
 SHAPE = {"layers": 4, "hidden": 256, "heads": 4, "intermediate": None}
+# The integer options, `{flag: (default, least, help)}` (the least of
+# --max-positions also grows with --maxlen: `check_options`).
+COUNTS = {
+    "--n": (200, 1, "CSL abstracts decoded by the fast path"),
+    "--reference-n": (
+        None,
+        0,
+        "decode only the first N with the reference (slow); identity is "
+        "checked on those",
+    ),
+    "--beams": ([1, 2, 3], 1, "beam sizes to time"),
+    "--maxlen": (32, 1, "title tokens at most"),
+    "--source-maxlen": (
+        None,
+        3,
+        "source tokens at most (default: max-positions - maxlen)",
+    ),
+    "--max-positions": (
+        256,
+        4,
+        "max_position_embeddings; bert4keras's CSL script uses sources + "
+        "titles of 256",
+    ),
+    "--batch-size": (
+        None,
+        1,
+        "sources per fast batch (default: the decoder's 'auto', sized by "
+        "the GPU's free memory, 32 on a CPU)",
+    ),
+    "--bucket": (32, 1, "source lengths padded to a multiple of this"),
+    "--seed": (0, 0, "seed of the random weights"),
+}
 ROW_HEADER = (
     "| beam | ref n | ref titles/s | fast titles/s | speed-up "
     "| fast 1st run titles/s (with compile) | identical |\n"
@@ -41,21 +74,8 @@ def add_parser(subparsers):
         run,
         check_options,
     )
-    reference = (
-        "decode only the first N with the reference (slow); identity is "
-        "checked on those"
-    )
-    source = "source tokens at most (default: max-positions - maxlen)"
-    add_counts(
-        parser,
-        {
-            "--n": (200, 1, "CSL abstracts decoded by the fast path"),
-            "--reference-n": (None, 0, reference),
-            "--beams": ([1, 2, 3], 1, "beam sizes to time"),
-            "--maxlen": (32, 1, "title tokens at most"),
-            "--source-maxlen": (None, 3, source),
-        },
-    )
+    first = ("--n", "--reference-n", "--beams", "--maxlen", "--source-maxlen")
+    add_counts(parser, COUNTS, *first)
     add_shape(parser, SHAPE)
     add_model_options(parser)
     data = "CSL pairs whose abstracts are decoded"
@@ -71,11 +91,7 @@ def add_parser(subparsers):
 def add_model_options(parser):
     """The random model's positions, end bias and seed; the fast path's
     batches."""
-    positions = (
-        "max_position_embeddings; bert4keras's CSL script uses sources + "
-        "titles of 256"
-    )
-    add_counts(parser, {"--max-positions": (256, 4, positions)})
+    add_counts(parser, COUNTS, "--max-positions")
     parser.add_argument(
         "--end-bias",
         type=float,
@@ -83,25 +99,14 @@ def add_model_options(parser):
         help="MLM bias of [SEP], so titles end at varied "
         "lengths (0: almost all run to maxlen)",
     )
-    batch_size = (
-        "sources per fast batch (default: the decoder's 'auto', sized by "
-        "the GPU's free memory, 32 on a CPU)"
-    )
-    add_counts(
-        parser,
-        {
-            "--batch-size": (None, 1, batch_size),
-            "--bucket": (32, 1, "source lengths padded to a multiple of this"),
-            "--seed": (0, 0, "seed of the random weights"),
-        },
-    )
+    add_counts(parser, COUNTS, "--batch-size", "--bucket", "--seed")
 
 
 def check_options(args):
     """Impossible sizes and missing files, before any model is built (the
     model's shape is checked where its config is made, in `run`)."""
     positions = {"--max-positions": (args.max_positions, args.maxlen + 3)}
-    check_counts(args, positions)
+    check_counts(args, COUNTS, {**shape_bounds(args), **positions})
     if source_maxlen(args) + args.maxlen > args.max_positions:
         fail(
             f"--source-maxlen {source_maxlen(args)} + --maxlen "

@@ -10,12 +10,12 @@ import statistics
 from data import Tokenizer
 from data import read_pairs
 from data.vocab import PAD_ID
-from tasks.lib.benchmarks.arguments import add_counts
 from tasks.lib.benchmarks.arguments import add_input_options
 from tasks.lib.benchmarks.arguments import add_subcommand
-from tasks.lib.benchmarks.arguments import check_counts
 from tasks.lib.benchmarks.arguments import print_command
 from tasks.lib.cli import check_files
+from tasks.lib.options import add_counts
+from tasks.lib.options import check_counts
 
 # `data.batching` imports Keras: it is imported inside `run`, so that
 # `tasks/benchmark.py --help` answers before Keras loads.
@@ -30,6 +30,13 @@ PADDING_LAYOUTS = (
     ("sorted in windows, exact", True, None),
 )
 
+# The integer options, `{flag: (default, least, help)}`.
+COUNTS = {
+    "--maxlen": (256, 4, "tokens of source + title"),
+    "--batch-size": (16, 1, "pairs per batch"),
+    "--epochs": (3, 1, "epochs of shuffled batches counted per layout"),
+}
+
 
 def add_parser(subparsers):
     parser = add_subcommand(
@@ -41,20 +48,12 @@ def add_parser(subparsers):
     )
     data = "pairs to batch (CSL or CLGE format)"
     add_input_options(parser, data, "vocab.txt")
-    epochs = "epochs of shuffled batches counted per layout"
-    add_counts(
-        parser,
-        {
-            "--maxlen": (256, 4, "tokens of source + title"),
-            "--batch-size": (16, 1, "pairs per batch"),
-            "--epochs": (3, 1, epochs),
-        },
-    )
+    add_counts(parser, COUNTS)
 
 
 def check_options(args):
     """Impossible sizes and missing files, before any batch is built."""
-    check_counts(args)
+    check_counts(args, COUNTS)
     check_files({"--data": args.data, "--vocab": args.vocab})
 
 

@@ -23,16 +23,17 @@ import sys
 import time
 
 from models.strategies.names import STRATEGY_NAMES
-from tasks.lib.benchmarks.arguments import add_counts
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
-from tasks.lib.benchmarks.arguments import check_counts
 from tasks.lib.benchmarks.arguments import print_command
+from tasks.lib.benchmarks.arguments import shape_bounds
 from tasks.lib.cli import fail
 from tasks.lib.environment import POLICIES
 from tasks.lib.environment import check_gpu_build
 from tasks.lib.environment import describe_environment
+from tasks.lib.options import add_counts
 from tasks.lib.options import add_device_options
+from tasks.lib.options import check_counts
 
 # Keras, NumPy, torch and what imports them (the models, the strategies,
 # the config factory, `flops` and `peer`) are imported inside the
@@ -43,6 +44,19 @@ SHAPE = {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072}
 # BertConfig's dropout: the step timed is the one fine-tuning BERT runs.
 DROPOUT = 0.1
 PEER = "peer"  # the peer's runs among the (strategy, head) cases' runs
+# The integer options, `{flag: (default, least, help)}`.
+COUNTS = {
+    "--vocab": (21128, 2, "vocabulary size"),
+    "--maxlen": (256, 2, "tokens per training row"),
+    "--batch-sizes": ([16, 64], 1, "batch sizes to time, one row each"),
+    "--steps": (20, 2, "steps per row, all but the first timed (at least 2)"),
+    "--warmup": (3, 0, "untimed steps first (compiling)"),
+    "--repeats": (
+        1,
+        1,
+        "rounds over all strategies; each row is the median round",
+    ),
+}
 TABLE_HEADER = (
     "| batch | strategy | head | ours ms/step | × baseline | ours tokens/s "
     "| MFU | ours peak mem | peer ms/step | peer tokens/s | peer peak mem "
@@ -60,14 +74,7 @@ def add_parser(subparsers):
         check_options,
     )
     add_shape(parser, SHAPE)
-    add_counts(
-        parser,
-        {
-            "--vocab": (21128, 2, "vocabulary size"),
-            "--maxlen": (256, 2, "tokens per training row"),
-            "--batch-sizes": ([16, 64], 1, "batch sizes to time, one row each"),
-        },
-    )
+    add_counts(parser, COUNTS, "--vocab", "--maxlen", "--batch-sizes")
     parser.add_argument(
         "--strategies",
         nargs="+",
@@ -84,16 +91,7 @@ def add_parser(subparsers):
         help="MLM head of the loss: at the target positions only "
         "(gathered, the trainer's default) and/or at every position",
     )
-    steps = "steps per row, all but the first timed (at least 2)"
-    repeats = "rounds over all strategies; each row is the median round"
-    add_counts(
-        parser,
-        {
-            "--steps": (20, 2, steps),
-            "--warmup": (3, 0, "untimed steps first (compiling)"),
-            "--repeats": (1, 1, repeats),
-        },
-    )
+    add_counts(parser, COUNTS, "--steps", "--warmup", "--repeats")
     add_device_options(parser)
     parser.add_argument(
         "--no-peer",
@@ -116,7 +114,7 @@ def check_options(args):
     # which checking the strategies does).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    check_counts(args)
+    check_counts(args, COUNTS, shape_bounds(args))
     for spec in args.strategies or []:
         strategy_from_spec(spec)
 
