@@ -23,12 +23,15 @@ Usage:
         --sample -n 5 --topp 0.9 --seed 1
 """
 
-import pathlib
 import sys
 
 from tasks.lib.abstracts import INPUT_FORMATS
 from tasks.lib.abstracts import OUTPUT_FORMATS
 from tasks.lib.abstracts import STDIN
+from tasks.lib.abstracts import jsonl_lines
+from tasks.lib.abstracts import read_abstracts
+from tasks.lib.abstracts import tsv_lines
+from tasks.lib.abstracts import write_lines
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import HelpFormatter
 from tasks.lib.cli import add_verbose
@@ -39,6 +42,8 @@ from tasks.lib.decoding_options import FLAGS
 from tasks.lib.decoding_options import NO_LIMITS
 from tasks.lib.decoding_options import DecodingOptions
 from tasks.lib.decoding_options import OptionError
+from tasks.lib.decoding_options import add_model_arguments
+from tasks.lib.decoding_options import check_model_arguments
 from tasks.lib.decoding_options import check_options
 from tasks.lib.decoding_options import mode_conflicts
 
@@ -49,7 +54,7 @@ LONG_INPUT = 64
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
-    add("model", metavar="RUN_OR_MODEL_DIR", help="run or model directory")
+    add_model_arguments(parser)
     add(
         "input",
         nargs="?",
@@ -105,15 +110,6 @@ def build_parser():
         help="abstracts decoded together (default: sized by the device's "
         "free memory, 32 on a CPU)",
     )
-    group = parser.add_argument_group("model directory only")
-    group.add_argument(
-        "--maxlen",
-        type=int,
-        help="max tokens of abstract + title (default 256)",
-    )
-    group.add_argument(
-        "--title-maxlen", type=int, help="max title tokens (default 32)"
-    )
     add(
         "--no-progress",
         dest="progress",
@@ -134,8 +130,6 @@ def check_args(args):
             "--topk": (args.topk, 1),
             "--min-length": (args.min_length, 1),
             "--batch-size": (args.batch_size, 1),
-            "--maxlen": (args.maxlen, 2),
-            "--title-maxlen": (args.title_maxlen, 1),
         }
     )
     fields = ("beams", "nbest", "n", "topk", "topp", "seed", "length_penalty")
@@ -147,22 +141,15 @@ def check_args(args):
     beams, nbest = args.beams or 1, args.nbest or 1
     if nbest > beams:
         fail(f"--nbest {nbest}: expected at most --beams ({beams})")
-    directory = pathlib.Path(args.model)
-    if not directory.is_dir():
-        what = "not a directory" if directory.exists() else "no such directory"
-        fail(f"{directory}: {what}")
+    check_model_arguments(args)
 
 
 def run(args):
+    check_args(args)
     # Keras and the backend load here, not at the top: --help and argument
     # errors answer at once.
-    from tasks.lib.abstracts import jsonl_lines
-    from tasks.lib.abstracts import read_abstracts
-    from tasks.lib.abstracts import tsv_lines
-    from tasks.lib.abstracts import write_lines
     from tasks.lib.generation import load_generator
 
-    check_args(args)
     abstracts = read_abstracts(args.input, args.input_format)
     generator = load_generator(args.model, args.maxlen, args.title_maxlen)
     options = decoding_options(args, generator)

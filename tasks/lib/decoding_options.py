@@ -9,7 +9,12 @@ a server's request checks, stay instant.
 """
 
 import dataclasses
+import json
 import math
+import pathlib
+
+from tasks.lib.cli import check_at_least
+from tasks.lib.cli import fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +95,11 @@ def check_options(
             _at_least("seed", o.seed, 0, 2**32 - 1)
         return
     _at_least("beams", o.beams, 1, _smaller(limits.max_beams, vocab_size))
-    _at_least("nbest", o.nbest, 1, o.beams)
+    if o.nbest > o.beams:
+        raise OptionError(
+            "nbest", f"{o.nbest}: expected at most beams ({o.beams})"
+        )
+    _at_least("nbest", o.nbest, 1)
     penalty = o.length_penalty
     if penalty is not None and not (
         math.isfinite(penalty) and -5 <= penalty <= 5
@@ -163,7 +172,8 @@ def parse_request(
         if value is None:
             continue
         if not _is_type(value, types):
-            raise OptionError(field, f"expected {expected}, got {value!r}")
+            got = json.dumps(value, ensure_ascii=False)
+            raise OptionError(field, f"expected {expected}, got {got}")
         given[field] = value
     sample = given.get("sample", defaults.sample)
     conflict = mode_conflicts(given, sample)
@@ -215,3 +225,35 @@ def _texts(body, limits):
                 f"{len(text)} characters: expected at most {limits.max_chars}",
             )
     return texts
+
+
+# Command lines of tasks/generate.py and tasks/serve.py ---------------------
+
+
+def add_model_arguments(parser) -> None:
+    """RUN_OR_MODEL_DIR, and the lengths a model directory needs."""
+    parser.add_argument(
+        "model",
+        metavar="RUN_OR_MODEL_DIR",
+        help="a finished run (--out of a task script) or a model directory "
+        "(config, vocab.txt, checkpoint)",
+    )
+    group = parser.add_argument_group("model directory only")
+    group.add_argument(
+        "--maxlen",
+        type=int,
+        help="max tokens of abstract + title (default 256)",
+    )
+    group.add_argument(
+        "--title-maxlen", type=int, help="max title tokens (default 32)"
+    )
+
+
+def check_model_arguments(args) -> None:
+    """A directory that exists, and positive lengths: before Keras loads."""
+    check_at_least({"--maxlen": (args.maxlen, 2)})
+    check_at_least({"--title-maxlen": (args.title_maxlen, 1)})
+    directory = pathlib.Path(args.model)
+    if not directory.is_dir():
+        what = "not a directory" if directory.exists() else "no such directory"
+        fail(f"{directory}: {what}")
