@@ -41,9 +41,11 @@ PAGE = pathlib.Path(__file__).with_name("static") / "index.html"
 # for others: one step of a small model on a CPU takes milliseconds.
 MAX_BATCH = 32
 WAIT_SECONDS = 0.01
+# A body over the limit is read and dropped up to this size (see read_json).
+DRAIN_BYTES = 16 << 20
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # hashed by identity: a batch's key
 class Job:
     texts: list[str]
     options: DecodingOptions
@@ -152,16 +154,24 @@ class BodyTooLarge(Exception):
 
 
 async def read_json(request: Request, max_bytes: int):
-    """The request's JSON body, read no further than `max_bytes`."""
+    """The request's JSON body, refused past `max_bytes`.
+
+    A body too large is still read (and dropped) up to `DRAIN_BYTES`, so
+    that the client, still sending, gets the 413 answer instead of a
+    broken connection; beyond that the connection is cut.
+    """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if declared.isdigit() and int(declared) > DRAIN_BYTES:
         raise BodyTooLarge(f"{declared} bytes: expected at most {max_bytes}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge(f"over {max_bytes} bytes")
-        chunks.append(chunk)
+        if size <= max_bytes:
+            chunks.append(chunk)
+        elif size > DRAIN_BYTES:
+            break
+    if size > max_bytes:
+        raise BodyTooLarge(f"over {max_bytes} bytes")
     try:
         return json.loads(b"".join(chunks), parse_constant=_no_constant)
     except ValueError as error:
