@@ -29,6 +29,12 @@ from tasks.lib.decoding_options import add_model_arguments
 from tasks.lib.decoding_options import check_model_arguments
 
 LIMITS = Limits()
+LIMIT_HELP = {
+    "max_beams": "largest beam size a request may ask for",
+    "max_samples": "most sampled titles per text",
+    "max_texts": "most texts per request",
+    "max_chars": "longest text, in characters",
+}
 
 
 def build_parser():
@@ -51,45 +57,29 @@ def build_parser():
         default=10.0,
         help="how long a request waits for others to share its batch",
     )
-    group.add_argument(
-        "--max-beams",
-        type=int,
-        default=LIMITS.max_beams,
-        help="largest beam size a request may ask for",
-    )
-    group.add_argument(
-        "--max-samples",
-        type=int,
-        default=LIMITS.max_samples,
-        help="most sampled titles per text",
-    )
-    group.add_argument(
-        "--max-texts",
-        type=int,
-        default=LIMITS.max_texts,
-        help="most texts per request",
-    )
-    group.add_argument(
-        "--max-chars",
-        type=int,
-        default=LIMITS.max_chars,
-        help="longest text, in characters",
-    )
+    for field, help in LIMIT_HELP.items():
+        group.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=int,
+            default=getattr(LIMITS, field),
+            help=help,
+        )
     add_verbose(parser)
     return parser
 
 
 def run(args):
     check_model_arguments(args)
+    limits = Limits(*(getattr(args, field) for field in LIMIT_HELP))
     check_at_least(
         {
             "--port": (args.port, 0),
             "--max-batch": (args.max_batch, 1),
             "--wait-ms": (args.wait_ms, 0),
-            "--max-beams": (args.max_beams, 1),
-            "--max-samples": (args.max_samples, 1),
-            "--max-texts": (args.max_texts, 1),
-            "--max-chars": (args.max_chars, 1),
+            **{
+                f"--{field.replace('_', '-')}": (getattr(limits, field), 1)
+                for field in LIMIT_HELP
+            },
         }
     )
     # Keras, the backend and the web server load here, not at the top:
@@ -102,11 +92,8 @@ def run(args):
     sock = bind(args.host, args.port)
     generator = load_generator(args.model, args.maxlen, args.title_maxlen)
     generator.generate(["warm-up"], generator.defaults)  # compile once
-    limits = Limits(
-        args.max_beams, args.max_samples, args.max_texts, args.max_chars
-    )
     host, port = sock.getsockname()[:2]
-    url = f"http://{host}:{port}/"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     def ready():
         print(f"Serving {args.model} on {url} (Ctrl-C to stop)", flush=True)
