@@ -287,6 +287,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        # Listening now, before the model loads and uvicorn starts: a
+        # client that connects early waits in the backlog, not refused.
+        sock.listen(2048)
     except OSError as error:
         reason = error.strerror or str(error)
         raise OSError(f"--host {host} --port {port}: {reason}") from None

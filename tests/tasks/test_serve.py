@@ -446,8 +446,12 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression, seconds=120):
+        """Until `expression` is true (an error, e.g. of a page still
+        loading, counts as false)."""
+        guarded = f"(() => {{ try {{ return !!({expression}); }} "
+        guarded += "catch (error) { return false; } })()"
         deadline = time.monotonic() + seconds
-        while not self.evaluate(expression):
+        while not self.evaluate(guarded):
             assert time.monotonic() < deadline, f"never true: {expression}"
             time.sleep(0.1)
 
@@ -470,15 +474,15 @@ def test_the_page_titles_a_pasted_abstract(server, tiny_predictions, tmp_path):
     if chromium is None:
         pytest.skip("no chromium: apt-get install chromium (as .ci/run does)")
     _, base = server
-    source, prediction = tiny_predictions[1][3]
-    status, answer = request(
-        f"{base}/generate", {"text": source, "beams": 3, "nbest": 3}
-    )
-    assert status == 200
-    expected = [
-        [t["title"], f"{t['score']:.4f}"]
-        for t in answer["results"][0]["titles"]
-    ]
+    source, prediction = tiny_predictions[2][3]
+
+    def api(beams):
+        body = {"text": source, "beams": beams, "nbest": beams}
+        status, answer = request(f"{base}/generate", body)
+        assert status == 200
+        titles = answer["results"][0]["titles"]
+        return [[t["title"], f"{t['score']:.4f}"] for t in titles]
+
     browser = Browser(chromium, tmp_path)
     try:
         browser.call("Page.navigate", url=f"{base}/")
@@ -489,22 +493,33 @@ def test_the_page_titles_a_pasted_abstract(server, tiny_predictions, tmp_path):
         browser.evaluate("document.getElementById('text').focus()")
         browser.call("Input.insertText", text=source)  # as a paste does
         browser.evaluate("document.getElementById('submit').click()")
-        browser.wait_for("!!document.querySelector('#titles tr.title')")
+        browser.wait_for("document.querySelector('#titles tr.title')")
         shown = json.loads(browser.evaluate(TITLES_IN_THE_PAGE))
         status_line = browser.evaluate(
             "document.getElementById('status').textContent"
         )
+        # Beam size 2, as a person sets it: the run's own beam-2 title.
+        browser.evaluate(
+            "document.querySelector('#titles tbody').replaceChildren();"
+            "document.getElementById('beams').value = 2;"
+            "document.getElementById('nbest').value = 2;"
+            "document.getElementById('submit').click()"
+        )
+        browser.wait_for("document.querySelector('#titles tr.title')")
+        at_two = json.loads(browser.evaluate(TITLES_IN_THE_PAGE))
         # A link with the abstract in it asks at once.
         query = urllib.parse.urlencode({"text": source})
         browser.call("Page.navigate", url=f"{base}/?{query}")
-        browser.wait_for("!!document.querySelector('#titles tr.title')")
+        browser.wait_for("location.search.startsWith('?text=')")
+        browser.wait_for("document.querySelector('#titles tr.title')")
         linked = json.loads(browser.evaluate(TITLES_IN_THE_PAGE))
     finally:
         browser.close()
-    assert shown == expected
-    assert shown[0][0] == prediction
-    assert status_line.startswith(f"{len(expected)} titles in ")
-    assert linked == expected
+    assert shown == api(3)  # the page's defaults: beam 3, three titles
+    assert status_line.startswith(f"{len(shown)} titles in ")
+    assert at_two == api(2)
+    assert at_two[0][0] == prediction
+    assert linked == shown
 
 
 @pytest.mark.slow
