@@ -1,14 +1,15 @@
 """Load test of tasks/serve.py: shared batches against one at a time.
 
 Saves a small random model (the built-in default's shape by default) as a
-model directory in a temporary folder; decodes single abstracts one at a
-time in this process; then starts tasks/serve.py on that directory on a
-free port of 127.0.0.1 and lets --clients concurrent clients send the same
-abstracts, one per request, each client waiting for its answer before it
-sends the next. Prints requests/s and p50/p99 latency of both, the
-speed-up, the mean number of texts per decoder call, and whether the
-titles are the same. Each phase stops after --requests requests or
---seconds, whichever comes first; nothing but 127.0.0.1 is contacted.
+model directory in a temporary folder and starts tasks/serve.py on it on a
+free port of 127.0.0.1. Then, --rounds times in turn: decodes single
+abstracts one at a time in this process, and lets --clients concurrent
+clients send the same abstracts to the server, one per request, each
+client waiting for its answer before it sends the next. Prints requests/s
+and p50/p99 latency of both over all rounds, each round's speed-up, the
+mean number of texts per decoder call, and whether the titles are the
+same. Each phase stops after --requests requests or --seconds, whichever
+comes first; nothing but 127.0.0.1 is contacted.
 
 Usage:
     python tasks/serve_benchmark.py
@@ -41,6 +42,12 @@ def build_parser():
         default=120.0,
         help="time limit of each phase",
     )
+    add(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of both phases, alternating",
+    )
     add("--beams", type=int, default=1, help="beam size of every request")
     add("--maxlen", type=int, default=128, help="max tokens of abstract+title")
     add("--title-maxlen", type=int, default=32, help="max title tokens")
@@ -66,7 +73,7 @@ def run(args):
     check_at_least(
         {
             f"--{name.replace('_', '-')}": (getattr(args, name), 1)
-            for name in ("clients", "requests", "beams", "max_batch")
+            for name in ("clients", "requests", "rounds", "beams", "max_batch")
         }
     )
     check_files({"--abstracts": args.abstracts, "--vocab": args.vocab})
@@ -87,7 +94,7 @@ def run(args):
         model_dir = random_model_dir(
             folder, shape, max(512, args.maxlen), args.vocab
         )
-        generator, rows, status = compare(
+        generator, rounds, status = compare(
             model_dir,
             texts,
             args.clients,
@@ -95,8 +102,9 @@ def run(args):
             args.seconds,
             (args.maxlen, args.title_maxlen),
             serving,
+            args.rounds,
         )
-    report(args, generator, rows, status)
+    report(args, generator, rounds, status)
 
 
 def abstracts(path, count):
@@ -110,27 +118,28 @@ def abstracts(path, count):
     return [texts[i % len(texts)] for i in range(count)]
 
 
-def report(args, generator, rows, status):
+def report(args, generator, rounds, status):
+    from tasks.lib.load_test import pooled
     from tasks.lib.load_test import table
 
-    served, alone = rows
-    common = sorted(set(served.titles) & set(alone.titles))
-    same = sum(served.titles[i] == alone.titles[i] for i in common)
     model = generator.describe()
     print(
         f"Model: random, {model['layers']} layers, {model['hidden']} wide, "
-        f"{model['parameters']:,} weights, "
-        f"vocab {model['vocab_size']}, {model['backend']}; beam "
-        f"{args.beams}, titles up to {args.title_maxlen} tokens"
+        f"{model['parameters']:,} weights, vocab {model['vocab_size']}, "
+        f"{model['backend']}; beam {args.beams}, titles up to "
+        f"{args.title_maxlen} tokens; {len(rounds)} rounds"
     )
-    print(table(rows))
+    print(table(pooled(rounds)))
+    ratios = sorted(one.speed_up for one in rounds)
+    same = [one.same_titles() for one in rounds]
     print(
-        f"\nSpeed-up of shared batches: "
-        f"{served.per_second / alone.per_second:.1f}x requests/s; "
-        f"titles identical for {same} of {len(common)} requests decoded "
-        f"both ways; server exit status after SIGTERM: {status}; load "
-        f"average (1 min) at the end: {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} cores"
+        f"\nSpeed-up of shared batches (requests/s, served / one at a time):"
+        f" median {ratios[len(ratios) // 2]:.1f}x, rounds "
+        + ", ".join(f"{r:.1f}x" for r in ratios)
+        + f"; titles identical for {sum(s for s, _ in same)} of "
+        f"{sum(n for _, n in same)} requests decoded both ways; server exit "
+        f"status after SIGTERM: {status}; load average (1 min) at the end: "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
 
 

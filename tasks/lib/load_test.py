@@ -200,26 +200,72 @@ def ask(connection, text, options):
     return answer["results"][0]["titles"][0]["title"]
 
 
-def compare(model_dir, texts, clients, beams, seconds, lengths, serving=()):
-    """Both phases on one model directory: one at a time in this process,
-    then the server (started after, so the two never share the CPU) under
-    `clients` concurrent clients. Returns (generator, [served, alone],
-    the server's exit status after SIGTERM)."""
+@dataclasses.dataclass
+class Round:
+    """One round: the same requests one at a time, then served."""
+
+    alone: Measured
+    served: Measured
+
+    @property
+    def speed_up(self) -> float:
+        return self.served.per_second / self.alone.per_second
+
+    def same_titles(self) -> tuple[int, int]:
+        """(titles equal both ways, requests answered both ways)."""
+        common = set(self.served.titles) & set(self.alone.titles)
+        same = sum(
+            self.served.titles[i] == self.alone.titles[i] for i in common
+        )
+        return same, len(common)
+
+
+def compare(
+    model_dir, texts, clients, beams, seconds, lengths, serving=(), rounds=3
+):
+    """`rounds` rounds on one model directory, each decoding `texts` one
+    at a time in this process (the server idle), then sending them to the
+    server from `clients` concurrent clients (this process idle but for
+    the clients): alternating, so that a change in the machine's load
+    falls on both. Returns (generator, rounds, the server's exit status
+    after SIGTERM)."""
     from tasks.lib.decoding_options import DecodingOptions
     from tasks.lib.generation import load_model_dir
 
     generator = load_model_dir(model_dir, *lengths)
     options = DecodingOptions(beams=beams)
-    alone = one_at_a_time(generator, texts, options, seconds)
     arguments = ["--maxlen", str(lengths[0]), "--title-maxlen", str(lengths[1])]
     server = Server(model_dir, [*arguments, *serving])
+    request = {"beams": beams}
+    measured = []
     try:
         # Unmeasured: compiles the shapes of the batches to come.
-        load(server, texts[: 4 * clients], clients, {"beams": beams}, 600)
-        served = load(server, texts, clients, {"beams": beams}, seconds)
+        load(server, texts[: 4 * clients], clients, request, 600)
+        for _ in range(rounds):
+            alone = one_at_a_time(generator, texts, options, seconds)
+            served = load(server, texts, clients, request, seconds)
+            measured.append(Round(alone, served))
     finally:
         status = server.stop()
-    return generator, [served, alone], status
+    return generator, measured, status
+
+
+def pooled(rounds: list[Round]) -> list[Measured]:
+    """Served and one-at-a-time figures over all rounds."""
+    rows = []
+    for phase in ("served", "alone"):
+        parts = [getattr(one, phase) for one in rounds]
+        per_call = [p.texts_per_call for p in parts if p.texts_per_call]
+        rows.append(
+            Measured(
+                parts[0].label,
+                [latency for p in parts for latency in p.latencies],
+                sum(p.seconds for p in parts),
+                {},
+                float(np.mean(per_call)) if per_call else None,
+            )
+        )
+    return rows
 
 
 def table(rows: list[Measured]) -> str:

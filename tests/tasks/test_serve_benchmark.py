@@ -2,6 +2,7 @@
 a benchmark, not a timed test)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ def test_the_load_test_prints_its_table_and_stops_the_server():
             sys.executable,
             str(ROOT / "tasks" / "serve_benchmark.py"),
             *("--clients", "4", "--requests", "16", "--seconds", "60"),
+            *("--rounds", "2"),
             *("--layers", "1", "--hidden", "32", "--intermediate", "64"),
             *("--maxlen", "64", "--title-maxlen", "8"),
         ],
@@ -28,9 +30,10 @@ def test_the_load_test_prints_its_table_and_stops_the_server():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "| server, 4 concurrent clients | 16 |" in out
-    assert "| in-process, one at a time | 16 |" in out
-    assert "titles identical for 16 of 16 requests" in out
+    assert "| server, 4 concurrent clients | 32 |" in out
+    assert "| in-process, one at a time | 32 |" in out
+    assert "titles identical for 32 of 32 requests" in out
+    assert re.search(r"median [\d.]+x, rounds [\d.]+x, [\d.]+x;", out)
     assert "server exit status after SIGTERM: 0" in out
 
 
