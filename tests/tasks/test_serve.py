@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import runpy
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from unittest import mock
 
 import pytest
 import uvicorn
@@ -29,6 +31,7 @@ from tasks import serve
 from tasks.lib.abstracts import Title
 from tasks.lib.decoding_options import DecodingOptions
 from tasks.lib.decoding_options import Limits
+from tasks.lib.serving import PAGE
 from tasks.lib.serving import Batcher
 from tasks.lib.serving import build_app
 from tests.common import ROOT
@@ -216,6 +219,14 @@ def test_a_bad_request_is_a_4xx_naming_the_field(stand_in, body, status, field):
     assert answer["error"].startswith(f"{field}: "), answer
     # The server keeps serving.
     assert request(f"{base}/generate", {"text": "ok"})[0] == 200
+
+
+def test_the_page_is_installed_with_the_package():
+    with mock.patch("setuptools.setup") as setup:
+        runpy.run_path(str(ROOT / "setup.py"))
+    patterns = setup.call_args.kwargs["package_data"]["tasks.lib"]
+    folder = ROOT / "tasks" / "lib"
+    assert PAGE in {path for p in patterns for path in folder.glob(p)}
 
 
 def test_unknown_routes_and_methods_answer_in_json(stand_in):
