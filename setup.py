@@ -14,6 +14,8 @@ setup(
     # Every package but the tests: models, data, weights, tasks (and
     # tasks.lib), compat, and any added later.
     packages=find_packages(exclude=["tests", "tests.*"]),
+    # The page tasks/serve.py serves at /.
+    package_data={"tasks.lib": ["static/*.html"]},
     install_requires=[
         "keras>=3.6",
         "numpy",
@@ -23,6 +25,9 @@ setup(
         "nltk",
         "tqdm",
         "matplotlib",
+        # tasks/serve.py: the HTTP server of titles.
+        "starlette",
+        "uvicorn",
     ],
     # CPU builds for CI and laptops; GPU builds through the ecosystem's own
     # extras (NVIDIA's CUDA libraries as pip packages). tensorflow-cpu and
@@ -41,6 +46,8 @@ setup(
             "torch",
             "ruff",
             "import-linter",
+            # Drives headless Chromium (the server's page) over DevTools.
+            "websocket-client",
         ],
     },
 )

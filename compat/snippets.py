@@ -7,6 +7,8 @@
   `wraps`, `last_token`, `beam_search` and `random_sample`; here with
   `set_rtype` for older scripts and a `last_token` model whose `predict`
   is silent, as Keras 2's was.
+- `WebServing`: bert4keras's web endpoint helper, on Starlette and
+  uvicorn (`compat.serving`).
 - `sequence_padding`, `truncate_sequences`, `text_segmentate`, `open`,
   `softmax`, `to_array`, `is_string`, `lowercase_and_normalize`.
 """
@@ -19,6 +21,7 @@ import numpy as np
 
 from compat._unsupported import module_getattr
 from compat._unsupported import unsupported
+from compat.serving import WebServing
 from data.batching import sequence_padding
 from data.tokenizer import lowercase
 from data.tokenizer import truncate_sequences
@@ -27,6 +30,7 @@ from models.decoding import AutoRegressiveDecoder as _Decoder
 __all__ = [
     "AutoRegressiveDecoder",
     "DataGenerator",
+    "WebServing",
     "is_string",
     "lowercase_and_normalize",
     "open",
@@ -335,7 +339,6 @@ _UNSUPPORTED = {
     "longest_common_substring": "use difflib.SequenceMatcher",
     "longest_common_subsequence": "use difflib.SequenceMatcher",
     "orthogonally_resize": "resize arrays with NumPy",
-    "WebServing": "serve with a web framework of your choice",
     "insert_arguments": "use keyword arguments with defaults",
     "delete_arguments": "use keyword arguments",
     "Progress": "use tqdm",
