@@ -52,6 +52,7 @@ from tasks.lib.splits import load_splits
 from tasks.lib.strategy_options import given_options
 from tasks.lib.strategy_options import make_strategy
 from tasks.lib.strategy_options import strategy_options
+from tasks.lib.trained_model import save_architecture
 
 TINY_NOTICE = (
     "No model or data given: running the built-in tiny default (a small "
@@ -97,6 +98,7 @@ def run(args, task: str) -> dict:
         )
         out.create()
         out.record_settings(settings)
+        save_architecture(out.path, model, tokenizer)
         trainer = build_trainer(model, strategy, args, precision)
         facts = {
             "task": task,

@@ -24,8 +24,9 @@ from models.bert import find_config_file
 from models.decoding import Seq2SeqDecoder
 from tasks.lib.abstracts import Title
 from tasks.lib.decoding_options import DecodingOptions
-from tasks.lib.diagnostics import load_finished_run
 from tasks.lib.environment import POLICIES
+from tasks.lib.run_diagnostics import check_run_dir
+from tasks.lib.trained_model import load_trained
 from weights.formats import resolve
 
 # A model directory's lengths unless given (the CSL task's).
@@ -183,8 +184,8 @@ def load_run(directory: pathlib.Path) -> Generator:
 
     The one place that loads a run for decoding.
     """
-    run = load_finished_run(directory)
-    args = run.args
+    run, args = check_run_dir(directory)
+    model, tokenizer = load_trained(run, args)
     environment = run.results.get("environment") or {}
     facts = {
         "origin": "run",
@@ -197,7 +198,7 @@ def load_run(directory: pathlib.Path) -> Generator:
         min_length=args.min_length, length_penalty=args.length_penalty
     )
     lengths = args.maxlen, args.title_maxlen
-    return Generator(run.model, run.tokenizer, *lengths, defaults, facts)
+    return Generator(model, tokenizer, *lengths, defaults, facts)
 
 
 def load_model_dir(

@@ -24,15 +24,12 @@ from tasks.lib.diagnostics import diagnose
 from tasks.lib.diagnostics_report import aggregate
 from tasks.lib.diagnostics_report import sections
 from tasks.lib.diagnostics_report import write_report
-from tasks.lib.model_files import build_model
-from tasks.lib.model_files import load_tokenizer
-from tasks.lib.model_files import resolve_model_files
 from tasks.lib.rundir import atomic_write_json
 from tasks.lib.runs import DIAGNOSTICS_FILE
 from tasks.lib.runs import Run
 from tasks.lib.runs import one_line
-from tasks.lib.splits import is_tiny_default
 from tasks.lib.splits import load_splits
+from tasks.lib.trained_model import load_trained
 
 CACHE_VERSION = 1
 
@@ -146,27 +143,10 @@ def rebuild(run: Run, args: argparse.Namespace) -> RunInputs:
 
 
 def _rebuild(run, args):
-    directory = run.directory
-    files = resolve_model_files(args)
-    if files.vocab is None:
-        if not is_tiny_default(args, files):
-            raise ValueError(f"{directory}: the run names no vocabulary")
-        files.vocab = str(directory / "vocab.txt")
-        if not pathlib.Path(files.vocab).is_file():
-            raise FileNotFoundError(f"{files.vocab}: missing")
     (_, _, test), data_info = load_splits(args)
-    _check_data(directory, run.results.get("data"), data_info)
+    _check_data(run.directory, run.results.get("data"), data_info)
     _check_predictions(run, test)
-    tokenizer, keep_tokens = load_tokenizer(args, files, directory)
-    # The architecture only: the trained weights replace the checkpoint's.
-    files = dataclasses.replace(files, checkpoint=None)
-    # The precision the run trained and decoded in (older runs: fp32).
-    environment = run.results.get("environment") or {}
-    precision = environment.get("precision", "fp32")
-    model = build_model(
-        args, files, keep_tokens, tokenizer.vocab_size, precision
-    )
-    model.load_weights(str(directory / "best.weights.h5"))
+    model, tokenizer = load_trained(run, args)
     return RunInputs(run, args, model, tokenizer, test)
 
 

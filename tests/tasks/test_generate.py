@@ -246,11 +246,35 @@ def test_stdin_titles_are_the_runs_own_predictions(tiny_run, tiny_predictions):
 
 
 @pytest.mark.slow
+def test_the_run_directory_alone_is_enough(
+    tiny_run, tiny_predictions, tmp_path
+):
+    """A moved copy of a run, whose settings name files that are gone (its
+    vocabulary, its data), titles as the run did: the run keeps its model's
+    config and vocabulary (model.json, model-vocab.txt)."""
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run, moved)
+    (moved / "vocab.txt").unlink()
+    settings = json.loads((moved / "config.json").read_text("utf-8"))
+    settings.update(vocab=str(tmp_path / "gone.txt"), data=None, train=None)
+    (moved / "config.json").write_text(json.dumps(settings), "utf-8")
+    rows = tiny_predictions[1]
+    result = run_script(
+        moved, stdin="".join(f"{source}\n" for source, _ in rows)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    titles = tsv_titles(result.stdout)
+    for number, (_, prediction) in enumerate(rows, start=1):
+        assert titles[number][0][2] == prediction
+
+
+@pytest.mark.slow
 def test_nbest_scores_are_the_decoders(
     tiny_run, tiny_predictions, tmp_path, capsys, monkeypatch
 ):
     from models.decoding import Seq2SeqDecoder
-    from tasks.lib.diagnostics import load_finished_run
+    from tasks.lib.run_diagnostics import check_run_dir
+    from tasks.lib.run_diagnostics import rebuild
 
     rows = tiny_predictions[2][:40]
     path = tmp_path / "abstracts.txt"
@@ -260,7 +284,7 @@ def test_nbest_scores_are_the_decoders(
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
 
-    run = load_finished_run(tiny_run)
+    run = rebuild(*check_run_dir(tiny_run))
     args = run.args
     decoder = Seq2SeqDecoder(
         run.model,
@@ -361,9 +385,10 @@ def test_a_model_directory_titles_as_its_run(
 ):
     """config.json, vocab.txt and a checkpoint: the run's model saved as
     a model directory decodes the run's titles (with its lengths)."""
-    from tasks.lib.diagnostics import load_finished_run
+    from tasks.lib.run_diagnostics import check_run_dir
+    from tasks.lib.run_diagnostics import rebuild
 
-    run = load_finished_run(tiny_run)
+    run = rebuild(*check_run_dir(tiny_run))
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     run.model.bert_config.save(model_dir / "config.json")
