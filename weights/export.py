@@ -13,8 +13,10 @@ network only: for UniLM's seq2seq attention give BertForMaskedLM the mask
 as a 4-D `attention_mask` (README, "Hugging Face export").
 
 SOURCE is one of:
-- a run directory of tasks/csl_title.py or tasks/lcsts_summary.py (its
-  config.json of settings and best.weights.h5). The settings name the
+- a run directory of tasks/csl_title.py or tasks/lcsts_summary.py: its
+  best.weights.h5, and the model's config and vocabulary that the run keeps
+  (model.json, model-vocab.txt). Runs made before they were kept are read
+  through their config.json of settings instead, which names the
   config file or model directory the run started from; a run of a random
   model takes its shape from the weights and its heads from the settings.
   The vocabulary is the run's (its --vocab, its model directory's, or the
@@ -49,6 +51,10 @@ from weights import formats
 from weights import mapping
 
 RUN_WEIGHTS = "best.weights.h5"
+# What a run keeps of its model beside its weights (tasks/lib/trained_model.py
+# writes them): its config and its vocabulary in row order.
+RUN_MODEL_CONFIG = "model.json"
+RUN_MODEL_VOCAB = "model-vocab.txt"
 CONFIG_FILES = ("config.json", "bert_config.json")
 MLM_HEAD = "cls/predictions/transform/dense/kernel"
 # BERT's values, for what a source leaves unsaid (also `BertConfig`'s).
@@ -99,7 +105,15 @@ def read_source(source, vocab=None) -> Source:
 
 
 def read_run(directory, vocab=None) -> Source:
-    """A run directory: its settings say where the model came from."""
+    """A run directory: the model's config and vocabulary it keeps, or
+    (runs made before it kept them) its settings say where the model came
+    from."""
+    if (directory / RUN_MODEL_CONFIG).is_file():
+        return Source(
+            read_arrays(directory / RUN_WEIGHTS),
+            pick(read_json(directory / RUN_MODEL_CONFIG)),
+            ordered(load_vocab(str(vocab or directory / RUN_MODEL_VOCAB))),
+        )
     settings = read_json(directory / "config.json")
     missing = {"heads", "vocab", "config", "model_dir"} - set(settings)
     if missing:
