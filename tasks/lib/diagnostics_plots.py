@@ -9,6 +9,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tasks.lib.atomic import atomic_save_figure
+
 
 def _figure(panels, width=5.0):
     figure = Figure(figsize=(width * panels, 3.8), layout="constrained")
@@ -143,7 +145,7 @@ def _finish(figure, axes, path, integer_x=True):
     handles = [axis for axis in axes if axis.get_legend_handles_labels()[0]]
     if handles:
         handles[0].legend(fontsize="small")
-    figure.savefig(path, dpi=100)
+    atomic_save_figure(figure, path, dpi=100)
 
 
 PLOTS = {

@@ -11,6 +11,7 @@ import pathlib
 
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import check_at_least
+from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
 from tasks.lib.options import add_device_options
 from tasks.lib.options import add_progress_option
@@ -185,7 +186,6 @@ def check_options(args) -> None:
             f"{args.seq_len - 4}"
         )
     for path in args.text:
-        if not pathlib.Path(path).is_file():
-            fail(f"--text {path}: no such file")
+        check_files({"--text": path})
     if args.init and not pathlib.Path(args.init).exists():
         fail(f"--init {args.init}: no such file or directory")

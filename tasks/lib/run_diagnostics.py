@@ -19,6 +19,7 @@ from keras import ops
 from data import sha256_of
 from models.backend import compile_function
 from models.decoding import Seq2SeqDecoder
+from tasks.lib.atomic import atomic_write_json
 from tasks.lib.diagnostics import Options
 from tasks.lib.diagnostics import diagnose
 from tasks.lib.diagnostics_report import aggregate
@@ -27,7 +28,6 @@ from tasks.lib.diagnostics_report import write_report
 from tasks.lib.model_files import build_model
 from tasks.lib.model_files import load_tokenizer
 from tasks.lib.model_files import resolve_model_files
-from tasks.lib.rundir import atomic_write_json
 from tasks.lib.runs import DIAGNOSTICS_FILE
 from tasks.lib.runs import Run
 from tasks.lib.runs import one_line

@@ -110,8 +110,14 @@ class Run:
 
     @property
     def test(self) -> dict:
-        """{beam (str): scores} of the test set."""
+        """{beam (str): scores} of the test set ({} for a diverged run)."""
         return self.results["test"]
+
+    @property
+    def diverged(self) -> dict | None:
+        """Where a run that diverged stopped ({'epoch', 'step', 'loss',
+        'where'}); None for a run that trained to the end."""
+        return self.results.get("diverged")
 
     @property
     def label(self) -> str:
@@ -196,10 +202,13 @@ def _load_results(directory: pathlib.Path) -> dict:
         ) from None
     if not isinstance(results, dict):
         raise ValueError(f"{path}: expected a JSON object")
+    if "diverged" in results:
+        results.setdefault("test", {})  # no scores: it never finished
     for key in ("strategy", "seed", "test"):
         if key not in results:
             raise ValueError(f"{path}: missing key {key!r}")
-    _check_test_scores(path, results["test"])
+    if "diverged" not in results:
+        _check_test_scores(path, results["test"])
     # Keys as str(int) so that "01" and "1" name one beam size.
     test = {str(int(beam)): v for beam, v in results["test"].items()}
     return {**results, "test": test}
