@@ -302,11 +302,19 @@ def _run_one(script, strategy, seed, out, extra) -> None:
         process.kill()
         process.wait()
         raise
-    if returncode == DIVERGED_STATUS:
+    if returncode == DIVERGED_STATUS and _diverged(out):
         # A result, recorded in its results.json: the comparison lists it.
         print(f"{out} diverged (its error is above); the grid goes on")
     elif returncode != 0:
         fail(f"this run failed (its error is above): {' '.join(command)}")
+
+
+def _diverged(out: pathlib.Path) -> bool:
+    """Did the run in `out` record that it diverged?"""
+    try:
+        return "diverged" in Run.load(out).results
+    except (OSError, ValueError):
+        return False
 
 
 def check_run_matches(out: pathlib.Path, strategy: str, seed: int) -> None:
