@@ -519,8 +519,8 @@ def test_a_collapsed_run_is_marked(tmp_path):
     rows = table_rows(report["markdown"])
     assert (2, "replace ‡") in rows and (1, "replace") in rows
     assert (
-        "‡: the test titles collapsed (fewer than half distinct) in 1 of 1 runs of replace at beam 2"
-        in report["markdown"]
+        "‡: the test titles collapsed (fewer than half distinct) in "
+        "1 of 1 runs of replace at beam 2" in report["markdown"]
     )
     with open(tmp_path / "comparison" / "table.csv", newline="") as handle:
         flags = {
