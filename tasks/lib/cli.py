@@ -15,6 +15,7 @@ all of it.
 
 import argparse
 import contextlib
+import gc
 import importlib.abc
 import importlib.util
 import logging
@@ -250,12 +251,17 @@ def run_main(function, *args, prog=None):
         sys.stderr.write(f"{prog or _prog()}: error: {one_line(error)}\n")
         sys.exit(DIVERGED_STATUS)
     except KeyboardInterrupt as interrupt:
-        _interrupted(getattr(interrupt, "signum", signal.SIGINT))
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+    # Out of the except block, so that the interrupted frames (and the
+    # data pipelines they hold) go now, not after Python is gone, which
+    # has TensorFlow print errors of its own at exit.
+    _interrupted(signum)
 
 
 def _interrupted(signum):
     """One line saying how to resume; exit 128 + signal. A second Ctrl-C
     while the process ends stops it at once."""
+    gc.collect()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *_: os._exit(128 + signal.SIGINT))
     name = signal.Signals(signum).name

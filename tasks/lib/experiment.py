@@ -12,6 +12,7 @@ the data `splits`, decoding and scoring `evaluation`, what is printed
 `console`. This module is the run loop.
 """
 
+import gc
 import json
 
 import keras
@@ -273,6 +274,10 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
         callbacks=[RunProgress(args.epochs), watch],
     )
     if watch.step is not None:
+        # The pipeline `fit` left mid-epoch goes now, while Python can
+        # still finalize it (TensorFlow prints errors at exit otherwise).
+        del history
+        gc.collect()
         kept = (
             f"the checkpoint of epoch {epoch} and the best weights are kept"
             if epoch
