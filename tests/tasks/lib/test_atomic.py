@@ -195,6 +195,7 @@ def test_a_run_directory_has_one_owner_until_it_dies(tmp_path):
     finally:
         owner.kill()
         owner.wait()
+        owner.stdout.close()
     with RunDirectory(out, create=False).owned():
         assert (out / LOCK_FILE).read_text() == f"{os.getpid()}\n"
     assert not (out / LOCK_FILE).exists()
