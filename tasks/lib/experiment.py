@@ -143,7 +143,12 @@ def finished_results(out: RunDirectory, args) -> dict | None:
     path = out / "results.json"
     if not path.is_file():
         return None
-    results = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(
+            f"{path}: damaged ({error}); delete it to score the run again"
+        ) from None
     if "diverged" in results:
         raise Diverged(
             f"--out {out.path} holds a run that diverged "
