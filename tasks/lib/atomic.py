@@ -180,8 +180,10 @@ def _bytes(dtype) -> int:
     return 2 if "bfloat16" in str(dtype) else np.dtype(str(dtype)).itemsize
 
 
-def check_weights_file(path, count: int) -> None:
-    """Every dataset of a weights file readable, `count` of them."""
+def check_weights_file(path, most: int) -> None:
+    """Every dataset of a weights file readable, and some but at most
+    `most` of them (a model's weights: Keras leaves out what no layer
+    tracks, such as a strategy's own discriminator, saved apart)."""
     import h5py
 
     found = []
@@ -192,9 +194,10 @@ def check_weights_file(path, count: int) -> None:
 
     with h5py.File(path, "r") as handle:
         handle.visititems(read)
-    if len(found) != count:
+    if not 0 < len(found) <= most:
         raise OSError(
-            errno.EIO, f"{len(found)} variables written, expected {count}"
+            errno.EIO,
+            f"{len(found)} variables written, expected 1 to {most}",
         )
 
 
