@@ -6,6 +6,7 @@ loads) and by the same command run again."""
 
 import json
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -227,6 +228,40 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_after(small_disk):
     resumed = run(argv)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming" in resumed.stdout and "after epoch 1" in resumed.stdout
+    assert len(strict_json(out / "results.json")["history"]) == 2
+
+
+def limit_file_size():
+    """In the child: files may not grow past 2 MiB (EFBIG, as a full disk
+    gives ENOSPC), without the signal that would kill the process."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+
+@pytest.mark.slow
+def test_a_write_that_fails_keeps_the_last_checkpoint(tmp_path):
+    """Without root (no tmpfs): a file-size limit makes the second epoch's
+    optimizer state (about 2.9 MB) fail to write."""
+    out = tmp_path / "run"
+    first = run(command(out, "--epochs", "1"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    argv = command(out, "--epochs", "2")
+    limited = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=limit_file_size,
+    )
+    assert limited.returncode == 2, limited.stderr[-2000:]
+    (line,) = error_lines(limited)
+    assert line.startswith(f"csl_title.py: error: {out}/epoch-2.optimizer")
+    assert "File too large" in line
+    assert strict_json(out / "state.json")["epochs_done"] == 1
+    check_left_behind(out)
+    resumed = run(argv)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "after epoch 1" in resumed.stdout
     assert len(strict_json(out / "results.json")["history"]) == 2
 
 
