@@ -181,7 +181,8 @@ def parse_args(argv):
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
     if not set(extra) & {"--train", "--data"} and not args.data.is_file():
-        parser.error(f"--data {args.data}: no such file")
+        what = "a directory" if args.data.is_dir() else "no such file"
+        parser.error(f"--data {args.data}: {what}")
     if not args.model_dir:
         for path in [*args.corpus, args.vocab]:
             if not path.is_file():

@@ -15,11 +15,14 @@ all of it.
 
 import argparse
 import contextlib
+import gc
 import importlib.abc
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 # Keras warnings that are harmless here, and alarming: the task scripts
@@ -180,8 +183,44 @@ def check_at_least(bounds):
 def check_files(paths):
     """`{'--flag': path}`: a path given but not a file stops in one line."""
     for flag, path in paths.items():
+        if path is not None and os.path.isdir(path):
+            fail(f"{flag} {path}: a directory; expected a file")
         if path is not None and not os.path.isfile(path):
             fail(f"{flag} {path}: no such file")
+
+
+class Diverged(Exception):
+    """Training met a loss that is not a number (NaN) or infinite: the
+    run stops, its last good checkpoint kept; the message is one line."""
+
+
+# Exit statuses besides 0 and bad input's 2: a diverged run, and the
+# shell's 128 + signal for Ctrl-C (SIGINT, 130) and SIGTERM (143).
+DIVERGED_STATUS = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where Python raises KeyboardInterrupt for SIGINT,
+    so that both stop a run the same way."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises `Interrupted` for the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # What bad input raises below a script: missing or unreadable files
@@ -192,10 +231,12 @@ INPUT_ERRORS = (OSError, ValueError)
 
 def run_main(function, *args, prog=None):
     """`function(*args)`, with bad input answered in one line on stderr
-    (exit status 2) and Ctrl-C in one line (130). A message is one line
+    (exit status 2), a diverged run in one line (3), Ctrl-C and SIGTERM
+    in one line saying how to resume (130, 143). A message is one line
     unless it is a list on purpose (`--model NAME`'s download steps)."""
     try:
-        return function(*args)
+        with _sigterm_interrupts():
+            return function(*args)
     except SystemExit as stop:
         # `fail`, or any SystemExit("error: ...") of the library (exit
         # codes pass through).
@@ -206,12 +247,29 @@ def run_main(function, *args, prog=None):
     except INPUT_ERRORS as error:
         sys.stderr.write(f"{prog or _prog()}: error: {one_line(error)}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.stderr.write(
-            "\nInterrupted: run the same command again to resume after "
-            "the last finished checkpoint.\n"
-        )
-        sys.exit(130)
+    except Diverged as error:
+        sys.stderr.write(f"{prog or _prog()}: error: {one_line(error)}\n")
+        sys.exit(DIVERGED_STATUS)
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+    # Out of the except block, so that the interrupted frames (and the
+    # data pipelines they hold) go now, not after Python is gone, which
+    # has TensorFlow print errors of its own at exit.
+    _interrupted(signum)
+
+
+def _interrupted(signum):
+    """One line saying how to resume; exit 128 + signal. A second Ctrl-C
+    while the process ends stops it at once."""
+    gc.collect()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: os._exit(128 + signal.SIGINT))
+    name = signal.Signals(signum).name
+    sys.stderr.write(
+        f"\nInterrupted ({name}): run the same command again to resume "
+        "after the last finished checkpoint.\n"
+    )
+    sys.exit(128 + signum)
 
 
 def one_line(error):

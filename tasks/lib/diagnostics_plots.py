@@ -9,6 +9,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tasks.lib.atomic import atomic_save_figure
+
 # Each figure's panels, left to right: (title, x label, y label).
 PANELS = {
     "survival": (
@@ -153,7 +155,7 @@ def _finish(figure, axes, path, integer_x=True):
     handles = [axis for axis in axes if axis.get_legend_handles_labels()[0]]
     if handles:
         handles[0].legend(fontsize="small")
-    figure.savefig(path, dpi=100)
+    atomic_save_figure(figure, path, dpi=100)
 
 
 PLOTS = {

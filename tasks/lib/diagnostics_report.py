@@ -9,12 +9,13 @@ three tables with their figures) and `diagnostics.json` (every run); the
 figures are drawn by `tasks.lib.diagnostics_plots`.
 """
 
-import csv
 import json
 import pathlib
 
 import numpy as np
 
+from tasks.lib.atomic import atomic_write_csv
+from tasks.lib.atomic import atomic_write_text
 from tasks.lib.comparison.statistics import check_unique_seeds
 from tasks.lib.comparison.statistics import stats
 from tasks.lib.comparison.tables import seeds_text
@@ -295,18 +296,17 @@ def write_csv(rows, quantities, path):
     fields = ["strategy", "x", "n", "seeds"]
     for key in quantities:
         fields += [f"{key}_mean", f"{key}_std"]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            record = {key: row[key] for key in ("strategy", "x", "n")}
-            record["seeds"] = " ".join(map(str, row["seeds"]))
-            for key in quantities:
-                stats = row.get(key) or {}
-                record[f"{key}_mean"] = stats.get("mean", "")
-                std = stats.get("std")
-                record[f"{key}_std"] = "" if std is None else std
-            writer.writerow(record)
+    records = []
+    for row in rows:
+        record = {key: row[key] for key in ("strategy", "x", "n")}
+        record["seeds"] = " ".join(map(str, row["seeds"]))
+        for key in quantities:
+            stats = row.get(key) or {}
+            record[f"{key}_mean"] = stats.get("mean", "")
+            std = stats.get("std")
+            record[f"{key}_std"] = "" if std is None else std
+        records.append(record)
+    atomic_write_csv(path, fields, records)
 
 
 # The report -------------------------------------------------------------------
@@ -372,7 +372,7 @@ def write_report(results, out_dir, options, length_edges=None, commit=None):
     for name in DIAGNOSTICS:
         table = MARKDOWN[name](rows[name])
         text = f"## {TITLES[name]}\n\n{DESCRIPTIONS[name]}\n\n{table}\n"
-        (out_dir / f"{name}.md").write_text(text, encoding="utf-8")
+        atomic_write_text(out_dir / f"{name}.md", text)
         write_csv(rows[name], QUANTITIES[name], out_dir / f"{name}.csv")
         _write_json(
             out_dir / f"{name}.json",
@@ -380,7 +380,7 @@ def write_report(results, out_dir, options, length_edges=None, commit=None):
         )
         PLOTS[name](rows[name], out_dir / f"{name}.png")
     markdown = header(results, options, commit) + "\n" + sections(rows)
-    (out_dir / "diagnostics.md").write_text(markdown, encoding="utf-8")
+    atomic_write_text(out_dir / "diagnostics.md", markdown)
     _write_json(
         out_dir / "diagnostics.json",
         {
@@ -394,6 +394,6 @@ def write_report(results, out_dir, options, length_edges=None, commit=None):
 
 
 def _write_json(path, value):
-    path.write_text(
-        json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    atomic_write_text(
+        path, json.dumps(value, ensure_ascii=False, indent=2) + "\n"
     )

@@ -4,9 +4,10 @@ each test beam size."""
 
 import time
 
+from tasks.lib.atomic import atomic_write_text
+from tasks.lib.metrics import MIN_DISTINCT_FRACTION
 from tasks.lib.metrics import score_titles
 from tasks.lib.metrics import warn_if_collapsed
-from tasks.lib.rundir import atomic_write_text
 
 
 def decode_titles(decoder, tokenizer, contents, beam, args) -> list[str]:
@@ -22,8 +23,9 @@ def decode_titles(decoder, tokenizer, contents, beam, args) -> list[str]:
     return [tokenizer.decode(output) for output in ids]
 
 
-def evaluate(decoder, tokenizer, pairs, beam, args):
-    """Decode and score; returns (metrics, predictions)."""
+def evaluate(decoder, tokenizer, pairs, beam, args, what="valid"):
+    """Decode and score; returns (metrics, predictions). `collapsed`
+    says whether the titles collapsed to a few distinct ones (warned)."""
     started = time.perf_counter()
     titles = decode_titles(
         decoder, tokenizer, [c for _, c in pairs], beam, args
@@ -35,7 +37,8 @@ def evaluate(decoder, tokenizer, pairs, beam, args):
         decode_seconds=round(decoded - started, 3),
         titles=len(pairs),
     )
-    warn_if_collapsed(titles)
+    fraction = warn_if_collapsed(titles, what=f"{what} predictions")
+    metrics["collapsed"] = fraction < MIN_DISTINCT_FRACTION
     return metrics, titles
 
 
@@ -44,7 +47,9 @@ def score_test(decoder, tokenizer, test, args, out) -> dict:
     OUT/predictions-beamN.tsv."""
     results = {}
     for beam in args.beams:
-        metrics, titles = evaluate(decoder, tokenizer, test, beam, args)
+        metrics, titles = evaluate(
+            decoder, tokenizer, test, beam, args, f"test beam {beam}"
+        )
         write_predictions(out / f"predictions-beam{beam}.tsv", test, titles)
         results[str(beam)] = metrics
     return results

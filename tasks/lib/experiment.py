@@ -12,6 +12,9 @@ the data `splits`, decoding and scoring `evaluation`, what is printed
 `console`. This module is the run loop.
 """
 
+import gc
+import json
+
 import keras
 
 from data import Seq2SeqBatches
@@ -22,11 +25,16 @@ from models.distribution import DivisibleBatches
 from models.distribution import data_parallel
 from models.distribution import global_batch_check
 from models.trainer import Seq2SeqTrainer
+from tasks.lib.atomic import atomic_save_weights
+from tasks.lib.atomic import atomic_write_json
+from tasks.lib.cli import Diverged
 from tasks.lib.console import RunProgress
 from tasks.lib.console import print_epoch
 from tasks.lib.console import print_examples
 from tasks.lib.console import print_results
 from tasks.lib.console import print_start
+from tasks.lib.divergence import StopOnNonFiniteLoss
+from tasks.lib.divergence import diverged
 from tasks.lib.environment import check_gpu_build
 from tasks.lib.environment import describe_environment
 from tasks.lib.evaluation import evaluate
@@ -41,8 +49,6 @@ from tasks.lib.model_files import load_config
 from tasks.lib.model_files import load_tokenizer
 from tasks.lib.model_files import resolve_model_files
 from tasks.lib.rundir import RunDirectory
-from tasks.lib.rundir import atomic_save_weights
-from tasks.lib.rundir import atomic_write_json
 from tasks.lib.runs import default_run_dir
 from tasks.lib.seq2seq_options import check_options
 from tasks.lib.seq2seq_options import fill_training_defaults
@@ -64,20 +70,31 @@ TINY_NOTICE = (
 def run(args, task: str) -> dict:
     """The whole experiment; returns the results dict.
 
-    Everything a user can get wrong is checked first, in this order, before
-    the run directory is touched: options, strategy options, model files,
-    data, the run directory's earlier settings, the device; then the model
-    is built (reading the checkpoint). Only then is anything written.
+    The run first owns its directory (another process writing there stops
+    this one at once). Then everything a user can get wrong is checked, in
+    this order, before anything is written: options, the run directory's
+    earlier settings (a finished run only says where its results are),
+    strategy options, model files, data, the device; then the model is
+    built (reading the checkpoint).
     """
+    out = RunDirectory(run_dir(args, task), create=False)
+    with out.owned():
+        return run_owned(args, task, out)
+
+
+def run_owned(args, task: str, out: RunDirectory) -> dict:
+    """`run`, once `out` is this process's."""
     files = resolve_model_files(args)
     fill_training_defaults(args, files)
     check_options(args)
+    settings = {**vars(args), "task": task}
+    out.refuse_other_settings(settings)
+    finished = finished_results(out, args)
+    if finished is not None:
+        return finished
     strategy = make_strategy(args.strategy, args.strategy_option)
     config = load_config(args, files)
     splits, data_info = load_splits(args)
-    out = RunDirectory(run_dir(args, task), create=False)
-    settings = {**vars(args), "task": task}
-    out.refuse_other_settings(settings)
     environment = describe_environment(args.precision)
     check_gpu_build(environment, args.allow_cpu)
     precision = environment["precision"]
@@ -121,6 +138,40 @@ def run(args, task: str) -> dict:
     return summary
 
 
+def finished_results(out: RunDirectory, args) -> dict | None:
+    """The results of a run that already ended in `out` (every epoch
+    trained, every beam of --beams scored, or diverged), said in one
+    line; None when there is work left."""
+    path = out / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(
+            f"{path}: damaged ({error}); delete it to score the run again"
+        ) from None
+    if "diverged" in results:
+        raise Diverged(
+            f"--out {out.path} holds a run that diverged "
+            f"({results['diverged']['where']}); start again with another "
+            "--out (lower --lr, add warm-up, or train in --precision fp32)"
+        )
+    state = out.load_state({"epochs_done": 0})
+    scored = set(results.get("test", {}))
+    if (
+        state.get("epochs_done", 0) < args.epochs
+        or not {str(beam) for beam in args.beams} <= scored
+    ):
+        return None
+    print(
+        f"{out.path}: this run is finished ({state['epochs_done']} epochs, "
+        f"beams {', '.join(sorted(scored))} scored); its results are in "
+        f"{path}. Give another --out (or delete {out.path}) to run it again."
+    )
+    return results
+
+
 def run_dir(args, task: str) -> str:
     """--out, or the run's default directory."""
     return args.out or default_run_dir(task, args.strategy, args.seed)
@@ -156,7 +207,11 @@ def train_and_test(args, out, model, trainer, tokenizer, splits, facts):
     state = out.load_state({"epochs_done": 0, "best": None, "history": []})
     restore(trainer, out, state)
     for epoch in range(state["epochs_done"], args.epochs):
-        figures = train_one_epoch(trainer, batches, epoch, args)
+        try:
+            figures = train_one_epoch(trainer, batches, epoch, args)
+        except Diverged as error:
+            record_divergence(out, state, facts, args, error.details)
+            raise
         # With --ema the averaged weights are scored and kept as the best;
         # the checkpoint holds the training weights and the averages.
         with trainer.averaged_weights():
@@ -211,9 +266,11 @@ def restore(trainer, out, state) -> None:
 
 def train_one_epoch(trainer, batches, epoch, args) -> dict:
     """One epoch of `fit`; its order depends only on (seed, epoch), so a
-    resumed run sees the same batches as an uninterrupted one."""
+    resumed run sees the same batches as an uninterrupted one. A loss
+    that is not finite stops it: `Diverged`, before anything is saved."""
     batches.set_epoch(epoch)
     trainer.check_targets(batches)  # fit sees a tf.data pipeline on TF
+    watch = StopOnNonFiniteLoss()
     history = trainer.fit(
         fit_input(batches),
         epochs=epoch + 1,
@@ -221,9 +278,36 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
         # The batches come in the order set above.
         shuffle=False,
         verbose=1 if args.progress else 2,
-        callbacks=[RunProgress(args.epochs)],
+        callbacks=[RunProgress(args.epochs), watch],
     )
+    if watch.step is not None:
+        # The pipeline `fit` left mid-epoch goes now, while Python can
+        # still finalize it (TensorFlow prints errors at exit otherwise).
+        del history
+        gc.collect()
+        kept = (
+            f"the checkpoint of epoch {epoch} and the best weights are kept"
+            if epoch
+            else "nothing was saved"
+        )
+        where = {"epoch": epoch + 1, "step": watch.step}
+        raise diverged(where, watch.loss, "--warmup-steps", kept)
     return {k: float(v[-1]) for k, v in history.history.items()}
+
+
+def record_divergence(out, state, facts, args, details) -> None:
+    """results.json of a run that diverged: what it was, the epochs it
+    finished, where it diverged; no scores (comparisons list it apart)."""
+    summary = {
+        **facts,
+        "seed": args.seed,
+        "commit": facts["environment"]["commit"],
+        "best_epoch": state["best"]["epoch"] if state["best"] else None,
+        "history": state["history"],
+        "scoring": SCORING,
+        "diverged": details,
+    }
+    atomic_write_json(out / "results.json", summary)
 
 
 def record_epoch(model, out, state, metrics, figures) -> None:

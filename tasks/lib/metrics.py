@@ -135,10 +135,18 @@ def corpus_bleu_chars(
     return float(corpus_bleu(refs, hypotheses, smoothing_function=smoothing))
 
 
+# Below this fraction of distinct predictions a run counts as collapsed.
+MIN_DISTINCT_FRACTION = 0.5
+
+
 def warn_if_collapsed(
-    predictions: Sequence[str], min_distinct_fraction: float = 0.5
+    predictions: Sequence[str],
+    min_distinct_fraction: float = MIN_DISTINCT_FRACTION,
+    what: str = "predictions",
 ) -> float:
-    """Warn when predictions collapse to a few distinct titles.
+    """Warn when predictions collapse to a few distinct titles, each time
+    (Python shows a warning once per place otherwise: the test set's would
+    never show after the validation's).
 
     A collapsed decoder (bert4keras#215) can still score decent ROUGE,
     because `rouge` counts distinct n-grams only; a warning makes it
@@ -148,12 +156,14 @@ def warn_if_collapsed(
         raise ValueError("no predictions to check")
     fraction = len(set(predictions)) / len(predictions)
     if fraction < min_distinct_fraction:
-        warnings.warn(
-            f"predictions collapsed: {len(set(predictions))} distinct titles "
-            f"in {len(predictions)} ({fraction:.0%} < "
-            f"{min_distinct_fraction:.0%})",
-            stacklevel=2,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn(
+                f"{what} collapsed: {len(set(predictions))} distinct "
+                f"titles in {len(predictions)} ({fraction:.0%} < "
+                f"{min_distinct_fraction:.0%})",
+                stacklevel=2,
+            )
     return fraction
 
 

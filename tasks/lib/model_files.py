@@ -16,6 +16,7 @@ from data.vocab import SEQ2SEQ_TOKENS
 from models import build_transformer_model
 from models.bert import BertConfig
 from models.bert import find_config_file
+from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
 from tasks.lib.environment import POLICIES
 from tasks.lib.factory import SIZES
@@ -48,13 +49,16 @@ def resolve_model_files(args) -> ModelFiles:
             files.config = files.config or str(find_config_file(directory))
         except FileNotFoundError as error:
             fail(f"--model-dir {directory}: {error}")
+        if not files.vocab and not (directory / "vocab.txt").is_file():
+            fail(
+                f"--model-dir {directory}: no vocab.txt in it (the model's "
+                "vocabulary); put it there or give --vocab"
+            )
         files.vocab = files.vocab or str(directory / "vocab.txt")
         files.checkpoint = files.checkpoint or str(directory)
     if files.checkpoint and not files.config:
         fail("--checkpoint needs --config (or use --model-dir)")
-    for flag, path in (("--config", files.config), ("--vocab", files.vocab)):
-        if path and not pathlib.Path(path).is_file():
-            fail(f"{flag} {path}: no such file")
+    check_files({"--config": files.config, "--vocab": files.vocab})
     if files.checkpoint:
         try:
             # The format from the name; a directory: its checkpoint file.

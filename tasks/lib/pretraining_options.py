@@ -10,6 +10,7 @@ import argparse
 import pathlib
 
 from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
 from tasks.lib.options import add_counts
 from tasks.lib.options import add_device_options
@@ -159,7 +160,6 @@ def check_options(args) -> None:
             f"{args.seq_len - 4}"
         )
     for path in args.text:
-        if not pathlib.Path(path).is_file():
-            fail(f"--text {path}: no such file")
+        check_files({"--text": path})
     if args.init and not pathlib.Path(args.init).exists():
         fail(f"--init {args.init}: no such file or directory")

@@ -18,8 +18,9 @@ import pathlib
 import shutil
 import time
 
+from tasks.lib.atomic import atomic_save_figure
+from tasks.lib.atomic import atomic_write_json
 from tasks.lib.rundir import RunDirectory
-from tasks.lib.rundir import atomic_write_json
 
 PLAN_FILE = "plan.json"
 
@@ -209,7 +210,7 @@ def plot_losses(phases, path):
     axis.set(xlabel="step", ylabel="training loss", title="pretraining")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.savefig(path, dpi=100)
+    atomic_save_figure(figure, path, dpi=100)
 
 
 def model_checksums(model_dir):

@@ -25,7 +25,14 @@ from models.bert import BertConfig
 from models.bert import find_config_file
 from models.pretraining import PretrainingTrainer
 from models.pretraining import WarmupDecay
+from tasks.lib.atomic import append_line
+from tasks.lib.atomic import atomic_directory
+from tasks.lib.atomic import atomic_write_json
+from tasks.lib.atomic import atomic_write_text
+from tasks.lib.cli import Diverged
 from tasks.lib.cli import fail
+from tasks.lib.divergence import diverged
+from tasks.lib.divergence import is_finite
 from tasks.lib.environment import POLICIES
 from tasks.lib.environment import check_gpu_build
 from tasks.lib.environment import describe_environment
@@ -37,18 +44,28 @@ from tasks.lib.pretraining_options import check_options
 from tasks.lib.pretraining_options import unilm_share
 from tasks.lib.pretraining_options import warmup_steps
 from tasks.lib.rundir import RunDirectory
-from tasks.lib.rundir import atomic_write_json
-from tasks.lib.rundir import atomic_write_text
 from weights import save_safetensors
+
+# Written instead of the model when the loss stops being finite.
+DIVERGED_FILE = "diverged.json"
 
 
 def run(args) -> pathlib.Path:
-    """Check everything, then train; nothing is written before the checks
-    (options, files, the run directory's settings, the device, the model
-    and the corpus) have passed. Returns the exported model directory."""
-    check_options(args)
+    """Own the run directory (another process writing there stops this
+    one at once), check everything, then train; nothing is written before
+    the checks (options, files, the run directory's settings, the device,
+    the model and the corpus) have passed. Returns the exported model
+    directory."""
     out = RunDirectory(args.out, create=False)
+    with out.owned():
+        return run_owned(args, out)
+
+
+def run_owned(args, out: RunDirectory) -> pathlib.Path:
+    """`run`, once `out` is this process's."""
+    check_options(args)
     out.refuse_other_settings(vars(args))
+    refuse_diverged(out)
     config, checkpoint, vocab = model_paths(args)
     token_dict, keep_tokens = load_simplified_vocab(vocab)
     if checkpoint is None:
@@ -72,13 +89,31 @@ def run(args) -> pathlib.Path:
         out.restore_checkpoint(trainer, state)
         print(f"Resuming {out.path} after step {state['step']}.")
     trim_log(out, state["step"])
-    state = train(trainer, batches, out, state, args)
+    try:
+        state = train(trainer, batches, out, state, args)
+    except Diverged as error:
+        # Beside the last checkpoint's state, which stays in charge.
+        atomic_write_json(out / DIVERGED_FILE, error.details)
+        raise
     exported = export_model(model, token_dict, out / "model")
     print(
         f"{state['step']} steps, {state['tokens']} tokens; model "
         f"exported to {exported}"
     )
     return exported
+
+
+def refuse_diverged(out: RunDirectory) -> None:
+    """A run that diverged would only diverge again from its checkpoint."""
+    path = out / DIVERGED_FILE
+    if path.is_file():
+        details = json.loads(path.read_text(encoding="utf-8"))
+        raise Diverged(
+            f"--out {out.path} holds a run that diverged at "
+            f"{details.get('where', '?')} ({path}); start again with "
+            "another --out (lower --lr, add --warmup, or train in "
+            "--precision fp32)"
+        )
 
 
 def model_paths(args):
@@ -278,13 +313,20 @@ def train(trainer, batches, out, state, args):
     for step in bar:
         inputs, labels = batches[step]
         logs = trainer.train_on_batch(inputs, labels, return_dict=True)
+        if not is_finite(logs["loss"]):
+            kept = (
+                f"the checkpoint {state['checkpoint']['weights']} is kept"
+                if state.get("checkpoint")
+                else "no checkpoint was saved yet"
+            )
+            where = {"step": step + 1}
+            raise diverged(where, logs["loss"], "--warmup", kept)
         tokens = int(np.count_nonzero(inputs[0]))
         meter.add(batches.objective(step), logs["loss"], tokens)
         state["step"], state["tokens"] = step + 1, state["tokens"] + tokens
         if state["step"] % args.log_every == 0 or state["step"] == args.steps:
             entry = meter.entry(state["step"])
-            with open(out / "log.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps(entry) + "\n")
+            append_line(out / "log.jsonl", json.dumps(entry))
             bar.set_postfix(loss=entry["loss"], tok_s=entry["tokens_per_s"])
             if not args.progress:
                 print(json.dumps(entry), flush=True)
@@ -305,8 +347,8 @@ def export_model(model, token_dict, directory):
     either, as their rows already follow vocab.txt.
     """
     directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.bert_config.save(directory / "config.json")
-    save_vocab(str(directory / "vocab.txt"), token_dict)
-    save_safetensors(model, directory / "model.safetensors")
+    with atomic_directory(directory) as temporary:
+        model.bert_config.save(temporary / "config.json")
+        save_vocab(str(temporary / "vocab.txt"), token_dict)
+        save_safetensors(model, temporary / "model.safetensors")
     return directory

@@ -8,8 +8,8 @@ device, versions and commit, and the data by sha256.
 
 import pathlib
 
+from tasks.lib.atomic import atomic_write_text
 from tasks.lib.markdown import table
-from tasks.lib.rundir import atomic_write_text
 
 TITLE = "# Reproducing the exposure-bias article: CSL title generation"
 SMOKE_NOTE = (

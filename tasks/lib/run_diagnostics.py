@@ -19,12 +19,13 @@ from keras import ops
 from data import sha256_of
 from models.backend import compile_function
 from models.decoding import Seq2SeqDecoder
+from tasks.lib.atomic import atomic_write_json
+from tasks.lib.atomic import atomic_write_text
 from tasks.lib.diagnostics import Options
 from tasks.lib.diagnostics import diagnose
 from tasks.lib.diagnostics_report import aggregate
 from tasks.lib.diagnostics_report import sections
 from tasks.lib.diagnostics_report import write_report
-from tasks.lib.rundir import atomic_write_json
 from tasks.lib.runs import DIAGNOSTICS_FILE
 from tasks.lib.runs import Run
 from tasks.lib.runs import one_line
@@ -308,7 +309,7 @@ def _write_cache(directory, key, result):
         atomic_write_json(
             directory / DIAGNOSTICS_FILE, {"key": key, "result": result}
         )
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NaN, not JSON
         pass
 
 
@@ -328,6 +329,7 @@ def add_to_comparison(run_dirs, report_dir, progress=True):
         "[diagnostics/diagnostics.md](diagnostics/diagnostics.md).\n\n"
         + sections(aggregate(results), prefix="diagnostics/", level=3)
     )
-    with open(report_dir / "table.md", "a", encoding="utf-8") as handle:
-        handle.write(section)
+    table = report_dir / "table.md"
+    before = table.read_text(encoding="utf-8") if table.exists() else ""
+    atomic_write_text(table, before + section)
     return section

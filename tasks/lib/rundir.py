@@ -1,18 +1,32 @@
-"""The output directory of a run: atomic writes and the resume state.
+"""The output directory of a run: its one owner, and the resume state.
 
 An interrupted run must lose nothing and never leave a half-written file, so
-every file goes through a temporary name and `os.replace`, and the state that
-says which epoch finished is written only after that epoch's weights are.
+every file goes through the atomic writes of `tasks.lib.atomic`, and the
+state that says which epoch finished is written only after that epoch's
+weights are. Two processes writing into one directory would spoil both
+runs, so a run owns its directory (`RunDirectory.owned`) before it does
+anything else.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
 import subprocess
+import time
 
 import numpy as np
 
+from tasks.lib.atomic import atomic_save_variables
+from tasks.lib.atomic import atomic_save_weights
+from tasks.lib.atomic import atomic_write_json
+from tasks.lib.atomic import deferred_signals
+from tasks.lib.cli import fail
+
 STATE_FILE = "state.json"
+# Held (flock) by the process that owns the directory; holds its pid.
+LOCK_FILE = ".lock"
 # The copy of the state kept with each checkpoint (`epoch-3.state.json`).
 CHECKPOINT_STATE = ".state.json"
 
@@ -27,43 +41,6 @@ def _read_state(path, required=("checkpoint",)):
     if not isinstance(state, dict) or not set(required) <= state.keys():
         raise ValueError(f"{path}: not a run state")
     return state
-
-
-def atomic_write_text(path, text):
-    path = pathlib.Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def atomic_write_json(path, value):
-    atomic_write_text(
-        path, json.dumps(value, indent=2, ensure_ascii=False) + "\n"
-    )
-
-
-def atomic_save_weights(model, path):
-    """`model.save_weights` through a temporary file (Keras needs the
-    `.weights.h5` suffix, so the temporary name keeps it)."""
-    path = pathlib.Path(path)
-    temporary = path.with_name(f"tmp-{path.name}")
-    model.save_weights(str(temporary))
-    os.replace(temporary, path)
-
-
-def atomic_save_variables(variables, path):
-    """Variables' values, in order, as a NumPy archive."""
-    import keras
-
-    path = pathlib.Path(path)
-    values = {
-        f"{i:05d}": keras.ops.convert_to_numpy(variable)
-        for i, variable in enumerate(variables)
-    }
-    temporary = path.with_name(f"tmp-{path.name}")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **values)
-    os.replace(temporary, path)
 
 
 def load_variables(variables, path, what):
@@ -130,6 +107,25 @@ def _git(directory, *args):
     return done.stdout.strip()
 
 
+def _holder(handle) -> str:
+    """The pid the owner wrote into the lock file (it may be writing it
+    just now)."""
+    for _ in range(20):
+        handle.seek(0)
+        pid = handle.read().strip()
+        if pid:
+            return pid
+        time.sleep(0.05)
+    return "unknown"
+
+
+def _same_file(handle, path) -> bool:
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 class RunDirectory:
     """Paths and state of one run under `--out`.
 
@@ -147,6 +143,51 @@ class RunDirectory:
 
     def create(self):
         self.path.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def owned(self):
+        """Own the directory for the block: another process already
+        owning it stops this one at once (one line naming it).
+
+        The lock is an flock, which the system drops when its process
+        ends however it ends, so a killed run's directory is taken over
+        and resumed. A directory made here and left empty (a run that
+        stopped on bad input) is removed again.
+        """
+        made = not self.path.exists()
+        self.create()
+        handle = self._lock()
+        try:
+            yield self
+        finally:
+            (self / LOCK_FILE).unlink(missing_ok=True)
+            handle.close()
+            if made and not any(self.path.iterdir()):
+                self.path.rmdir()
+
+    def _lock(self):
+        """The open lock file, flocked and holding this process's pid."""
+        path = self / LOCK_FILE
+        while True:
+            handle = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(handle)
+                handle.close()
+                fail(
+                    f"--out {self.path} is in use by another run (process "
+                    f"{holder}); wait for it to end, or give another --out"
+                )
+            # The owner before may have removed the file as we opened it.
+            if _same_file(handle, path):
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return handle
 
     def __truediv__(self, name):
         return self.path / name
@@ -206,7 +247,12 @@ class RunDirectory:
     def save_checkpoint(self, trainer, state, name):
         """Weights and optimizer state as `name`, then the state naming
         them; the previous checkpoint is deleted only after that, so an
-        interruption at any point leaves one complete checkpoint."""
+        interruption at any point leaves one complete checkpoint. Ctrl-C
+        and SIGTERM wait until the checkpoint is whole."""
+        with deferred_signals():
+            self._save_checkpoint(trainer, state, name)
+
+    def _save_checkpoint(self, trainer, state, name):
         files = {
             "weights": f"{name}.weights.h5",
             "optimizer": f"{name}.optimizer.npz",

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from typing import NamedTuple
 
+from tasks.lib.cli import DIVERGED_STATUS
 from tasks.lib.cli import fail
 from tasks.lib.seq2seq_options import build_parser
 from tasks.lib.task_defaults import TASK_DEFAULTS
@@ -110,8 +111,14 @@ class Run:
 
     @property
     def test(self) -> dict:
-        """{beam (str): scores} of the test set."""
+        """{beam (str): scores} of the test set ({} for a diverged run)."""
         return self.results["test"]
+
+    @property
+    def diverged(self) -> dict | None:
+        """Where a run that diverged stopped ({'epoch', 'step', 'loss',
+        'where'}); None for a run that trained to the end."""
+        return self.results.get("diverged")
 
     @property
     def label(self) -> str:
@@ -196,10 +203,13 @@ def _load_results(directory: pathlib.Path) -> dict:
         ) from None
     if not isinstance(results, dict):
         raise ValueError(f"{path}: expected a JSON object")
+    if "diverged" in results:
+        results.setdefault("test", {})  # no scores: it never finished
     for key in ("strategy", "seed", "test"):
         if key not in results:
             raise ValueError(f"{path}: missing key {key!r}")
-    _check_test_scores(path, results["test"])
+    if "diverged" not in results:
+        _check_test_scores(path, results["test"])
     # Keys as str(int) so that "01" and "1" name one beam size.
     test = {str(int(beam)): v for beam, v in results["test"].items()}
     return {**results, "test": test}
@@ -292,8 +302,19 @@ def _run_one(script, strategy, seed, out, extra) -> None:
         process.kill()
         process.wait()
         raise
-    if returncode != 0:
+    if returncode == DIVERGED_STATUS and _diverged(out):
+        # A result, recorded in its results.json: the comparison lists it.
+        print(f"{out} diverged (its error is above); the grid goes on")
+    elif returncode != 0:
         fail(f"this run failed (its error is above): {' '.join(command)}")
+
+
+def _diverged(out: pathlib.Path) -> bool:
+    """Did the run in `out` record that it diverged?"""
+    try:
+        return "diverged" in Run.load(out).results
+    except (OSError, ValueError):
+        return False
 
 
 def check_run_matches(out: pathlib.Path, strategy: str, seed: int) -> None:

@@ -7,10 +7,10 @@ a backend starts.
 """
 
 import argparse
-import pathlib
 
 from models.strategies.names import STRATEGY_NAMES
 from tasks.lib.cli import ArgumentParser
+from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
 from tasks.lib.options import add_counts
 from tasks.lib.options import add_device_options
@@ -341,10 +341,8 @@ def check_data_options(args):
             f"{args.test_fraction}: expected a sum below 1 (pairs left to "
             "train on)"
         )
-    for flag in ("--data", "--train", "--valid", "--test"):
-        path = getattr(args, flag[2:])
-        if path and not pathlib.Path(path).is_file():
-            fail(f"{flag} {path}: no such file")
+    flags = ("--data", "--train", "--valid", "--test")
+    check_files({flag: getattr(args, flag[2:]) or None for flag in flags})
 
 
 def run_options(args) -> dict:

@@ -52,6 +52,7 @@ def world(tmp_path_factory):
         model, root / "wider", config=json.dumps({**TINY, "hidden_size": 64})
     )
     _variant(model, root / "noconfig", remove="config.json")
+    _variant(model, root / "novocab", remove="vocab.txt")
     big = _variant(model, root / "bigvocab")
     extra = [chr(0x9F00 + i) for i in range(150)]
     with open(big / "vocab.txt", "a", encoding="utf-8") as handle:
@@ -216,8 +217,16 @@ CASES = {
         seq2seq("--data", "{w}/pairs.tsv", "--vocab", "{w}/nope.txt"),
         ["--vocab", "nope.txt"],
     ),
+    "data a directory": (
+        seq2seq("--data", "{w}/not-a-run"),
+        ["--data {w}/not-a-run: a directory; expected a file"],
+    ),
     # The model directory.
     "model dir": (seq2seq("--model-dir", "{w}/nowhere"), ["nowhere"]),
+    "no vocab in model dir": (
+        seq2seq("--model-dir", "{w}/novocab"),
+        ["--model-dir {w}/novocab: no vocab.txt in it"],
+    ),
     "no config": (
         seq2seq("--model-dir", "{w}/noconfig"),
         ["noconfig", "config.json"],
@@ -271,6 +280,10 @@ CASES = {
     "corpus missing": (
         pretrain("--text", "{w}/nope.txt", "--vocab", "{w}/vocab.txt"),
         ["--text", "nope.txt"],
+    ),
+    "text a directory": (
+        pretrain("--text", "{w}/not-a-run", "--vocab", "{w}/vocab.txt"),
+        ["--text {w}/not-a-run: a directory; expected a file"],
     ),
     "steps 0": (
         pretrain("--text", "{w}/text.txt", "--steps", "0"),
@@ -409,8 +422,12 @@ def test_bad_input_is_one_clear_line_before_any_run(
     assert "error" in line
     for culprit in culprits:
         assert culprit.replace("{w}", str(world)) in line, line
-    # No file of a run: neither in --out nor beside the inputs.
-    assert not out.exists() or not any(out.iterdir())
+    # No file of a run: neither in --out (not even the folder, which only
+    # the converter's cases make beforehand) nor beside the inputs.
+    if script == "convert":
+        assert not any(out.iterdir())
+    else:
+        assert not out.exists(), sorted(out.iterdir())
     assert _listing(world) == before
 
 

@@ -325,6 +325,13 @@ FAKE_TASK = textwrap.dedent(
         sys.exit(3)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.strategy == "nan":
+        run = {"strategy": "nan", "seed": args.seed, "model": "fake",
+               "data": {}, "commit": "fake", "scoring": {},
+               "diverged": {"epoch": 1, "step": 3, "loss": "nan",
+                            "where": "epoch 1, step 3"}}
+        (out / "results.json").write_text(json.dumps(run))
+        sys.exit(3)
     with open(out.parent / "calls.log", "a") as log:
         log.write(f"{args.strategy} {args.seed}\\n")
     base = {"baseline": 0.30, "gp": 0.35}[args.strategy] + 0.01 * args.seed
@@ -371,6 +378,15 @@ def test_run_mode_runs_each_combination_and_resumes(fake_task, tmp_path):
     run_mode(fake_task, workdir, tmp_path / "out")  # all done: no new calls
     assert (workdir / "calls.log").read_text().count("\n") == 4
     assert (tmp_path / "out" / "metrics.png").stat().st_size > 10_000
+
+
+def test_run_mode_goes_on_past_a_diverged_run(fake_task, tmp_path):
+    report = run_mode(
+        fake_task, tmp_path / "runs", tmp_path / "out", ["nan", "gp"]
+    )
+    assert [run["label"] for run in report["diverged"]] == ["nan", "nan"]
+    assert report["seeds"] == {"gp": [0, 1]}
+    assert "diverged at epoch 1, step 3" in report["markdown"]
 
 
 def test_run_mode_stops_on_a_failed_run(fake_task, tmp_path):
@@ -458,3 +474,57 @@ def test_run_options_other_than_defaults_make_another_row(tmp_path):
         "rdrop (alpha=0.7, label_smoothing=0.1, length_penalty=1.0)",
     ) in rows
     assert (1, "vat (min_length=3)") in rows
+
+
+def test_a_diverged_run_is_listed_apart_not_averaged(run_dirs, tmp_path):
+    diverged = tmp_path / "gp-seed1"
+    write_run(diverged, "gp", 1, {}, test={})
+    results = json.loads((diverged / "results.json").read_text())
+    del results["test"]
+    results["diverged"] = {
+        "epoch": 2,
+        "step": 7,
+        "loss": "nan",
+        "where": "epoch 2, step 7",
+    }
+    (diverged / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "comparison"
+    report = compare.main(
+        [str(d) for d in [*run_dirs, diverged]] + ["--out", str(out)]
+    )
+    rows = table_rows(report["markdown"])
+    assert all(
+        row[0] == "1" for (_, strategy), row in rows.items() if strategy == "gp"
+    )
+    assert (
+        f"- `{diverged}` (gp, seed 1): diverged at epoch 2, step 7 (loss nan)"
+        in report["markdown"]
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert [run["dir"] for run in saved["diverged"]] == [str(diverged)]
+    assert "NaN" not in (out / "results.json").read_text()
+    with pytest.raises(ValueError, match="every run diverged"):
+        build_report([diverged], tmp_path / "none")
+
+
+def test_a_collapsed_run_is_marked(tmp_path):
+    dirs = [
+        write_run(tmp_path / f"{s}-seed{n}", s, n, beams)
+        for (s, n), beams in SCORES.items()
+    ]
+    results = json.loads((dirs[3] / "results.json").read_text())
+    results["test"]["2"]["collapsed"] = True
+    (dirs[3] / "results.json").write_text(json.dumps(results))
+    report = build_report(dirs, tmp_path / "comparison")
+    rows = table_rows(report["markdown"])
+    assert (2, "replace ‡") in rows and (1, "replace") in rows
+    assert (
+        "‡: the test titles collapsed (fewer than half distinct) in "
+        "1 of 1 runs of replace at beam 2" in report["markdown"]
+    )
+    with open(tmp_path / "comparison" / "table.csv", newline="") as handle:
+        flags = {
+            (r["beam"], r["strategy"]): r["collapsed"]
+            for r in csv.DictReader(handle)
+        }
+    assert flags[("2", "replace")] == "1" and flags[("1", "replace")] == "0"

@@ -23,6 +23,7 @@ import sys
 import time
 
 from models.strategies.names import STRATEGY_NAMES
+from tasks.lib.atomic import atomic_write_text
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
 from tasks.lib.benchmarks.arguments import print_command
@@ -176,7 +177,7 @@ def run(args):
     text = "\n".join(train_table(rows) + notes(args, environment))
     print(text, flush=True)
     if args.out:
-        pathlib.Path(args.out).write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(args.out, text + "\n")
     return rows
 
 

@@ -5,6 +5,7 @@ import pathlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tasks.lib.atomic import atomic_save_figure
 from tasks.lib.comparison.statistics import COLUMNS
 
 
@@ -27,7 +28,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
         axis.set_ylabel("score x100")
         axis.grid(alpha=0.3)
     axes[0].legend()
-    figure.savefig(path, dpi=100)
+    atomic_save_figure(figure, path, dpi=100)
 
 
 def _plot_strategy(axis, rows: list[dict], key: str, label: str) -> None:

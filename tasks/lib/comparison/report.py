@@ -2,15 +2,17 @@
 table.md, table.csv, results.json (every run and every aggregate) and
 metrics.png."""
 
-import json
 import pathlib
 
 from tasks.lib import published as published_tables
+from tasks.lib.atomic import atomic_write_json
+from tasks.lib.atomic import atomic_write_text
 from tasks.lib.comparison.plots import plot
 from tasks.lib.comparison.statistics import NOISE_RULE
 from tasks.lib.comparison.statistics import aggregate
 from tasks.lib.comparison.statistics import consistency_problems
 from tasks.lib.comparison.statistics import seeds_by_strategy
+from tasks.lib.comparison.tables import diverged_lines
 from tasks.lib.comparison.tables import legend
 from tasks.lib.comparison.tables import markdown_table
 from tasks.lib.comparison.tables import report_header
@@ -31,10 +33,17 @@ def build_report(
     """Load runs, aggregate, and write table.md/.csv, results.json, png;
     `published` ('csl', 'lcsts') adds the article's rows for that task.
     Returns what results.json holds, and the Markdown as `markdown`."""
-    runs = [Run.load(run_dir).record() for run_dir in run_dirs]
-    if not runs:
+    everything = [Run.load(run_dir).record() for run_dir in run_dirs]
+    if not everything:
         raise ValueError("no runs to compare")
-    problems = consistency_problems(runs)
+    diverged = [run for run in everything if run.get("diverged")]
+    runs = [run for run in everything if not run.get("diverged")]
+    if not runs:
+        raise ValueError(
+            "every run diverged (no scores to compare): "
+            + ", ".join(run["dir"] for run in diverged)
+        )
+    problems = consistency_problems(everything)
     if problems and not allow_mixed:
         raise ValueError("; ".join(problems) + " (--allow-mixed to go on)")
     rows = aggregate(runs)
@@ -46,7 +55,9 @@ def build_report(
     header = report_header(runs, commit)
     table = markdown_table(rows, reference)
     markdown = f"{header}\n{warnings}{table}\n{legend(rows, published)}"
-    (out_dir / "table.md").write_text(markdown, encoding="utf-8")
+    if diverged:
+        markdown += "\n" + diverged_lines(diverged)
+    atomic_write_text(out_dir / "table.md", markdown)
     write_csv(rows, out_dir / "table.csv", reference)
     plot(with_reference(rows, reference), out_dir / "metrics.png")
     results = {
@@ -55,13 +66,12 @@ def build_report(
         "seeds": seeds_by_strategy(runs),
         "noise_rule": NOISE_RULE,
         "runs": runs,
+        "diverged": diverged,
         "aggregate": rows,
     }
     if published:
         results["published"] = published_section(published, reference)
-    (out_dir / "results.json").write_text(
-        json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    atomic_write_json(out_dir / "results.json", results)
     return {**results, "markdown": markdown}
 
 

@@ -10,6 +10,8 @@ from tasks.lib.runs import SCORE_KEYS
 # (key in results.json, column title), in the article's column order.
 COLUMNS = tuple(zip(SCORE_KEYS, ("Rouge-L", "Rouge-1", "Rouge-2", "BLEU")))
 NOISE_MARK = "†"
+# After a strategy whose test titles collapsed (few distinct) in some run.
+COLLAPSED_MARK = "‡"
 NOISE_RULE = (
     f"{NOISE_MARK}: the gap to the block's best mean is at most one pooled "
     "seed std, sqrt(((n1-1)s1^2 + (n2-1)s2^2) / (n1+n2-2)), of the two "
@@ -68,6 +70,9 @@ def _row(beam: int, strategy: str, group: list[dict]) -> dict:
     }
     for key, _ in COLUMNS:
         row[key] = stats([test[key] for test in tests])
+    # Runs whose titles collapsed (`evaluation.evaluate`): their scores
+    # can look fine while the model says one thing to every input.
+    row["collapsed"] = sum(bool(test.get("collapsed")) for test in tests)
     if all("seconds" in test for test in tests):
         row["seconds"] = stats([test["seconds"] for test in tests])
     return row

@@ -1,11 +1,12 @@
 """The comparison as text: the Markdown table, its legend, the provenance
 header, and the CSV."""
 
-import csv
 import json
 import pathlib
 
 from tasks.lib import published as published_tables
+from tasks.lib.atomic import atomic_write_csv
+from tasks.lib.comparison.statistics import COLLAPSED_MARK
 from tasks.lib.comparison.statistics import COLUMNS
 from tasks.lib.comparison.statistics import NOISE_MARK
 from tasks.lib.comparison.statistics import NOISE_RULE
@@ -39,8 +40,25 @@ def markdown_table(rows: list[dict], reference: list[dict] = ()) -> str:
         else:
             cells = [format_cell(row[key], row["n"]) for key, _ in COLUMNS]
             seeds = str(row["n"])
-        lines.append([row["beam"], row["strategy"], seeds, *cells])
+        strategy = row["strategy"]
+        if row.get("collapsed"):
+            strategy += f" {COLLAPSED_MARK}"
+        lines.append([row["beam"], strategy, seeds, *cells])
     return "\n".join(table(titles, lines)) + "\n"
+
+
+def diverged_lines(runs: list[dict]) -> str:
+    """The runs that diverged (no scores, so in no row), one a line."""
+    if not runs:
+        return ""
+    lines = ["Diverged (no scores; not in the table):", ""]
+    lines += [
+        f"- `{run['dir']}` ({run['label']}, seed {run['seed']}): "
+        f"diverged at {run['diverged'].get('where', '?')}"
+        f" (loss {run['diverged'].get('loss', '?')})"
+        for run in runs
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def with_reference(rows: list[dict], reference: list[dict]) -> list[dict]:
@@ -64,6 +82,18 @@ def legend(rows: list[dict], published: str | None = None) -> str:
         text = (
             f"Scores x100, mean ± sample std (ddof=1) over seeds. {bold}\n\n"
             f"{NOISE_RULE}\n"
+        )
+    collapsed = [row for row in rows if row.get("collapsed")]
+    if collapsed:
+        text += (
+            f"\n{COLLAPSED_MARK}: the test titles collapsed (fewer than half "
+            "distinct) in "
+            + "; ".join(
+                f"{row['collapsed']} of {row['n']} runs of {row['strategy']} "
+                f"at beam {row['beam']}"
+                for row in collapsed
+            )
+            + ".\n"
         )
     if published:
         text += "\n" + published_legend(published)
@@ -179,19 +209,17 @@ def write_csv(
     fields = ["beam", "strategy", "n", "seeds"]
     for key in keys:
         fields += [f"{key}_mean", f"{key}_std"]
-    fields.append("source")
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in with_reference(rows, reference):
-            record = {name: row[name] for name in ("beam", "strategy", "n")}
-            record["source"] = (
-                "published" if row.get("published") else "measured"
-            )
-            record["seeds"] = " ".join(map(str, row["seeds"]))
-            for key in keys:
-                stats = row.get(key, {})
-                record[f"{key}_mean"] = stats.get("mean", "")
-                std = stats.get("std")
-                record[f"{key}_std"] = "" if std is None else std
-            writer.writerow(record)
+    fields += ["collapsed", "source"]
+    records = []
+    for row in with_reference(rows, reference):
+        record = {name: row[name] for name in ("beam", "strategy", "n")}
+        record["source"] = "published" if row.get("published") else "measured"
+        record["seeds"] = " ".join(map(str, row["seeds"]))
+        record["collapsed"] = row.get("collapsed", "")
+        for key in keys:
+            stats = row.get(key, {})
+            record[f"{key}_mean"] = stats.get("mean", "")
+            std = stats.get("std")
+            record[f"{key}_std"] = "" if std is None else std
+        records.append(record)
+    atomic_write_csv(path, fields, records)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.trainer import Seq2SeqTrainer
+from tasks.lib import atomic
 from tasks.lib import rundir
 from tasks.lib.rundir import RESUMABLE
 from tasks.lib.rundir import RunDirectory
@@ -19,9 +20,9 @@ from tests.common import trainer_model
 
 
 def test_atomic_writes_leave_only_the_file(tmp_path):
-    rundir.atomic_write_text(tmp_path / "a.txt", "one")
-    rundir.atomic_write_text(tmp_path / "a.txt", "two")
-    rundir.atomic_write_json(tmp_path / "b.json", {"标题": 1})
+    atomic.atomic_write_text(tmp_path / "a.txt", "one")
+    atomic.atomic_write_text(tmp_path / "a.txt", "two")
+    atomic.atomic_write_json(tmp_path / "b.json", {"标题": 1})
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "two"
     assert json.loads((tmp_path / "b.json").read_text("utf-8")) == {"标题": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json"]
