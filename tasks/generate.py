@@ -199,8 +199,7 @@ def decoding_options(args, generator):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_main(run, args, prog="generate.py")
+    run_main(run, build_parser().parse_args(argv), prog="generate.py")
     return 0
 
 

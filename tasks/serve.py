@@ -106,8 +106,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_main(run, args, prog="serve.py")
+    run_main(run, build_parser().parse_args(argv), prog="serve.py")
     return 0
 
 

@@ -144,8 +144,7 @@ def report(args, generator, rounds, status):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_main(run, args, prog="serve_benchmark.py")
+    run_main(run, build_parser().parse_args(argv), prog="serve_benchmark.py")
     return 0
 
 
