@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from data import DataFormatError
 from data import read_pairs
-from tasks.lib.rundir import atomic_write_text
+from tasks.lib.atomic import atomic_write_text
 
 INPUT_FORMATS = ("auto", "lines", "clge", "csl")
 OUTPUT_FORMATS = ("tsv", "jsonl")

@@ -17,11 +17,11 @@ from data import Tokenizer
 from data import load_vocab
 from models import build_transformer_model
 from models.bert import BertConfig
+from tasks.lib.atomic import atomic_write_text
 from tasks.lib.environment import POLICIES
 from tasks.lib.model_files import build_model
 from tasks.lib.model_files import load_tokenizer
 from tasks.lib.model_files import resolve_model_files
-from tasks.lib.rundir import atomic_write_text
 from tasks.lib.runs import Run
 from tasks.lib.splits import is_tiny_default
 

@@ -15,6 +15,9 @@ def parsers():
     """(name, parser) of every script and subcommand."""
     from tasks import compare
     from tasks import diagnose
+    from tasks import generate
+    from tasks import serve
+    from tasks import serve_benchmark
     from tasks.lib import pretraining_options
     from tasks.lib.benchmarks import build_parser as benchmark_parser
     from tasks.lib.seq2seq_options import build_parser
@@ -24,6 +27,9 @@ def parsers():
         ("csl_title", build_parser("t", {"maxlen": 256, "title_maxlen": 32})),
         ("pretrain", pretraining_options.build_parser("t")),
         ("diagnose", diagnose.build_parser()),
+        ("generate", generate.build_parser()),
+        ("serve", serve.build_parser()),
+        ("serve_benchmark", serve_benchmark.build_parser()),
         ("compare", _compare_parser(compare)),
         ("convert", _convert_parser(convert)),
     ]
