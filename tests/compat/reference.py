@@ -1,8 +1,8 @@
 """bert4keras 0.11's own pure-Python modules, run as test oracles.
 
 The README's set-up command (and `.ci/run`) installs bert4keras 0.11.5
-without its dependencies (it pins
-`keras<=2.3.1`, which cannot sit beside Keras 3). Only `snippets.py` and
+without its dependencies (it pins `keras<=2.3.1`, which cannot sit beside
+Keras 3). Only `snippets.py` and
 `tokenizers.py` are executed here, with `bert4keras.backend` (TensorFlow 1
 and Keras 2) replaced by an empty stub: the tokenizer, the text helpers
 and the decoding loops used as references never touch it. The modules are
