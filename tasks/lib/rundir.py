@@ -157,6 +157,7 @@ class RunDirectory:
         made = not self.path.exists()
         self.create()
         handle = self._lock()
+        self._remove_unfinished_writes()
         try:
             yield self
         finally:
@@ -164,6 +165,15 @@ class RunDirectory:
             handle.close()
             if made and not any(self.path.iterdir()):
                 self.path.rmdir()
+
+    def _remove_unfinished_writes(self):
+        """Temporary files of a write that a killed owner never finished
+        (`atomic.replacing` names them): the complete files they were to
+        replace, if any, are still there."""
+        for pattern in ("tmp-*", ".*.tmp"):
+            for path in self.path.glob(pattern):
+                if path.is_file():
+                    path.unlink()
 
     def _lock(self):
         """The open lock file, flocked and holding this process's pid."""

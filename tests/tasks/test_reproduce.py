@@ -301,7 +301,10 @@ def test_smoke_report_has_every_stage_and_the_published_rows(smoke_run):
             f"| {beam} | {strategy} (published) | 2 runs (published) "
             f"| {rouge_l:.2f} | {rouge_1:.2f} | {rouge_2:.2f} | {bleu:.2f} |"
         ) in comparison
-        assert re.search(rf"^\| {beam} \| {strategy} \| 1 \|", comparison, re.M)
+        # ‡: the toy runs' titles collapse, and the table says so.
+        assert re.search(
+            rf"^\| {beam} \| {strategy}(?: ‡)? \| 1 \|", comparison, re.M
+        )
     assert "Rows marked (published)" in comparison
     assert "- epochs: here 1; published 20" in comparison
     assert "- pretraining: on the CSL corpus here, whose text holds" in (

@@ -109,13 +109,14 @@ def test_a_second_process_is_refused_and_a_killed_ones_folder_resumed(
     finally:
         first.kill()
         first.wait()
-    check_left_behind(out)
     done = strict_json(out / "state.json")["epochs_done"]
     # Fewer epochs may be asked for on resuming: it only tests.
     resumed = run(command(out, "--epochs", "1"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resuming {out} after epoch {done}" in resumed.stdout
     assert len(strict_json(out / "results.json")["history"]) == done
+    # kill -9 may strike mid-write: the new owner clears what it left.
+    check_left_behind(out)
 
 
 @pytest.mark.slow

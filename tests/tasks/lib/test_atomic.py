@@ -210,6 +210,22 @@ def test_a_run_directory_has_one_owner_until_it_dies(tmp_path):
     assert not (out / LOCK_FILE).exists()
 
 
+def test_a_new_owner_removes_the_writes_a_killed_one_left_unfinished(
+    tmp_path,
+):
+    """kill -9 during a write leaves its temporary file (the file it was to
+    replace is whole); the next owner removes it and keeps the rest."""
+    out = tmp_path / "run"
+    out.mkdir()
+    left = [out / "tmp-epoch-5.weights.h5", out / ".state.json.tmp"]
+    kept = [out / "epoch-4.weights.h5", out / "state.json"]
+    for path in left + kept:
+        path.write_text("x")
+    with RunDirectory(out, create=False).owned():
+        assert not any(path.exists() for path in left)
+        assert all(path.read_text() == "x" for path in kept)
+
+
 def test_a_directory_made_for_a_refused_run_is_removed(tmp_path):
     out = tmp_path / "new"
     with pytest.raises(ValueError):
