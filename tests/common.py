@@ -5,12 +5,17 @@ allow; tiny checkpoints in the real file formats are in `checkpoints.py`.
 Test modules import from these two modules, never from one another.
 """
 
+import contextlib
 import os
 import pathlib
+import socket
+import threading
+import time
 
 import keras
 import numpy as np
 import pytest
+import uvicorn
 
 from models import build_transformer_model
 
@@ -203,3 +208,47 @@ WORDS = [
     "##4",
     "##keras",
 ]
+
+# A finished run of the built-in default (synthetic pairs, vocab.txt in the
+# run directory), smaller and for one epoch: the tests that need a whole
+# run add their --beams.
+TINY_RUN_ARGS = [
+    "--epochs",
+    "1",
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--heads",
+    "2",
+    "--intermediate",
+    "64",
+    "--maxlen",
+    "64",
+    "--title-maxlen",
+    "12",
+    "--batch-size",
+    "32",
+    "--valid-limit",
+    "16",
+    "--no-progress",
+]
+
+
+@contextlib.contextmanager
+def running(app):
+    """`app` on a real uvicorn server, on a free port of 127.0.0.1."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -7,7 +7,6 @@ data, code 1 naming a missing required argument, code 2 with an error's
 message.
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -15,35 +14,15 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
-import uvicorn
 
 from compat import snippets
 from tests.common import ROOT
-
-
-@contextlib.contextmanager
-def running(app):
-    """`app` on a real uvicorn server, on a free port of 127.0.0.1."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+from tests.common import running
 
 
 def get(url, data=None):

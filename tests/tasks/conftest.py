@@ -7,33 +7,10 @@ import sys
 import pytest
 
 from tests.common import ROOT
+from tests.common import TINY_RUN_ARGS
 
-# The built-in default (synthetic pairs, vocab.txt in the run directory),
-# smaller and for one epoch; test titles at beams 1 and 2.
-TINY_RUN = [
-    "--epochs",
-    "1",
-    "--beams",
-    "1",
-    "2",
-    "--layers",
-    "1",
-    "--hidden",
-    "32",
-    "--heads",
-    "2",
-    "--intermediate",
-    "64",
-    "--maxlen",
-    "64",
-    "--title-maxlen",
-    "12",
-    "--batch-size",
-    "32",
-    "--valid-limit",
-    "16",
-    "--no-progress",
-]
+# The tiny run, its test titles at beams 1 and 2.
+TINY_RUN = ["--beams", "1", "2", *TINY_RUN_ARGS]
 
 
 @pytest.fixture(scope="session")

@@ -12,33 +12,10 @@ import pytest
 
 from tasks import diagnose
 from tests.common import ROOT
+from tests.common import TINY_RUN_ARGS
 
 SCRIPT = ROOT / "tasks" / "diagnose.py"
-# The built-in default (synthetic pairs, vocab.txt in the run directory),
-# smaller and for one epoch.
-TINY_RUN = [
-    "--epochs",
-    "1",
-    "--beams",
-    "1",
-    "--layers",
-    "1",
-    "--hidden",
-    "32",
-    "--heads",
-    "2",
-    "--intermediate",
-    "64",
-    "--maxlen",
-    "64",
-    "--title-maxlen",
-    "12",
-    "--batch-size",
-    "32",
-    "--valid-limit",
-    "16",
-    "--no-progress",
-]
+TINY_RUN = ["--beams", "1", *TINY_RUN_ARGS]
 SCORES = {"rouge-l": 0.1, "rouge-1": 0.1, "rouge-2": 0.0, "bleu": 0.01}
 
 

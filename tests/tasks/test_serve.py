@@ -8,16 +8,13 @@ the server with SIGTERM.
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import os
 import re
 import runpy
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,7 +22,6 @@ import urllib.request
 from unittest import mock
 
 import pytest
-import uvicorn
 
 from tasks import serve
 from tasks.lib.abstracts import Title
@@ -35,6 +31,7 @@ from tasks.lib.serving import PAGE
 from tasks.lib.serving import Batcher
 from tasks.lib.serving import build_app
 from tests.common import ROOT
+from tests.common import running
 
 SCRIPT = ROOT / "tasks" / "serve.py"
 
@@ -65,25 +62,6 @@ def titles_of(text, options):
         Title(f"{text[::-1]}{rank}", -float(len(text) + rank))
         for rank in range(count)
     ]
-
-
-@contextlib.contextmanager
-def running(app):
-    """`app` on a real uvicorn server, on a free port of 127.0.0.1."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def request(url, body=None, method=None):
