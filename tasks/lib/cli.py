@@ -200,27 +200,60 @@ DIVERGED_STATUS = 3
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised where Python raises KeyboardInterrupt for SIGINT,
-    so that both stop a run the same way."""
+    """SIGINT or SIGTERM: both stop a run the same way (`signum` says
+    which)."""
 
-    signum = signal.SIGTERM
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__()
+        self.signum = signum
+
+
+# Signals received by this process, oldest first.
+_received: list[int] = []
 
 
 def _raise_interrupted(signum, frame):
-    raise Interrupted()
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise `Interrupted` again for a signal already received.
+
+    The handler raises where the main thread is, and there Python may
+    have to drop the exception: in a garbage-collection callback (jaxlib
+    registers one, and allocations run it anywhere), a `__del__` or a
+    weakref callback. The run would train on to the end. The loops call
+    this at safe points (every training step, after every checkpoint), so
+    a received signal always stops the run."""
+    if _received:
+        raise Interrupted(_received[0])
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM raises `Interrupted` for the block (main thread only)."""
+def _signals_interrupt():
+    """SIGINT and SIGTERM raise `Interrupted` for the block, and are
+    recorded for `raise_if_interrupted` (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    _received.clear()
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    previous = {n: signal.signal(n, _raise_interrupted) for n in numbers}
+    report_unraisable = sys.unraisablehook
+
+    def drop_interrupted(unraisable):
+        # Recorded: raised again at the next safe point, not a traceback.
+        if not isinstance(unraisable.exc_value, Interrupted):
+            report_unraisable(unraisable)
+
+    sys.unraisablehook = drop_interrupted
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = report_unraisable
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 # What bad input raises below a script: missing or unreadable files
@@ -235,8 +268,11 @@ def run_main(function, *args, prog=None):
     in one line saying how to resume (130, 143). A message is one line
     unless it is a list on purpose (`--model NAME`'s download steps)."""
     try:
-        with _sigterm_interrupts():
-            return function(*args)
+        with _signals_interrupt():
+            result = function(*args)
+            # A signal whose exception was lost stops the process anyway.
+            raise_if_interrupted()
+            return result
     except SystemExit as stop:
         # `fail`, or any SystemExit("error: ...") of the library (exit
         # codes pass through).

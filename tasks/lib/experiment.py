@@ -28,6 +28,7 @@ from models.trainer import Seq2SeqTrainer
 from tasks.lib.atomic import atomic_save_weights
 from tasks.lib.atomic import atomic_write_json
 from tasks.lib.cli import Diverged
+from tasks.lib.cli import raise_if_interrupted
 from tasks.lib.console import RunProgress
 from tasks.lib.console import print_epoch
 from tasks.lib.console import print_examples
@@ -219,6 +220,7 @@ def train_and_test(args, out, model, trainer, tokenizer, splits, facts):
             record_epoch(model, out, state, metrics, figures)
         state["epochs_done"] += 1
         out.save_checkpoint(trainer, state, f"epoch-{state['epochs_done']}")
+        raise_if_interrupted()
     if state["best"]:
         model.load_weights(str(out / "best.weights.h5"))
     results = score_test(decoder, tokenizer, test, args, out)
@@ -278,7 +280,7 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
         # The batches come in the order set above.
         shuffle=False,
         verbose=1 if args.progress else 2,
-        callbacks=[RunProgress(args.epochs), watch],
+        callbacks=[RunProgress(args.epochs), watch, StopOnSignal()],
     )
     if watch.step is not None:
         # The pipeline `fit` left mid-epoch goes now, while Python can
@@ -293,6 +295,14 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
         where = {"epoch": epoch + 1, "step": watch.step}
         raise diverged(where, watch.loss, "--warmup-steps", kept)
     return {k: float(v[-1]) for k, v in history.history.items()}
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ctrl-C or SIGTERM stops `fit` after the step it arrived in, even
+    where a library lost the exception the signal raised."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_interrupted()
 
 
 def record_divergence(out, state, facts, args, details) -> None:

@@ -31,6 +31,7 @@ from tasks.lib.atomic import atomic_write_json
 from tasks.lib.atomic import atomic_write_text
 from tasks.lib.cli import Diverged
 from tasks.lib.cli import fail
+from tasks.lib.cli import raise_if_interrupted
 from tasks.lib.divergence import diverged
 from tasks.lib.divergence import is_finite
 from tasks.lib.environment import POLICIES
@@ -336,6 +337,7 @@ def train(trainer, batches, out, state, args):
             or state["step"] == args.steps
         ):
             out.save_checkpoint(trainer, state, f"step-{state['step']}")
+        raise_if_interrupted()
     return state
 
 

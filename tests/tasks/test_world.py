@@ -5,7 +5,6 @@ text. Each case is provoked for real and checked by what the user sees
 loads) and by the same command run again."""
 
 import json
-import os
 import re
 import resource
 import signal
@@ -144,10 +143,9 @@ def test_a_diverging_run_stops_clearly_and_is_recorded(tmp_path):
     assert f"--out {out} holds a run that diverged (epoch 1, step" in line
 
 
-@pytest.mark.slow
-def test_a_diverging_pretraining_keeps_its_last_checkpoint(tmp_path):
-    out = tmp_path / "pretrain"
-    argv = [
+def pretrain_command(out, *extra):
+    """A one-layer pretraining on the real CSL titles; `extra` last."""
+    return [
         sys.executable,
         str(ROOT / "tasks" / "pretrain.py"),
         "--vocab",
@@ -156,8 +154,6 @@ def test_a_diverging_pretraining_keeps_its_last_checkpoint(tmp_path):
         str(require_shared(CSL_CORPUS / "titles.txt")),
         "--limit",
         "200",
-        "--steps",
-        "8",
         "--layers",
         "1",
         "--hidden",
@@ -169,15 +165,20 @@ def test_a_diverging_pretraining_keeps_its_last_checkpoint(tmp_path):
         "--seq-len",
         "32",
         "--no-progress",
-        "--lr",
-        "1e6",
         "--warmup",
         "0",
         "--checkpoint-every",
         "2",
         "--out",
         str(out),
+        *extra,
     ]
+
+
+@pytest.mark.slow
+def test_a_diverging_pretraining_keeps_its_last_checkpoint(tmp_path):
+    out = tmp_path / "pretrain"
+    argv = pretrain_command(out, "--steps", "8", "--lr", "1e6")
     result = run(argv)
     assert result.returncode == 3, result.stderr[-2000:]
     (line,) = error_lines(result)
@@ -268,12 +269,6 @@ def test_a_write_that_fails_keeps_the_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    os.environ.get("KERAS_BACKEND") == "jax",
-    reason="known bug: on JAX a signal that arrives while the first "
-    "checkpoint is written can be lost (the run trains to the end)",
-    strict=False,
-)
 @pytest.mark.parametrize(
     "signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
 )
@@ -314,6 +309,32 @@ def test_a_signal_mid_training_leaves_a_resumable_run(signum, status, tmp_path):
     assert again.returncode == 0
     assert f"{out}: this run is finished" in again.stdout
     assert "decoding" not in again.stderr + again.stdout
+
+
+@pytest.mark.slow
+def test_a_signal_mid_pretraining_leaves_a_resumable_run(tmp_path):
+    out = tmp_path / "pretrain"
+    argv = pretrain_command(out, "--steps", "300")
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = out / "state.json"
+    wait_for(process, lambda: state.exists() and strict_json(state)["step"])
+    process.send_signal(signal.SIGTERM)
+    _, process.stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, process.stderr[-2000:]
+    assert error_lines(process)[-1].startswith("Interrupted (SIGTERM)")
+    assert "Traceback" not in process.stderr
+    stopped_at = strict_json(state)["step"]
+    assert 0 < stopped_at < 300
+    check_left_behind(out)
+    resumed = run(argv)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert strict_json(state)["step"] == 300
 
 
 # Text as users' files hold it: emoji, zero-width and control characters,

@@ -25,6 +25,7 @@ from tasks.lib.atomic import replacing
 from tasks.lib.cli import DIVERGED_STATUS
 from tasks.lib.cli import Diverged
 from tasks.lib.cli import one_line
+from tasks.lib.cli import raise_if_interrupted
 from tasks.lib.cli import run_main
 from tasks.lib.divergence import StopOnNonFiniteLoss
 from tasks.lib.divergence import diverged
@@ -135,6 +136,80 @@ def test_sigterm_and_ctrl_c_exit_with_the_shells_status(capsys):
             "command again to resume after the last finished checkpoint."
         )
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_signal_whose_exception_a_library_lost_still_stops_the_run(
+    capsys,
+):
+    # jaxlib can run the handler while it waits for a device and drop
+    # what it raised; the loop's next check must stop the run anyway.
+    steps = []
+
+    def swallowing_loop():
+        for step in range(3):
+            try:
+                if step == 0:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(5)
+            except KeyboardInterrupt:
+                pass  # what the library does
+            steps.append(step)
+            raise_if_interrupted()
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(swallowing_loop, prog="csl_title.py")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert stop.value.code == 143
+    assert steps == [0]
+    assert "Interrupted (SIGTERM)" in capsys.readouterr().err
+    # The next run of the process starts with no signal recorded.
+    assert run_main(lambda: "done", prog="csl_title.py") == "done"
+
+
+def test_a_signal_in_a_finalizer_stops_the_run_without_a_traceback(
+    capsys, monkeypatch
+):
+    # Python can only drop what a handler raises inside a finalizer or a
+    # garbage-collection callback (jaxlib registers one).
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+
+    reported = []  # what Python would print as 'Exception ignored in'
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    steps = []
+
+    def loop():
+        for step in range(3):
+            Finalized()
+            steps.append(step)
+            raise_if_interrupted()
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(loop, prog="csl_title.py")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert stop.value.code == 130
+    assert steps == [0]
+    assert reported == []
+    assert sys.unraisablehook == reported.append
+    err = capsys.readouterr().err
+    assert err.strip().startswith("Interrupted (SIGINT)")
+
+
+def test_a_signal_lost_in_the_last_step_still_sets_the_exit_status():
+    def finishing():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        return "finished"
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(finishing, prog="csl_title.py")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert stop.value.code == 130
 
 
 def test_a_diverged_run_exits_3_in_one_line(capsys):
