@@ -188,6 +188,24 @@ def shard_batches(batches):
     return ProcessShare(batches, process_index(), process_count())
 
 
+def process_share(batch):
+    """This process's rows of one global `batch` (arrays, or nested
+    tuples of them), as `ProcessShare` takes them; alone, `batch`."""
+    if process_count() == 1:
+        return batch
+    index, count = process_index(), process_count()
+    return keras.tree.map_structure(
+        lambda array: rows_of(array, index, count), batch
+    )
+
+
+def rows_of(array, index: int, count: int) -> np.ndarray:
+    """Share `index` of `count` equal shares of the rows of `array`."""
+    array = np.asarray(array)
+    rows = len(array) // count
+    return array[index * rows : (index + 1) * rows]
+
+
 class DivisibleBatches(keras.utils.PyDataset):
     """`batches` with empty rows added up to a multiple of the devices.
 
@@ -243,12 +261,10 @@ class ProcessShare(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index):
-        return keras.tree.map_structure(self._share, self.batches[index])
-
-    def _share(self, array):
-        array = np.asarray(array)
-        rows = len(array) // self.count
-        return array[self.index * rows : (self.index + 1) * rows]
+        return keras.tree.map_structure(
+            lambda array: rows_of(array, self.index, self.count),
+            self.batches[index],
+        )
 
     def set_epoch(self, epoch):
         self.batches.set_epoch(epoch)
