@@ -87,6 +87,9 @@ def check_launch(args, batch_size: int | None = None) -> int:
     """
     count = _given(args.num_processes, PROCESSES, "--num-processes")
     if count is None or count == 1:
+        # One process: a plain run, whatever else the variables say.
+        for name in (ADDRESS, PROCESSES, PROCESS_ID):
+            os.environ.pop(name, None)
         return 1
     if count < 1:
         fail(f"--num-processes {count}: expected 1 or more")
@@ -192,7 +195,7 @@ def stops_with_peers(function):
             sys.stderr.write(
                 f"{os.path.basename(sys.argv[0])}: error: another of the "
                 f"{count} processes of this run stopped ({text[:300]}); "
-                f"start all {count} again to resume after the last "
+                "start every process again to resume after the last "
                 "checkpoint\n"
             )
             sys.stderr.flush()

@@ -82,7 +82,7 @@ def run_owned(args, out: RunDirectory) -> pathlib.Path:
     check_gpu_build(environment, args.allow_cpu)
     precision = environment["precision"]
     print(f"Device:   {summary_line(environment)}")
-    global_batch_check(args.batch_size)  # of several processes: theirs
+    global_batch_check(args.batch_size)  # all devices of all processes
     batches = make_batches(args, tokenizer)
     keras.utils.set_random_seed(args.seed)
     model = build_model(config, checkpoint, keep_tokens, POLICIES[precision])

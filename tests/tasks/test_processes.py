@@ -2,8 +2,9 @@
 
 Quick: bad launch input stops in one line before Keras starts. Slow: two
 `csl_title.py` processes on localhost (JAX, one CPU device each, Gloo
-collectives) train one run; killed together after the first epoch and
-started again, they resume, and the run ends with the losses, the
+collectives) train one run; when process 1 is killed after the first
+epoch, process 0 stops too (one line, exit status 4) instead of waiting;
+started again, both resume, and the run ends with the losses, the
 weights and the test scores of one process on the same global batches.
 """
 
@@ -102,6 +103,7 @@ def refused(*argv, env=None):
         (["--process-id", "2"], "--process-id 2: expected an id from 0 to 1"),
         (["--process-id", "-1"], "--process-id -1: expected an id from 0"),
         (["--process-id", "0", "--batch-size", "3"], "expected a multiple"),
+        (["--num-processes", "0"], "--num-processes 0: expected 1 or more"),
     ],
 )
 def test_bad_launch_input_one_line(argv, expected):
@@ -185,7 +187,8 @@ def finish(processes, timeout=900):
 
 
 def kill_after_first_epoch(processes, out, timeout=600):
-    """SIGKILL every process once epoch 1's checkpoint is written."""
+    """SIGKILL process 1 once epoch 1's checkpoint is written; returns
+    what process 0, which stops then, said."""
     deadline = time.monotonic() + timeout
     state = out / "state.json"
     while time.monotonic() < deadline:
@@ -195,10 +198,12 @@ def kill_after_first_epoch(processes, out, timeout=600):
             p.communicate()[0][-3000:] for p in processes
         ]
         time.sleep(0.2)
-    for process in processes:
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
+    processes[1].send_signal(signal.SIGKILL)
+    processes[1].communicate()
+    output = processes[0].communicate(timeout=300)[0]
+    assert processes[0].returncode == 4, output[-3000:]
     assert json.loads(state.read_text())["epochs_done"] < 3
+    return output
 
 
 def weights(path):
@@ -229,22 +234,30 @@ def runs(tmp_path_factory):
     alone, together = root / "one", root / "two"
     single = launch(*RUN_ARGS, "--out", str(alone))
     port = free_port()
-    kill_after_first_epoch(two_processes(together, port), together)
+    stopped = kill_after_first_epoch(two_processes(together, port), together)
     resumed = finish(two_processes(together, port))
     finish([single])
-    return alone, together, resumed
+    return alone, together, resumed, stopped
 
 
 @pytest.mark.slow
-def test_two_processes_resume_after_all_are_killed(runs):
-    _, together, outputs = runs
+def test_a_dead_process_stops_the_other_in_one_line(runs):
+    *_, stopped = runs
+    line = stopped.strip().splitlines()[-1]
+    assert line.startswith("csl_title.py: error: another of the 2 processes")
+    assert "start every process again to resume" in line
+
+
+@pytest.mark.slow
+def test_two_processes_resume_after_all_stopped(runs):
+    _, together, outputs, _ = runs
     for output in outputs:
         assert f"Resuming {together} after epoch 1." in output
 
 
 @pytest.mark.slow
 def test_only_process_zero_writes(runs):
-    _, together, outputs = runs
+    _, together, outputs, _ = runs
     assert "Test results" in outputs[0]
     assert "Test results" not in outputs[1]
     assert not list(together.glob("*tmp*"))
@@ -252,7 +265,7 @@ def test_only_process_zero_writes(runs):
 
 @pytest.mark.slow
 def test_two_processes_equal_one(runs):
-    alone, together, _ = runs
+    alone, together, *_ = runs
     one, two = (
         json.loads((path / "results.json").read_text())
         for path in (alone, together)
