@@ -400,6 +400,28 @@ def process_count():
     return jax.process_count() if BACKEND == "jax" else 1
 
 
+def process_index():
+    """This process's index in a multi-host JAX job; 0 elsewhere."""
+    return jax.process_index() if BACKEND == "jax" else 0
+
+
+def use_cpu_collectives():
+    """CPU devices of several processes reduce through Gloo (over TCP),
+    so that a job of CPU processes runs; JAX 0.10 already defaults to
+    it, older versions to none. Before `jax.distributed.initialize`."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def sync_processes(name: str) -> None:
+    """Wait until every process of a multi-host JAX job gets here (a
+    collective over all devices); at once with one process. A process
+    that died makes the collective fail instead of wait."""
+    if process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def local_devices():
     """The devices this backend computes on, as (platform, name, compute
     capability) triples: platform 'gpu' or 'cpu' (TPUs keep their own

@@ -23,6 +23,8 @@ Usage:
 """
 
 from tasks.lib.cli import run_main
+from tasks.lib.launch import check_launch
+from tasks.lib.launch import stops_with_peers
 from tasks.lib.pretraining_options import build_parser
 
 
@@ -30,10 +32,11 @@ def main(argv=None):
     """Parse, then pretrain; bad input ends in one line on stderr (exit
     status 2) before anything is trained or written."""
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    run_main(check_launch, args, args.batch_size, prog="pretrain.py")
     # Deferred: Keras starts with the run, once the command line is read.
     from tasks.lib.pretraining_run import run
 
-    return run_main(run, args, prog="pretrain.py")
+    return run_main(stops_with_peers(run), args, prog="pretrain.py")
 
 
 if __name__ == "__main__":

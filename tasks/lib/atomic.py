@@ -8,6 +8,10 @@ fails removes its temporary file and raises `OSError(errno, cause, path)`,
 which the scripts show as one line ('PATH: No space left on device ...').
 SIGINT and SIGTERM that arrive during a write are held until it is done
 (`deferred_signals`); a second one stops at once.
+
+In a run of several processes, all but process 0 compute the same and
+write nothing (`discard_writes`): their writes go to a temporary folder
+that is removed, so the code that writes is the same in every process.
 """
 
 import contextlib
@@ -21,6 +25,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -35,6 +40,30 @@ HDF5_PER_VARIABLE = 8192
 HDF5_PER_FILE = 1 << 20
 
 _held = {"depth": 0, "pending": []}
+# Where this process's writes go when it writes nothing (`discard_writes`).
+_discarded = {"folder": None}
+
+
+def discard_writes() -> None:
+    """From now on, files this process writes are thrown away."""
+    if _discarded["folder"] is None:
+        _discarded["folder"] = tempfile.TemporaryDirectory(prefix="discard-")
+
+
+def writes_enabled() -> bool:
+    return _discarded["folder"] is None
+
+
+def scratch_folder() -> pathlib.Path:
+    """The folder where this process's discarded writes go, for a file it
+    must write and then read itself (after `discard_writes`)."""
+    return pathlib.Path(_discarded["folder"].name)
+
+
+def _discarded_path(path) -> pathlib.Path:
+    """A fresh path in the discard folder, named like `path`."""
+    folder = tempfile.mkdtemp(dir=_discarded["folder"].name)
+    return pathlib.Path(folder) / pathlib.Path(path).name
 
 
 @contextlib.contextmanager
@@ -98,6 +127,11 @@ def replacing(path, keep_suffix=False):
     `write_error`'s. `keep_suffix` for writers that need theirs (Keras
     wants `.weights.h5`)."""
     path = pathlib.Path(path)
+    if not writes_enabled():
+        temporary = _discarded_path(path)
+        yield temporary
+        _remove(temporary.parent)
+        return
     name = f"tmp-{path.name}" if keep_suffix else f".{path.name}.tmp"
     temporary = path.with_name(name)
     with deferred_signals():
@@ -218,6 +252,12 @@ def atomic_save_variables(variables, path) -> None:
 def atomic_directory(path):
     """Yield a temporary directory that replaces `path` once filled."""
     path = pathlib.Path(path)
+    if not writes_enabled():
+        temporary = _discarded_path(path)
+        temporary.mkdir()
+        yield temporary
+        _remove(temporary.parent)
+        return
     temporary = path.with_name(f".{path.name}.tmp")
     _remove(temporary)
     with deferred_signals():

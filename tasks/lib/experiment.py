@@ -20,10 +20,13 @@ import keras
 from data import Seq2SeqBatches
 from models.backend import enable_compilation_cache
 from models.backend import fit_input
+from models.backend import sync_processes
 from models.decoding import Seq2SeqDecoder
-from models.distribution import DivisibleBatches
 from models.distribution import data_parallel
 from models.distribution import global_batch_check
+from models.distribution import initialize_multi_host
+from models.distribution import multi_host_requested
+from models.distribution import shard_batches
 from models.trainer import Seq2SeqTrainer
 from tasks.lib.atomic import atomic_save_weights
 from tasks.lib.atomic import atomic_write_json
@@ -42,6 +45,7 @@ from tasks.lib.evaluation import evaluate
 from tasks.lib.evaluation import score_test
 from tasks.lib.factory import make_optimizer
 from tasks.lib.factory import warmup_constant
+from tasks.lib.launch import writes
 from tasks.lib.metrics import SCORING
 from tasks.lib.model_files import build_model
 from tasks.lib.model_files import check_vocab_fits
@@ -78,6 +82,8 @@ def run(args, task: str) -> dict:
     strategy options, model files, data, the device; then the model is
     built (reading the checkpoint).
     """
+    # Joining the processes of the run comes before anything uses JAX.
+    initialize_multi_host()
     out = RunDirectory(run_dir(args, task), create=False)
     with out.owned():
         return run_owned(args, task, out)
@@ -134,8 +140,9 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
         summary = train_and_test(
             args, out, model, trainer, tokenizer, splits, facts
         )
-    print_results(summary, out)
-    print_examples(out / f"predictions-beam{min(args.beams)}.tsv")
+    if writes():  # of several processes, the one that wrote the files
+        print_results(summary, out)
+        print_examples(out / f"predictions-beam{min(args.beams)}.tsv")
     return summary
 
 
@@ -222,6 +229,7 @@ def train_and_test(args, out, model, trainer, tokenizer, splits, facts):
         out.save_checkpoint(trainer, state, f"epoch-{state['epochs_done']}")
         raise_if_interrupted()
     if state["best"]:
+        sync_processes("best weights written")  # by process 0, if several
         model.load_weights(str(out / "best.weights.h5"))
     results = score_test(decoder, tokenizer, test, args, out)
     summary = {
@@ -253,8 +261,9 @@ def training_batches(args, trainer, tokenizer, train):
     # Before the first step compiles: the MLM head scores this many
     # positions per row, the most targets of a training pair.
     trainer.max_targets = batches.max_targets
-    if args.data_parallel:
-        batches = DivisibleBatches(batches)
+    if args.data_parallel or multi_host_requested():
+        # Padded to the devices; of several processes', this one's share.
+        batches = shard_batches(batches)
     return batches
 
 

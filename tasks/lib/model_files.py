@@ -16,6 +16,8 @@ from data.vocab import SEQ2SEQ_TOKENS
 from models import build_transformer_model
 from models.bert import BertConfig
 from models.bert import find_config_file
+from tasks.lib.atomic import scratch_folder
+from tasks.lib.atomic import writes_enabled
 from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
 from tasks.lib.environment import POLICIES
@@ -135,7 +137,9 @@ def load_tokenizer(args, files: ModelFiles, out):
     if vocab is None:
         if not is_tiny_default(args, files):
             fail("a vocabulary is needed: give --vocab or --model-dir")
-        vocab = synthetic.write_vocab(out / "vocab.txt")
+        # Processes of a run but the first write their own copy.
+        folder = out if writes_enabled() else scratch_folder()
+        vocab = synthetic.write_vocab(folder / "vocab.txt")
     if args.no_simplify:
         return Tokenizer(load_vocab(vocab), do_lower_case=True), None
     token_dict, keep_tokens = load_vocab(

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from tasks.lib.cli import add_verbose
 from tasks.lib.cli import check_at_least
 from tasks.lib.environment import POLICIES
+from tasks.lib.launch import add_launch_options
 
 # The shape flags, and what each sets (`factory.shape_config` takes them).
 SHAPE_FLAGS = {
@@ -40,8 +41,12 @@ def add_shape_options(group, defaults: dict, used_when: str = "") -> None:
         )
 
 
-def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """--precision, --allow-cpu, --verbose: shared by the training scripts."""
+def add_device_options(
+    parser: argparse.ArgumentParser, processes: bool = True
+) -> None:
+    """--precision, --allow-cpu, --verbose: shared by the training scripts;
+    with `processes`, the launch of a run as several processes
+    (`launch.add_launch_options`, checked by `launch.check_launch`)."""
     group = parser.add_argument_group("device")
     group.add_argument(
         "--precision",
@@ -56,6 +61,8 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
         "backend does not see (a CPU build; see README, On a GPU)",
     )
     add_verbose(group)
+    if processes:
+        add_launch_options(group)
 
 
 def add_progress_option(group, instead: str = "") -> None:

@@ -23,6 +23,10 @@ from data.vocab import SPECIAL_TOKENS
 from models import build_transformer_model
 from models.bert import BertConfig
 from models.bert import find_config_file
+from models.distribution import data_parallel
+from models.distribution import global_batch_check
+from models.distribution import initialize_multi_host
+from models.distribution import process_share
 from models.pretraining import PretrainingTrainer
 from models.pretraining import WarmupDecay
 from tasks.lib.atomic import append_line
@@ -57,8 +61,11 @@ def run(args) -> pathlib.Path:
     the checks (options, files, the run directory's settings, the device,
     the model and the corpus) have passed. Returns the exported model
     directory."""
+    # Joining the processes of the run comes before anything uses JAX;
+    # alone, `data_parallel(False)` changes nothing.
+    initialize_multi_host()
     out = RunDirectory(args.out, create=False)
-    with out.owned():
+    with out.owned(), data_parallel(False):
         return run_owned(args, out)
 
 
@@ -76,6 +83,7 @@ def run_owned(args, out: RunDirectory) -> pathlib.Path:
     check_gpu_build(environment, args.allow_cpu)
     precision = environment["precision"]
     print(f"Device:   {summary_line(environment)}")
+    global_batch_check(args.batch_size)  # all devices of all processes
     batches = make_batches(args, tokenizer)
     keras.utils.set_random_seed(args.seed)
     model = build_model(config, checkpoint, keep_tokens, POLICIES[precision])
@@ -312,8 +320,9 @@ def train(trainer, batches, out, state, args):
     )
     meter = Meter()
     for step in bar:
-        inputs, labels = batches[step]
-        logs = trainer.train_on_batch(inputs, labels, return_dict=True)
+        batch = batches[step]
+        # Of several processes, each trains on its rows of the batch.
+        logs = trainer.train_on_batch(*process_share(batch), return_dict=True)
         if not is_finite(logs["loss"]):
             kept = (
                 f"the checkpoint {state['checkpoint']['weights']} is kept"
@@ -322,7 +331,7 @@ def train(trainer, batches, out, state, args):
             )
             where = {"step": step + 1}
             raise diverged(where, logs["loss"], "--warmup", kept)
-        tokens = int(np.count_nonzero(inputs[0]))
+        tokens = int(np.count_nonzero(batch[0][0]))
         meter.add(batches.objective(step), logs["loss"], tokens)
         state["step"], state["tokens"] = step + 1, state["tokens"] + tokens
         if state["step"] % args.log_every == 0 or state["step"] == args.steps:

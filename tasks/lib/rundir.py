@@ -22,6 +22,7 @@ from tasks.lib.atomic import atomic_save_variables
 from tasks.lib.atomic import atomic_save_weights
 from tasks.lib.atomic import atomic_write_json
 from tasks.lib.atomic import deferred_signals
+from tasks.lib.atomic import writes_enabled
 from tasks.lib.cli import fail
 
 STATE_FILE = "state.json"
@@ -142,7 +143,8 @@ class RunDirectory:
             self.create()
 
     def create(self):
-        self.path.mkdir(parents=True, exist_ok=True)
+        if writes_enabled():  # not a process of a run but the first
+            self.path.mkdir(parents=True, exist_ok=True)
 
     @contextlib.contextmanager
     def owned(self):
@@ -152,8 +154,12 @@ class RunDirectory:
         The lock is an flock, which the system drops when its process
         ends however it ends, so a killed run's directory is taken over
         and resumed. A directory made here and left empty (a run that
-        stopped on bad input) is removed again.
+        stopped on bad input) is removed again. In a run of several
+        processes, process 0 owns it; the others only read it.
         """
+        if not writes_enabled():
+            yield self
+            return
         made = not self.path.exists()
         self.create()
         handle = self._lock()
@@ -284,7 +290,7 @@ class RunDirectory:
         atomic_write_json(self / files["state"], state)
         self.save_state(state)
         for file in previous.values():
-            if file not in files.values():
+            if file not in files.values() and writes_enabled():
                 (self / file).unlink(missing_ok=True)
 
     def restore_checkpoint(self, trainer, state):
@@ -379,4 +385,10 @@ RESUMABLE = {
     "compilation_cache",
     "log_every",
     "checkpoint_every",
+    # How many processes train: the global batch, and so the run, is the
+    # same (to float round-off) with 1 or N of them.
+    "coordinator",
+    "num_processes",
+    "process_id",
+    "coordinator_timeout",
 }

@@ -7,6 +7,8 @@ start: importing them only once the command line has been read lets
 """
 
 from tasks.lib.cli import run_main
+from tasks.lib.launch import check_launch
+from tasks.lib.launch import stops_with_peers
 from tasks.lib.seq2seq_options import build_parser
 
 
@@ -14,7 +16,8 @@ def main(argv, task: str, description: str, defaults: dict) -> int:
     """Parse, run; bad input ends in one line on stderr (exit status 2)
     before anything is trained or written."""
     args = build_parser(description, defaults).parse_args(argv)
+    run_main(check_launch, args, args.batch_size, prog=f"{task}.py")
     from tasks.lib.experiment import run  # deferred: Keras starts here
 
-    run_main(run, args, task, prog=f"{task}.py")
+    run_main(stops_with_peers(run), args, task, prog=f"{task}.py")
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from models.distribution import DivisibleBatches
+from models.distribution import ProcessShare
 from models.distribution import data_parallel
 from models.distribution import device_count
 from models.distribution import global_batch_check
@@ -69,6 +70,30 @@ def test_divisible_batches_adds_empty_rows():
     ((token_ids, segment_ids),) = DivisibleBatches(Batches(), 4)[0]
     assert token_ids.shape == segment_ids.shape == (4, 5)
     assert not token_ids[3].any() and not segment_ids[3].any()
+
+
+def test_process_shares_make_the_global_batch():
+    """Each of 3 processes takes consecutive rows; together, in process
+    order, they are the global batch (what JAX assembles from them)."""
+
+    class Batches:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            token_ids = np.arange(12, dtype="int32").reshape(6, 2)
+            return ((token_ids, token_ids + 100),)
+
+    shares = [ProcessShare(Batches(), i, 3)[0] for i in range(3)]
+    for share in shares:
+        assert share[0][0].shape == (2, 2)
+    ((token_ids, segment_ids),) = Batches()[0]
+    np.testing.assert_array_equal(
+        np.concatenate([s[0][0] for s in shares]), token_ids
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([s[0][1] for s in shares]), segment_ids
+    )
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def add_parser(subparsers):
         "(gathered, the trainer's default) and/or at every position",
     )
     add_counts(parser, COUNTS, "--steps", "--warmup", "--repeats")
-    add_device_options(parser)
+    add_device_options(parser, processes=False)
     parser.add_argument(
         "--no-peer",
         action="store_true",
