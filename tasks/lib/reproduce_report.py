@@ -110,10 +110,11 @@ def environment_section(result, out):
     ]
     if result.get("gpu_build_problem"):
         rows.append(["GPU build", result["gpu_build_problem"]])
+    shown = {"keras"}  # its own row above
     rows += [
         [name, version]
         for name, version in result.get("packages", {}).items()
-        if version
+        if version and name not in shown
     ]
     lines = table(["", ""], rows)
     lines += ["", "Data:", ""]

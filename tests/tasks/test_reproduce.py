@@ -176,6 +176,56 @@ def test_report_has_a_table_for_stages_that_did_not_run():
     assert "commit `?`, KERAS_BACKEND=jax: `python x --y`" in text
 
 
+def test_data_counts_are_those_the_runs_used(tmp_path):
+    """60 pairs split 80/10/10 with --valid-limit 6, as the smoke runs
+    read them: 48 / 6 / 6, from what the run recorded."""
+    import argparse
+
+    from tasks.lib.splits import load_splits
+
+    data = tmp_path / "pairs.tsv"
+    lines = [f"{i}\t标题{i}\t摘要{i}摘要" for i in range(100)]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = argparse.Namespace(
+        data=data,
+        train=None,
+        limit=60,
+        valid_fraction=0.1,
+        test_fraction=0.1,
+        seed=0,
+        valid_limit=6,
+        format="auto",
+        skip_bad_lines=False,
+    )
+    (train, valid, test), info = load_splits(args)
+    assert (len(train), len(valid), len(test)) == (48, 6, 6)
+    described = reproduce_stages.describe_data({"data": info, "test": {}})
+    assert described.startswith("48 train / 6 valid / 6 test pairs of")
+    args.valid_limit = 2
+    _, info = load_splits(args)
+    assert reproduce_stages.describe_data({"data": info}).startswith(
+        "48 train / 2 valid / 6 test"
+    )
+
+
+def test_environment_table_lists_each_package_once():
+    result = {
+        "backend": "jax",
+        "backend_version": "0.4",
+        "keras_version": "3.9.0",
+        "python": "3.12",
+        "devices": ["cpu:0"],
+        "accelerator": "cpu",
+        "precision": "fp32",
+        "commit": "abc",
+        "packages": {"keras": "3.9.0", "jax": "0.4", "numpy": "2.0"},
+    }
+    lines = reproduce_report.environment_section(result, ROOT)
+    cells = [line.split("|") for line in lines if line.startswith("|")]
+    names = [row[1].strip().lower() for row in cells]
+    assert names.count("keras") == 1 and names.count("numpy") == 1
+
+
 def section_texts(report):
     """{title: text} of the report's numbered stage sections."""
     parts = re.split(r"^## \d+\. (.+)$", report, flags=re.M)
@@ -313,3 +363,6 @@ def test_smoke_report_has_every_stage_and_the_published_rows(smoke_run):
     for name in ("table.md", "table.csv", "results.json", "metrics.png"):
         assert (out / "comparison" / name).is_file()
     assert re.search(r"`[0-9a-f]{64}` \| 1000 \|", report)  # dev.tsv sha256
+    # The split the runs used (--limit 60, --valid-limit 6).
+    assert "48 train / 6 valid / 6 test pairs of dev.tsv" in comparison
+    assert len(re.findall(r"^\| keras \|", report, re.M | re.I)) == 1
