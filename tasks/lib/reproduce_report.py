@@ -34,6 +34,10 @@ def render(state, out):
     if state["settings"].get("smoke"):
         lines += [SMOKE_NOTE, ""]
     lines += header(state, environment)
+    if state["settings"].get("within"):
+        from tasks.lib.reproduce_within import plan_section
+
+        lines += ["", *plan_section(state)]
     lines += ["", "## Stages", ""]
     lines += table(
         ["stage", "status", "seconds", "finished (UTC)", "note"],
@@ -185,7 +189,7 @@ def model_section(result, out):
             "ffn",
             "vocab",
         ],
-        [[result["source"], f"`{result['model_dir']}`", *shape]],
+        [[result["source"], f"`{result['model_dir'] or '-'}`", *shape]],
     )
     if result["source"] == "pretrained":
         plan = result["plan"]
@@ -266,6 +270,8 @@ def finetune_section(result, out):
         cells.append(f"`{_relative(run['dir'], out)}`")
         rows.append(cells)
     lines += table(titles, rows)
+    for note in result.get("notes", []):
+        lines += ["", f"**{note[0].upper()}{note[1:]}.**"]
     lines += [
         "",
         "Scores x100; each run directory holds its settings (config.json), "

@@ -203,6 +203,29 @@ def given_model(model_dir) -> dict:
     }
 
 
+FROM_SCRATCH = (
+    "model: a small BERT initialised at random and trained on the pairs "
+    "alone (no pretraining); the article fine-tunes BERT-wwm as released"
+)
+
+
+def random_model(shape: dict) -> dict:
+    """The model stage's result where the runs start from random weights
+    of `shape` (layers, hidden, heads, intermediate)."""
+    return {
+        "source": "random",
+        "model_dir": None,
+        "config": {
+            "num_hidden_layers": shape["layers"],
+            "hidden_size": shape["hidden"],
+            "num_attention_heads": shape["heads"],
+            "intermediate_size": shape["intermediate"],
+            "vocab_size": "the simplified --vocab",
+        },
+        "sha256": {},
+    }
+
+
 # --- fine-tuning --------------------------------------------------------------
 
 
