@@ -14,8 +14,9 @@ from tasks.lib.markdown import table
 TITLE = "# Reproducing the exposure-bias article: CSL title generation"
 SMOKE_NOTE = (
     "**Smoke run**: every stage at toy size (a tiny model, a few steps and "
-    "pairs, one seed). It shows that the pipeline runs end to end; its "
-    "figures say nothing about speed or about the strategies."
+    "pairs, one seed unless --within plans more). It shows that the "
+    "pipeline runs end to end; its figures say nothing about speed or "
+    "about the strategies."
 )
 
 

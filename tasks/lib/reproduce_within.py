@@ -282,7 +282,12 @@ def plan_lines(result: dict) -> list[str]:
         f"{finetune['epochs']} epochs on {finetune['pairs']} pairs "
         f"({finetune['valid']} validation, {finetune['test']} test), beams "
         f"{' '.join(map(str, finetune['beams']))}; predicted "
-        f"{finetune['seconds']:.0f} s of {plan['stages']['finetune']:.0f} s",
+        f"{finetune['seconds']:.0f} s of {plan['stages']['finetune']:.0f} s"
+        + (
+            " (does not fit: no run will start)"
+            if finetune["seconds"] > plan["stages"]["finetune"]
+            else ""
+        ),
         f"- calibration: {fmt_map(timings['step'], 1000, 'ms')} a training "
         f"step; {fmt_map(timings['decode'], 1000, 'ms', 'beam ')} a title; "
         f"compiling {fmt_map(timings['compile'], 1, 's')}; a process start "
