@@ -16,6 +16,7 @@ from tasks.lib import budget
 from tasks.lib import within
 from tasks.lib.budget import Target
 from tasks.lib.budget import Timings
+from tasks.lib.markdown import table
 from tasks.lib.reproduce_stages import FINETUNE_SCRIPT
 from tasks.lib.reproduce_stages import summarise_run
 from tasks.lib.runs import Run
@@ -331,8 +332,6 @@ def plan_section(state: dict) -> list[str]:
                 note or stage.get("reason", ""),
             ]
         )
-    from tasks.lib.markdown import table
-
     lines += table(["stage", "status", "planned s", "measured s", "note"], rows)
     lines += [
         "",
