@@ -34,6 +34,18 @@ Usage:
     KERAS_BACKEND=jax python tasks/reproduce.py --budget-minutes 60
     # The pipeline at toy size on a CPU, in a few minutes:
     python tasks/reproduce.py --smoke --out runs/reproduce-smoke
+    # All of it planned to end within 30 minutes on the device found:
+    python tasks/reproduce.py --within 30 --out runs/reproduce-30
+
+`--within MINUTES` first measures what a run costs here (a training step
+of each strategy, a decoded title, compiling, a process start), then
+plans, prints and follows a plan that ends within the budget: the model
+size for the device (a small model from scratch on a CPU, BERT-base on a
+GPU, or --model-dir's), pretraining steps (none with --model-dir),
+epochs, pairs, beams, and the runs kept (the article's three strategies
+with seed 0, then seed 1, ...). It cuts the benchmarks, says in REPORT.md
+what else it cut from the article's setting, and stops a stage that would
+run past the budget. With --smoke it plans at toy size.
 
 Arguments after `--` go to every tasks/csl_title.py run (e.g. `--
 --train train.tsv --valid val.tsv --test test.tsv` for CLGE's split).
@@ -42,48 +54,37 @@ machine with TensorFlow: `python -m weights.convert
 DIR/bert_model.ckpt DIR/model.safetensors`.
 """
 
-import argparse
 import os
 import pathlib
 import shlex
 import sys
+import time
 
 from tasks.lib import pretraining_plan
+from tasks.lib import reproduce_options
 from tasks.lib import reproduce_stages
-from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import fail
 from tasks.lib.cli import run_main
 from tasks.lib.cli import split_extra
+from tasks.lib.reproduce_options import run_benchmark
+from tasks.lib.reproduce_options import run_pretrain
 from tasks.lib.reproduce_stages import SIZES
 from tasks.lib.reproduce_stages import benchmark_command
 from tasks.lib.reproduce_stages import check_model_dir
 from tasks.lib.reproduce_stages import given_model
 from tasks.lib.reproduce_stages import our_setting
 from tasks.lib.reproduce_stages import peer_problem
+from tasks.lib.reproduce_within import from_scratch
 from tasks.lib.rundir import git_commit
-from tasks.lib.runs import add_grid_options
 from tasks.lib.runs import run_name
 from tasks.lib.stages import Pipeline
 from tasks.lib.stages import Stage
 from tasks.lib.stages import Unavailable
 from tasks.lib.stages import now
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-CSL_DATA = SHARED / "data" / "csl_ts" / "dev.tsv"
-CORPUS = [
-    SHARED / "data" / "csl_corpus" / "abstracts.txt",
-    SHARED / "data" / "csl_corpus" / "titles.txt",
-]
-VOCAB = SHARED / "vocab" / "bert-base-chinese" / "vocab.txt"
-STAGE_NAMES = (
-    "environment",
-    "benchmark-train",
-    "benchmark-decode",
-    "model",
-    "finetune",
-    "compare",
-)
+# The budget of --within counts from here (the imports above are light;
+# Keras loads later, when the strategies are checked).
+STARTED = time.perf_counter()
 # Pretraining: share of the steps for whole-word MLM (the rest: UniLM), and
 # of the budget kept back for what the step time does not cover (saving
 # checkpoints, exporting, a slower step than the calibration's).
@@ -92,82 +93,7 @@ BUDGET_MARGIN = 0.1
 
 
 def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=_Formatter)
-    add = parser.add_argument
-    add("--out", default="runs/reproduce", help="output folder")
-    add(
-        "--smoke",
-        action="store_true",
-        help="the whole pipeline at toy size on a CPU, in minutes",
-    )
-    add(
-        "--model-dir",
-        help="a Chinese BERT checkpoint directory (Google or Hugging Face "
-        "layout; Google's needs TensorFlow or `python -m weights.convert` "
-        "first); none: pretrain one on the CSL corpus",
-    )
-    add(
-        "--budget-minutes",
-        type=float,
-        default=60.0,
-        help="wall time of the pretraining stage (without --model-dir); "
-        "its steps are sized from a measured step time",
-    )
-    add_grid_options(
-        parser,
-        "strategies to fine-tune (any registered one)",
-        "fine-tuning seeds (default 0 1 2; with --smoke 0)",
-    )
-    add(
-        "--skip",
-        nargs="+",
-        default=[],
-        choices=STAGE_NAMES,
-        metavar="STAGE",
-        help=f"stages not to run: {', '.join(STAGE_NAMES)}",
-    )
-    add(
-        "--data",
-        type=pathlib.Path,
-        default=CSL_DATA,
-        help="CSL pairs split 80/10/10 by seed for fine-tuning (give "
-        "--train/--valid/--test after -- to use fixed splits instead)",
-    )
-    add(
-        "--corpus",
-        nargs="+",
-        type=pathlib.Path,
-        default=CORPUS,
-        help="pretraining text, one document a line",
-    )
-    add(
-        "--vocab",
-        type=pathlib.Path,
-        default=VOCAB,
-        help="vocabulary of the model pretrained on --corpus",
-    )
-    add(
-        "--allow-cpu",
-        action="store_true",
-        help="run the BERT-base stages without a GPU (slow: days for "
-        "fine-tuning)",
-    )
-    return parser
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keep the usage examples' line breaks; show each real default once
-    (not None, a flag's False or an empty list, nor where the help text
-    already says it)."""
-
-    def _get_help_string(self, action):
-        text = action.help
-        default = action.default
-        if default in (None, False, [], argparse.SUPPRESS) or "default" in text:
-            return text
-        if isinstance(default, list):
-            default = " ".join(map(str, default))
-        return f"{text} (default: {default})".replace("%", "%%")
+    return reproduce_options.build_parser(__doc__)
 
 
 def parse_args(argv):
@@ -177,9 +103,17 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.finetune_extra = extra
     size = SIZES["smoke" if args.smoke else "full"]
-    args.seeds = args.seeds if args.seeds is not None else size["seeds"]
+    seeds = [0, 1, 2] if args.within else size["seeds"]
+    args.seeds = args.seeds if args.seeds is not None else seeds
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
+    if args.within is not None and args.within <= 0:
+        parser.error(f"--within {args.within:g}: expected a positive number")
+    if args.within and set(extra) & {"--train", "--data", "--limit"}:
+        parser.error(
+            "--within plans its runs on --data: give it no "
+            "--train/--data/--limit after --"
+        )
     if not set(extra) & {"--train", "--data"} and not args.data.is_file():
         what = "a directory" if args.data.is_dir() else "no such file"
         parser.error(f"--data {args.data}: {what}")
@@ -226,16 +160,28 @@ class Reproduction:
             "corpus": [str(path) for path in args.corpus],
             "vocab": str(args.vocab),
             "finetune_extra": args.finetune_extra,
+            "within": args.within,
         }
 
     def stages(self):
         runs = {"strategies": self.args.strategies, "seeds": self.args.seeds}
+        planned = []
+        if self.args.within:
+            planned = [
+                Stage(
+                    "plan",
+                    f"calibration and the plan within {self.args.within:g} min",
+                    self.plan,
+                    needs=("environment",),
+                )
+            ]
         return [
             Stage(
                 "environment",
                 "backend, devices, versions, data checksums",
                 self.environment,
             ),
+            *planned,
             Stage(
                 "benchmark-train",
                 "training speed against the PyTorch peer",
@@ -306,7 +252,14 @@ class Reproduction:
     def environment(self):
         return reproduce_stages.environment(self.data_files())
 
+    def cut_by_budget(self):
+        if self.args.within:
+            raise Unavailable(
+                "cut by --within (time it apart: tasks/benchmark.py)"
+            )
+
     def benchmark_train(self):
+        self.cut_by_budget()
         self.require_gpu("the training benchmark")
         facts = self.environment_facts()
         table = self.out / "benchmark-train.md"
@@ -324,19 +277,44 @@ class Reproduction:
         }
 
     def benchmark_decode(self):
+        self.cut_by_budget()
         self.require_gpu("the decoding benchmark")
         argv = list(self.size["benchmark_decode"])
         rows = run_benchmark(argv)
         return {"command": benchmark_command(argv), "rows": rows}
 
+    def plan(self):
+        from tasks.lib.reproduce_within import plan_stage
+
+        return plan_stage(
+            self.args,
+            self.environment_facts(),
+            60 * self.args.within,
+            self.used_seconds(),
+            self.args.vocab,
+        )
+
+    def planned(self):
+        return self.pipeline.record("plan").get("result")
+
+    def used_seconds(self):
+        """Wall time of the pipeline so far, earlier invocations too."""
+        return self.used_before + time.perf_counter() - self.started
+
     def model(self):
         if self.args.model_dir:
             return given_model(self.args.model_dir)
+        planned = self.planned()
+        if planned and from_scratch(planned):
+            return reproduce_stages.random_model(planned["shape"])
         self.require_gpu("pretraining")
+        budget = 60 * self.args.budget_minutes
+        if planned:
+            budget = planned["plan"]["stages"]["model"]
         return pretraining_plan.pretrain(
             out=self.out / "model",
             base_argv=self.pretrain_argv(),
-            budget_seconds=60 * self.args.budget_minutes,
+            budget_seconds=budget,
             size=self.size,
             mlm_share=MLM_SHARE,
             margin=BUDGET_MARGIN,
@@ -359,12 +337,18 @@ class Reproduction:
     def finetune_extra(self):
         """The arguments every tasks/csl_title.py run gets."""
         model_dir = self.pipeline.record("model")["result"]["model_dir"]
-        extra = ["--model-dir", model_dir, "--no-progress"]
+        extra = ["--no-progress"]
+        if model_dir:
+            extra += ["--model-dir", model_dir]
         if not {"--train", "--data"} & set(self.args.finetune_extra):
             extra += ["--data", str(self.args.data)]
-        return extra + self.size["finetune"] + self.args.finetune_extra
+        if not self.planned():
+            extra += self.size["finetune"]
+        return extra + self.args.finetune_extra
 
     def run_dirs(self):
+        if self.planned():
+            return self.pipeline.record("finetune")["result"]["run_dirs"]
         return [
             self.out / "finetune" / run_name(strategy, seed)
             for strategy in self.args.strategies
@@ -372,6 +356,16 @@ class Reproduction:
         ]
 
     def finetune(self):
+        if self.planned():
+            from tasks.lib.reproduce_within import finetune_stage
+
+            return finetune_stage(
+                self.out,
+                self.planned(),
+                60 * self.args.within - self.used_seconds(),
+                self.finetune_extra(),
+                self.environment_facts()["precision"],
+            )
         self.require_gpu("fine-tuning")
         return reproduce_stages.finetune(
             self.out / "finetune",
@@ -386,8 +380,11 @@ class Reproduction:
         ours = our_setting(self.run_dirs(), self.args.strategies)
         ours["precision"] = self.environment_facts().get("precision")
         notes = []
-        if self.pipeline.record("model")["result"]["source"] == "pretrained":
+        source = self.pipeline.record("model")["result"]["source"]
+        if source == "pretrained":
             notes.append(self.corpus_overlap())
+        elif source == "random":
+            notes.append(reproduce_stages.FROM_SCRATCH)
         return reproduce_stages.compare(
             self.out / "comparison", self.run_dirs(), ours, notes
         )
@@ -404,6 +401,8 @@ class Reproduction:
         from tasks.lib import reproduce_report
 
         self.pipeline = Pipeline(self.out, self.settings())
+        self.started = STARTED
+        self.used_before = self.pipeline.state.get("used_seconds", 0.0)
         command = ["python", "tasks/reproduce.py", *self.argv]
         self.pipeline.state["invocations"].append(
             {
@@ -416,6 +415,8 @@ class Reproduction:
         self.pipeline.save()
 
         def write_report():
+            self.pipeline.state["used_seconds"] = round(self.used_seconds(), 1)
+            self.pipeline.save()
             reproduce_report.write(self.out, self.pipeline.state)
 
         failed = self.pipeline.run(
@@ -423,33 +424,6 @@ class Reproduction:
         )
         print(f"\nReport: {self.out / 'REPORT.md'}")
         return failed
-
-
-def run_benchmark(argv):
-    """`tasks/benchmark.py`'s own functions, in this process; they print
-    `sys.argv` as the command of their table, so it is set to the
-    equivalent command for the call."""
-    from tasks.lib.benchmarks import build_parser
-
-    saved = sys.argv
-    sys.argv = ["tasks/benchmark.py", *argv]
-    try:
-        args = build_parser().parse_args(argv)
-        return args.run(args)
-    finally:
-        sys.argv = saved
-
-
-def run_pretrain(argv):
-    """One `tasks/pretrain.py` run, in this process (a pretraining stage
-    interrupted here leaves no process behind to write into its folder)."""
-    import keras
-
-    from tasks.lib.pretraining_options import build_parser
-    from tasks.lib.pretraining_run import run
-
-    keras.backend.clear_session()
-    return run(build_parser("").parse_args(argv))
 
 
 def main(argv=None):

@@ -14,8 +14,9 @@ from tasks.lib.markdown import table
 TITLE = "# Reproducing the exposure-bias article: CSL title generation"
 SMOKE_NOTE = (
     "**Smoke run**: every stage at toy size (a tiny model, a few steps and "
-    "pairs, one seed). It shows that the pipeline runs end to end; its "
-    "figures say nothing about speed or about the strategies."
+    "pairs, one seed unless --within plans more). It shows that the "
+    "pipeline runs end to end; its figures say nothing about speed or "
+    "about the strategies."
 )
 
 
@@ -34,6 +35,10 @@ def render(state, out):
     if state["settings"].get("smoke"):
         lines += [SMOKE_NOTE, ""]
     lines += header(state, environment)
+    if state["settings"].get("within"):
+        from tasks.lib.reproduce_within import plan_section
+
+        lines += ["", *plan_section(state)]
     lines += ["", "## Stages", ""]
     lines += table(
         ["stage", "status", "seconds", "finished (UTC)", "note"],
@@ -110,10 +115,11 @@ def environment_section(result, out):
     ]
     if result.get("gpu_build_problem"):
         rows.append(["GPU build", result["gpu_build_problem"]])
+    shown = {"keras"}  # its own row above
     rows += [
         [name, version]
         for name, version in result.get("packages", {}).items()
-        if version
+        if version and name not in shown
     ]
     lines = table(["", ""], rows)
     lines += ["", "Data:", ""]
@@ -184,7 +190,7 @@ def model_section(result, out):
             "ffn",
             "vocab",
         ],
-        [[result["source"], f"`{result['model_dir']}`", *shape]],
+        [[result["source"], f"`{result['model_dir'] or '-'}`", *shape]],
     )
     if result["source"] == "pretrained":
         plan = result["plan"]
@@ -265,6 +271,8 @@ def finetune_section(result, out):
         cells.append(f"`{_relative(run['dir'], out)}`")
         rows.append(cells)
     lines += table(titles, rows)
+    for note in result.get("notes", []):
+        lines += ["", f"**{note[0].upper()}{note[1:]}.**"]
     lines += [
         "",
         "Scores x100; each run directory holds its settings (config.json), "

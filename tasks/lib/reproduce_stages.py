@@ -203,6 +203,29 @@ def given_model(model_dir) -> dict:
     }
 
 
+FROM_SCRATCH = (
+    "model: a small BERT initialised at random and trained on the pairs "
+    "alone (no pretraining); the article fine-tunes BERT-wwm as released"
+)
+
+
+def random_model(shape: dict) -> dict:
+    """The model stage's result where the runs start from random weights
+    of `shape` (layers, hidden, heads, intermediate)."""
+    return {
+        "source": "random",
+        "model_dir": None,
+        "config": {
+            "num_hidden_layers": shape["layers"],
+            "hidden_size": shape["hidden"],
+            "num_attention_heads": shape["heads"],
+            "intermediate_size": shape["intermediate"],
+            "vocab_size": "the simplified --vocab",
+        },
+        "sha256": {},
+    }
+
+
 # --- fine-tuning --------------------------------------------------------------
 
 
@@ -323,22 +346,17 @@ def our_setting(run_dirs: list, strategies: list[str]) -> dict:
 
 
 def describe_data(results: dict) -> str:
-    """'N train / N valid / N test pairs' and where they came from."""
-    test = next(iter(results["test"].values()), {}).get("titles")
+    """'N train / N valid / N test pairs' as the run used them (the
+    counts it recorded after --limit, the split and --valid-limit), and
+    where they came from."""
     data = results.get("data", {})
-    if "split" in data:
-        split = data["split"]
-        total = data["train"]["pairs"]
-        valid = round(total * split["valid_fraction"])
-        return (
-            f"{total - valid - test} train / {valid} valid / {test} test "
-            f"pairs of {pathlib.Path(data['train']['path']).name}, split "
-            "by seed"
-        )
     counts = " / ".join(
         f"{data.get(name, {}).get('pairs', '?')} {name}"
         for name in ("train", "valid", "test")
     )
+    if "split" in data:
+        source = pathlib.Path(data["train"]["path"]).name
+        return f"{counts} pairs of {source}, split by seed"
     return f"{counts} pairs"
 
 

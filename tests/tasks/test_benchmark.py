@@ -9,7 +9,11 @@ import pytest
 from data import Seq2SeqBatches
 from data.tokenizer import Tokenizer
 from data.vocab import SPECIAL_TOKENS
+from tasks.lib.benchmarks.flops import decode_flops
+from tasks.lib.benchmarks.flops import mfu
+from tasks.lib.benchmarks.flops import peak_matmul_flops
 from tasks.lib.benchmarks.flops import train_flops
+from tasks.lib.benchmarks.flops import train_shapes
 from tasks.lib.benchmarks.padding import PADDING_LAYOUTS
 from tasks.lib.benchmarks.padding import padding_rows
 from tasks.lib.benchmarks.train import random_batch
@@ -66,6 +70,83 @@ def test_train_flops_scales_with_layers_and_batch():
     assert train_flops(12, 768, 3072, 21128, 256, 32) == 2 * train_flops(
         12, 768, 3072, 21128, 256, 16
     )
+
+
+def test_gathered_head_flops_count_only_the_scored_positions():
+    """The head at 2 of 3 positions a row, and the one-hot gather product
+    (2 x 3 by 3 x hidden a row) forward and its input gradient."""
+    layers, hidden, inter, vocab, length, batch = 1, 4, 8, 10, 3, 2
+    full = train_flops(layers, hidden, inter, vocab, length, batch)
+    gathered = train_flops(layers, hidden, inter, vocab, length, batch, 2)
+    head_per_position = 3 * 2 * (hidden * hidden + hidden * vocab)
+    gather = 2 * (2 * 2 * length * hidden) * batch
+    assert full - gathered == batch * head_per_position - gather
+    assert train_flops(layers, hidden, inter, vocab, length, batch, 3) == (
+        full + gather * 3 // 2
+    )
+
+
+def test_decode_flops_match_a_hand_count():
+    """One source of 2 tokens, a title of 2 tokens, beam 3: the source's
+    layers, attention and head once; per title token each candidate's
+    layers, head and attention over the cached positions."""
+    layers, hidden, inter, vocab = 1, 4, 8, 10
+    body = 2 * (4 * 16 + 2 * 32)
+    head = 2 * (16 + 40)
+    source = body * 2 + 4 * hidden * 2**2 + head
+    steps = sum(3 * (body + head + 4 * hidden * (2 + i)) for i in (1, 2))
+    assert decode_flops(layers, hidden, inter, vocab, [2], [2], 3) == (
+        source + steps
+    )
+    assert decode_flops(layers, hidden, inter, vocab, [2, 2], [2, 2], 3) == (
+        2 * (source + steps)
+    )
+
+
+def test_a_step_of_known_flops_gives_its_mfu():
+    """A synthetic step: 5 products of the model's largest shape, timed
+    (by a fake clock) at 1.25x one product at the peak, is 80% MFU; the
+    peak is the fastest of the model's shapes, never a slower one."""
+    shapes = train_shapes(64, 256, 1000, 32, 4, head_positions=8)
+    largest = max(shapes, key=lambda s: s[0] * s[1] * s[2])
+    rate = {shape: 1e9 if shape == largest else 5e8 for shape in shapes}
+
+    def timer(shape, dtype):
+        assert dtype == "float32"
+        m, k, n = shape
+        return 2 * m * k * n / rate[shape]
+
+    peak = peak_matmul_flops("fp32", shapes, timer)
+    assert peak == pytest.approx(1e9)
+    m, k, n = largest
+    step_flops = 5 * 2 * m * k * n
+    step_seconds = 1.25 * 5 * timer(largest, "float32")
+    assert mfu(step_flops, step_seconds, peak) == pytest.approx(0.8)
+
+
+def test_measured_peak_bounds_the_same_products_timed_as_a_step():
+    """Products of one model shape timed as a step (the best of a few
+    steps) are no faster than the measured peak of that shape allows:
+    MFU about 100% at most (the margin: two timings on a shared CPU)."""
+    import time
+
+    import numpy as np
+    from keras import ops
+
+    shape = (512, 256, 512)
+    peak = peak_matmul_flops("fp32", [shape])
+    rng = np.random.default_rng(1)
+    a = ops.convert_to_tensor(rng.standard_normal(shape[:2], "float32"))
+    b = ops.convert_to_tensor(rng.standard_normal(shape[1:], "float32"))
+    ops.convert_to_numpy(ops.matmul(a, b))
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(5):
+            c = ops.matmul(a, b)
+        ops.convert_to_numpy(c[0, 0])
+        best = min(best, time.perf_counter() - started)
+    assert 0 < mfu(5 * 2 * 512 * 256 * 512, best, peak) <= 1.5
 
 
 def test_random_batch_targets_the_last_quarter():
@@ -136,6 +217,7 @@ def test_tiny_train_run_prints_a_table(tmp_path):
         assert row["batch"] == "4"
         for column in ("ours ms/step", "ours tokens/s", "MFU"):
             assert number(row[column]) > 0, (column, row)
+        assert number(row["MFU"]) <= 100, row
         assert row["ours peak mem"] == "n/a" or "GiB" in row["ours peak mem"]
     baseline, *others = rows
     for column in ("peer ms/step", "peer tokens/s", "ours/peer (tokens/s)"):

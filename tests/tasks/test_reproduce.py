@@ -176,6 +176,56 @@ def test_report_has_a_table_for_stages_that_did_not_run():
     assert "commit `?`, KERAS_BACKEND=jax: `python x --y`" in text
 
 
+def test_data_counts_are_those_the_runs_used(tmp_path):
+    """60 pairs split 80/10/10 with --valid-limit 6, as the smoke runs
+    read them: 48 / 6 / 6, from what the run recorded."""
+    import argparse
+
+    from tasks.lib.splits import load_splits
+
+    data = tmp_path / "pairs.tsv"
+    lines = [f"{i}\t标题{i}\t摘要{i}摘要" for i in range(100)]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = argparse.Namespace(
+        data=data,
+        train=None,
+        limit=60,
+        valid_fraction=0.1,
+        test_fraction=0.1,
+        seed=0,
+        valid_limit=6,
+        format="auto",
+        skip_bad_lines=False,
+    )
+    (train, valid, test), info = load_splits(args)
+    assert (len(train), len(valid), len(test)) == (48, 6, 6)
+    described = reproduce_stages.describe_data({"data": info, "test": {}})
+    assert described.startswith("48 train / 6 valid / 6 test pairs of")
+    args.valid_limit = 2
+    _, info = load_splits(args)
+    assert reproduce_stages.describe_data({"data": info}).startswith(
+        "48 train / 2 valid / 6 test"
+    )
+
+
+def test_environment_table_lists_each_package_once():
+    result = {
+        "backend": "jax",
+        "backend_version": "0.4",
+        "keras_version": "3.9.0",
+        "python": "3.12",
+        "devices": ["cpu:0"],
+        "accelerator": "cpu",
+        "precision": "fp32",
+        "commit": "abc",
+        "packages": {"keras": "3.9.0", "jax": "0.4", "numpy": "2.0"},
+    }
+    lines = reproduce_report.environment_section(result, ROOT)
+    cells = [line.split("|") for line in lines if line.startswith("|")]
+    names = [row[1].strip().lower() for row in cells]
+    assert names.count("keras") == 1 and names.count("numpy") == 1
+
+
 def section_texts(report):
     """{title: text} of the report's numbered stage sections."""
     parts = re.split(r"^## \d+\. (.+)$", report, flags=re.M)
@@ -313,3 +363,93 @@ def test_smoke_report_has_every_stage_and_the_published_rows(smoke_run):
     for name in ("table.md", "table.csv", "results.json", "metrics.png"):
         assert (out / "comparison" / name).is_file()
     assert re.search(r"`[0-9a-f]{64}` \| 1000 \|", report)  # dev.tsv sha256
+    # The split the runs used (--limit 60, --valid-limit 6).
+    assert "48 train / 6 valid / 6 test pairs of dev.tsv" in comparison
+    assert len(re.findall(r"^\| keras \|", report, re.M | re.I)) == 1
+
+
+# --- --within ---------------------------------------------------------------
+
+
+def test_plan_section_states_the_plan_the_cuts_and_each_stage_against_it():
+    from tasks.lib import budget
+    from tasks.lib import reproduce_within
+    from tests.tasks.test_budget import target
+    from tests.tasks.test_budget import timings
+
+    goal = target(min_epochs=1, min_pairs=60, min_valid=6)
+    plan = budget.plan_pipeline(300, 50, timings(), goal)
+    result = {
+        "size": "smoke",
+        "shape": {
+            **reproduce_within.SIZES["smoke"]["shape"],
+            "maxlen": 64,
+            "title_maxlen": 8,
+            "batch": 8,
+        },
+        "plan": plan,
+        "cuts": budget.cuts(plan, goal, reproduce_within.ARTICLE),
+    }
+    state = {
+        "settings": {"smoke": True, "within": 5},
+        "invocations": [],
+        "stages": {
+            "environment": {"status": "skipped", "seconds": 1.0},
+            "plan": {"status": "done", "seconds": 49.0, "result": result},
+            "finetune": {
+                "status": "unavailable",
+                "seconds": 150.0,
+                "reason": "stopped early: gp-seed0 not started",
+            },
+        },
+    }
+    text = reproduce_report.render(state, ROOT)
+    section = text.split("## Plan within the budget")[1].split("## Stages")[0]
+    assert "Plan within 5 min (smoke size" in section
+    assert "Cut from the article's setting:" in section
+    assert "- epochs: 1 (article: 20)" in section
+    finetune = plan["stages"]["finetune"]
+    assert re.search(
+        rf"^\| finetune \| unavailable \| {finetune:.0f} \| 150 \| "
+        "stopped early: gp-seed0 not started \\|$",
+        section,
+        re.M,
+    )
+    assert "Stages took 200 s in all, of a budget of 300 s" in section
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_still_reports_completely_and_resumes(tmp_path):
+    """--within 1 on a CPU: the calibration alone takes most of it; the
+    report says what was cut and what did not fit, and the same command
+    again keeps the saved plan."""
+    require_shared(CSL_CORPUS / "abstracts.txt")
+    out = tmp_path / "out"
+    command = [sys.executable, "tasks/reproduce.py", "--smoke", "--within"]
+    command += ["1", "--out", str(out)]
+    env = smoke_env(tmp_path)
+    runs = [
+        subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Plan within 1 min (smoke size" in runs[0].stdout
+    assert "== plan: done in an earlier run, skipped" in runs[1].stdout
+    report = (out / "REPORT.md").read_text()
+    sections = section_texts(report)
+    assert list(sections) == list(reproduce_report.SECTION_TITLES.values())
+    assert "## Plan within the budget" in report
+    assert "Cut from the article's setting:" in report
+    assert "- runs not made: " in report
+    assert "cut by --within" in report  # the benchmarks
+    state = json.loads((out / "state.json").read_text())
+    assert state["stages"]["finetune"]["status"] in ("done", "unavailable")
+    assert len(state["invocations"]) == 2

@@ -2,7 +2,10 @@
 against its full-recompute reference on the same random model and the
 same CSL abstracts (usage: `tasks/benchmark.py`). Each beam size is one
 row: the fast path's first run (compiling) and second run (the steady
-state the speed-up uses), and whether both paths give the same titles.
+state the speed-up uses), and whether both paths give the same titles,
+and the fast path's MFU: `decode_flops` of the titles it produced over
+its warm time and the best matmul FLOP/s of decoding's own shapes
+(`decode_shapes`), measured in this process before and after the rows.
 """
 
 import statistics
@@ -61,8 +64,8 @@ COUNTS = {
 }
 ROW_HEADER = (
     "| beam | ref n | ref titles/s | fast titles/s | speed-up "
-    "| fast 1st run titles/s (with compile) | identical |\n"
-    "|---:|---:|---:|---:|---:|---:|:---:|"
+    "| fast 1st run titles/s (with compile) | identical | fast MFU |\n"
+    "|---:|---:|---:|---:|---:|---:|:---:|---:|"
 )
 
 
@@ -144,7 +147,20 @@ def run(args):
     # The decode benchmark builds its model in float32.
     print(f"device: {summary_line(describe_environment('fp32'))}")
     print_setting(args, config, sources)
+    peak = measure_peak(args, config, sources)
     rows = decode_rows(args, model, tokenizer.end_id, sources)
+    add_mfu(
+        rows, config, sources, max(peak, measure_peak(args, config, sources))
+    )
+    print(ROW_HEADER)
+    for row in rows:
+        print_row(row)
+    print(
+        f"fast MFU: decode_flops (useful forward FLOPs of the titles "
+        f"produced) over the warm time and the best fp32 matmul FLOP/s of "
+        f"decoding's shapes here, {rows[0]['matmul_peak'] / 1e12:.3f} "
+        "TFLOP/s"
+    )
     for row in rows:
         lengths = row["lengths"]
         print(
@@ -153,6 +169,53 @@ def run(args):
             f"max {max(lengths)}"
         )
     return rows
+
+
+def fast_batch(args):
+    """Sources per fast batch: `--batch-size`, or the decoder's 'auto'
+    on a CPU (32; a GPU's is larger, so its peak shapes are a floor)."""
+    return args.batch_size or 32
+
+
+def measure_peak(args, config, sources):
+    """The best fp32 matmul FLOP/s of decoding's shapes at every beam."""
+    from tasks.lib.benchmarks.flops import decode_shapes
+    from tasks.lib.benchmarks.flops import peak_matmul_flops
+
+    rows = min(fast_batch(args), len(sources))
+    source = round(statistics.mean(len(ids) for ids in sources))
+    shapes = {
+        shape
+        for beam in args.beams
+        for shape in decode_shapes(
+            config.hidden_size,
+            config.intermediate_size,
+            config.vocab_size,
+            rows * beam,
+            source,
+        )
+    }
+    return peak_matmul_flops("fp32", sorted(shapes))
+
+
+def add_mfu(rows, config, sources, peak):
+    """Each row's fast-path MFU (and its FLOPs) from the titles' lengths
+    and the warm time (`len(sources) / row['fast']` seconds)."""
+    from tasks.lib.benchmarks.flops import decode_flops
+    from tasks.lib.benchmarks.flops import mfu
+
+    for row in rows:
+        row["flops"] = decode_flops(
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.intermediate_size,
+            config.vocab_size,
+            [len(ids) for ids in sources],
+            row["lengths"],
+            row["beam"],
+        )
+        row["matmul_peak"] = peak
+        row["mfu"] = mfu(row["flops"], len(sources) / row["fast"], peak)
 
 
 def print_setting(args, config, sources):
@@ -247,9 +310,6 @@ def decode_rows(args, model, end_id, sources):
                 "lengths": [len(t) for t in titles],
             }
         )
-        if len(rows) == 1:
-            print(ROW_HEADER)
-        print_row(rows[-1])
     return rows
 
 
@@ -257,6 +317,7 @@ def print_row(row):
     print(
         f"| {row['beam']} | {row['ref_n']} | {row['ref']:.2f} "
         f"| {row['fast']:.1f} | {row['fast'] / row['ref']:.0f}x "
-        f"| {row['first']:.1f} | {'yes' if row['same'] else 'NO'} |",
+        f"| {row['first']:.1f} | {'yes' if row['same'] else 'NO'} "
+        f"| {100 * row['mfu']:.1f}% |",
         flush=True,
     )

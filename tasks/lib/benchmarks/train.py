@@ -12,8 +12,11 @@ untimed `fit()` of `--warmup` steps (compiling), then one `fit()` of
 first step to the end of its last (`step_timer`). With `--repeats R` the
 peer and the strategies run R rounds in turn and each row is the median
 round: on a machine shared with other jobs a slow spell then hits every
-row alike. tokens/s = batch * maxlen / step; MFU = `train_flops` / step /
-the matmul FLOP/s measured in this process (`peak_matmul_flops`).
+row alike. tokens/s = batch * maxlen / step; MFU = `train_flops` of the
+row's head / step / the best matmul FLOP/s of the model's own shapes
+(`train_shapes`), measured in this process before and after the rows
+(`peak_matmul_flops`; the higher of the two, so that a slow moment at the
+start does not lower the peak).
 """
 
 import os
@@ -153,7 +156,6 @@ def model_config(args):
 def run(args):
     """`train` subcommand: see the module docstring."""
     from models import strategies as strategies_lib
-    from tasks.lib.benchmarks.flops import peak_matmul_flops
 
     config = model_config(args)
     environment = describe_environment(args.precision)
@@ -164,21 +166,50 @@ def run(args):
     token_ids, segment_ids = random_batch(
         max(args.batch_sizes), args.maxlen, args.vocab
     )
-    peak = peak_matmul_flops(
-        args.precision, environment["accelerator"] == "gpu"
-    )
+    peak = measure_peak(args)
     print_command()
     print_setting(args, environment, peak)
-    rows = []
+    timings = {}
     for batch_size in args.batch_sizes:
         batch = (token_ids[:batch_size], segment_ids[:batch_size])
-        timings = time_rounds(args, config, cases, batch)
-        rows += batch_rows(args, batch_size, cases, timings, peak)
-    text = "\n".join(train_table(rows) + notes(args, environment))
+        timings[batch_size] = time_rounds(args, config, cases, batch)
+    peak = max(peak, measure_peak(args))
+    rows = []
+    for batch_size in args.batch_sizes:
+        rows += batch_rows(args, batch_size, cases, timings[batch_size], peak)
+    text = "\n".join(train_table(rows) + notes(args, environment, rows))
     print(text, flush=True)
     if args.out:
         atomic_write_text(args.out, text + "\n")
     return rows
+
+
+def head_positions(args, head):
+    """Positions a row the MLM head scores: None (every one) for the full
+    head, the trainer's `max_targets` for the gathered one."""
+    return target_count(args.maxlen) if head == "gathered" else None
+
+
+def measure_peak(args):
+    """The best matmul FLOP/s of the model's own matmul shapes, at every
+    batch size and head timed, in the run's precision."""
+    from tasks.lib.benchmarks.flops import peak_matmul_flops
+    from tasks.lib.benchmarks.flops import train_shapes
+
+    shapes = {
+        shape
+        for batch in args.batch_sizes
+        for head in args.target_heads
+        for shape in train_shapes(
+            args.hidden,
+            args.intermediate,
+            args.vocab,
+            args.maxlen,
+            batch,
+            head_positions(args, head),
+        )
+    }
+    return peak_matmul_flops(args.precision, sorted(shapes))
 
 
 def print_setting(args, environment, peak):
@@ -187,8 +218,9 @@ def print_setting(args, environment, peak):
         f"backend {environment['backend']} "
         f"{environment['backend_version']} on "
         f"{', '.join(environment['devices'])}; precision "
-        f"{args.precision}; measured {args.precision} matmul peak "
-        f"{peak / 1e12:.2f} TFLOP/s; model {args.layers} layers x "
+        f"{args.precision}; {args.precision} matmul peak on the model's "
+        f"shapes, before the rows {peak / 1e12:.3f} TFLOP/s; model "
+        f"{args.layers} layers x "
         f"{args.hidden} hidden, {args.heads} heads, intermediate "
         f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
         f"(target = last {target_count(args.maxlen)} tokens); "
@@ -249,17 +281,22 @@ def batch_rows(args, batch_size, cases, timings, peak):
     """The table rows of one batch size from its rounds' timings: the
     median round's step, the highest peak memory; the peer on the first
     baseline row."""
+    from tasks.lib.benchmarks.flops import mfu
     from tasks.lib.benchmarks.flops import train_flops
 
     tokens = batch_size * args.maxlen
-    flops = train_flops(
-        args.layers,
-        args.hidden,
-        args.intermediate,
-        args.vocab,
-        args.maxlen,
-        batch_size,
-    )
+
+    def flops(head):
+        return train_flops(
+            args.layers,
+            args.hidden,
+            args.intermediate,
+            args.vocab,
+            args.maxlen,
+            batch_size,
+            head_positions(args, head),
+        )
+
     peer = None
     if PEER in timings:
         step, peer_peak = median_run(timings[PEER])
@@ -280,9 +317,11 @@ def batch_rows(args, batch_size, cases, timings, peak):
                 "head": head,
                 "step": step,
                 "tps": tokens / step,
-                "mfu": flops / step / peak,
+                "mfu": mfu(flops(head), step, peak),
                 "peak": ours_peak,
-                "flops": flops,
+                "flops": flops(head),
+                "full_head_flops": flops("full"),
+                "matmul_peak": peak,
                 "peer": peer if first else None,
             }
         )
@@ -416,14 +455,29 @@ def train_table(rows):
     return lines
 
 
-def notes(args, environment):
+def notes(args, environment, rows):
     """The lines under the table: what MFU and the peer are."""
+    flops = {
+        row["batch"]: (row["flops"], row["full_head_flops"])
+        for row in rows
+        if row["head"] == "gathered"
+    }
+    counts = "; ".join(
+        f"batch {batch}: {gathered / 1e9:.1f} GFLOP a step with the "
+        f"gathered head ({full / 1e9:.1f} with the full head)"
+        for batch, (gathered, full) in flops.items()
+    )
     lines = [
         "",
-        "MFU: model FLOPs (6 x matmul weights x tokens + 12 x layers x "
-        "hidden x maxlen^2 x batch, MLM projection included; see "
-        "train_flops) per second over the measured matmul peak; the "
-        "gathered head is credited with the full head's FLOPs.",
+        "MFU: model FLOPs of the step as computed (6 x layer matmul weights "
+        "x tokens + 6 x head weights x scored positions + 12 x layers x "
+        "hidden x maxlen^2 x batch, and the gathered head's one-hot "
+        "product; see train_flops) per second, over the best "
+        f"{args.precision} matmul FLOP/s of the model's own shapes "
+        f"measured in this process ({rows[0]['matmul_peak'] / 1e12:.3f} "
+        "TFLOP/s, the higher of before and after the rows)"
+        + (f"; {counts}" if counts else "")
+        + ".",
         "Peer: Hugging Face BertForMaskedLM in PyTorch "
         f"(torch {peer_device(args) or 'not run'}), "
         f"UniLM 4-D additive mask, {args.precision} (autocast unless fp32), "
