@@ -37,8 +37,9 @@ class BertConfig:
     Field names are those of Google's `bert_config.json`, which Hugging Face's
     `config.json` for BERT shares, so either file loads as it is.
     `model_type` is the family, as Hugging Face's `config.json` names it:
-    'bert' (and 'roberta'), or 'roformer' (rotary positions, no position
-    embeddings; `models.positions`).
+    'bert' (and 'roberta'), 'roformer' (rotary positions) or 'nezha'
+    (relative positions up to `max_relative_position`); the last two have
+    no position embeddings (`models.positions`).
     """
 
     vocab_size: int = 21128
@@ -54,6 +55,7 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     model_type: str = "bert"
+    max_relative_position: int = 64
 
     def __post_init__(self):
         self.model_type = P.check_model_type(self.model_type)
@@ -551,8 +553,8 @@ def build_transformer_model(
             a dict or a `BertConfig`; None uses BERT-base defaults.
         checkpoint_path: Google TF checkpoint, safetensors, `pytorch_model.bin`
             or Keras `.weights.h5` (see `weights.load_checkpoint`).
-        model: 'bert' (also 'roberta': RoBERTa-wwm-ext is a BERT) or
-            'roformer'; it sets the config's `model_type`. None: the
+        model: 'bert' (also 'roberta': RoBERTa-wwm-ext is a BERT),
+            'roformer' or 'nezha'; it sets the config's `model_type`. None: the
             config's (Hugging Face's `config.json` names it; 'bert' if not).
         application: 'encoder', 'unilm' (seq2seq mask) or 'lm' (causal).
         with_mlm: add the MLM head; True/'softmax' for probabilities,

@@ -23,9 +23,9 @@ from models import layers as L
 
 # `BertConfig.model_type` values, Hugging Face's names. 'roberta' is BERT
 # (RoBERTa-wwm-ext: a BERT checkpoint).
-MODEL_TYPES = ("bert", "roberta", "roformer")
+MODEL_TYPES = ("bert", "roberta", "roformer", "nezha")
 # The families whose positions are in the attention, not the embeddings.
-ATTENTION_POSITIONS = ("roformer",)
+ATTENTION_POSITIONS = ("roformer", "nezha")
 
 
 def check_model_type(model_type: str) -> str:
@@ -55,15 +55,19 @@ def position_embeddings(config, initializer) -> list:
 
 def build_attention(config, kernel_initializer, name):
     """The self-attention layer of one block of `config`'s family."""
-    kind = {"roformer": RotaryAttention}.get(
+    kind = {"roformer": RotaryAttention, "nezha": RelativeAttention}.get(
         config.model_type, L.MultiHeadAttention
     )
+    options = {}
+    if kind is RelativeAttention:
+        options["max_distance"] = config.max_relative_position
     return kind(
         config.num_attention_heads,
         config.head_size,
         config.attention_probs_dropout_prob,
         kernel_initializer=kernel_initializer,
         name=name,
+        **options,
     )
 
 
@@ -116,3 +120,144 @@ class RotaryAttention(L.MultiHeadAttention):
         if positions is None:
             positions = default_positions(x)
         return rotate(q, positions), rotate(k, positions), v
+
+
+# NEZHA ---------------------------------------------------------------------
+
+
+def relative_table(max_distance: int, size: int) -> np.ndarray:
+    """NEZHA's fixed embedding of each clipped distance, (2M+1, size).
+
+    Row r encodes distance r - M; as in NEZHA's code (and bert4keras's
+    `Sinusoidal` initializer, Hugging Face's `NezhaRelativePositionsEncoding`)
+    the sinusoid is of the row index r, with sin and cos interleaved:
+    table[r, 2i] = sin(r / 10000^(2i/size)), table[r, 2i+1] = cos(...).
+    """
+    rows = np.arange(2 * max_distance + 1, dtype="float64")[:, None]
+    angles = rows * rotary_frequencies(size)[None, :]
+    table = np.zeros((2 * max_distance + 1, size), "float64")
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles)
+    return table.astype("float32")
+
+
+def relative_ids(query_positions, key_positions, max_distance):
+    """Rows of `relative_table` for each (query, key): clip(k - q) + M."""
+    distance = key_positions - query_positions
+    return ops.clip(distance, -max_distance, max_distance) + max_distance
+
+
+@L.serializable
+class RelativeAttention(L.MultiHeadAttention):
+    """NEZHA's self-attention: BERT's, with r_ij = table[clip(j - i)]
+    added to key j and value j as query i sees them (NEZHA, eq. 1-3):
+
+        score_ij = q_i . (k_j + r_ij) / sqrt(d),
+        out_i = sum_j p_ij (v_j + r_ij).
+
+    The table is fixed (not a weight), one for keys and values, as in
+    bert4keras's NEZHA. Keys and values are cached without r, which
+    depends on the query: a cached step adds it for its row's position.
+    The scores are written out (no fused kernel takes r).
+    """
+
+    def __init__(self, *args, max_distance=64, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_distance = max_distance
+        self.table = relative_table(max_distance, self.head_size)
+
+    def relative(self, ids):
+        table = ops.convert_to_tensor(self.table, self.compute_dtype)
+        return ops.take(table, ids, axis=0)
+
+    def attend(self, q, k, v, bias, training=False):
+        positions = ops.arange(ops.shape(q)[1])
+        ids = relative_ids(
+            positions[:, None], positions[None, :], self.max_distance
+        )
+        r = self.relative(ids)  # (query, key, size)
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
+        scores += ops.einsum("bqhd,qkd->bhqk", q, r)
+        scores = ops.cast(scores, "float32") * self.scale
+        probs = ops.softmax(scores + bias, axis=-1)
+        probs = self.dropout(
+            ops.cast(probs, self.compute_dtype), training=training
+        )
+        mixed = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        mixed += ops.einsum("bhqk,qkd->bqhd", probs, r)
+        batch, length = ops.shape(mixed)[0], ops.shape(mixed)[1]
+        mixed = ops.reshape(mixed, (batch, length, self.heads * self.head_size))
+        return self.o_dense(mixed)
+
+    def attend_at(self, q, k, v, cache, positions):
+        """`attend_cached` with r: one query per row at `positions`
+        (rows, 1), against its source (positions 0, 1, ...), its outputs
+        before `cache.index` (slot t at position start + t) and itself."""
+        q, k, v = q[:, 0], k[:, 0], v[:, 0]  # (rows, heads, size)
+        here = positions[:, 0]
+        sources, source_len = cache.source_bias.shape
+        beams = q.shape[0] // sources
+        slots = cache.outputs.shape[3]
+        source = ops.repeat(cache.source, beams, axis=0)
+        keys = ops.concatenate(
+            [source[:, 0], cache.outputs[:, 0], k[:, :, None]], axis=2
+        )
+        values = ops.concatenate(
+            [source[:, 1], cache.outputs[:, 1], v[:, :, None]], axis=2
+        )
+        start = here - cache.index
+        key_positions = ops.concatenate(
+            [
+                ops.broadcast_to(
+                    ops.arange(source_len), (q.shape[0], source_len)
+                ),
+                start[:, None] + ops.arange(slots)[None, :],
+                here[:, None],
+            ],
+            axis=1,
+        )
+        r = self.relative(
+            relative_ids(here[:, None], key_positions, self.max_distance)
+        )  # (rows, keys, size)
+        scores = ops.einsum("rhd,rhkd->rhk", q, keys)
+        scores += ops.einsum("rhd,rkd->rhk", q, r)
+        scores = ops.cast(scores, "float32") * self.scale
+        past = ops.where(ops.arange(slots) < cache.index, 0.0, L.MASK_BIAS)
+        bias = ops.concatenate(
+            [
+                ops.repeat(cache.source_bias, beams, axis=0),
+                ops.broadcast_to(
+                    ops.cast(past, "float32"), (q.shape[0], slots)
+                ),
+                ops.zeros((q.shape[0], 1), "float32"),
+            ],
+            axis=-1,
+        )
+        probs = ops.softmax(scores + bias[:, None, :], axis=-1)
+        probs = ops.cast(probs, self.compute_dtype)
+        mixed = ops.einsum("rhk,rhkd->rhd", probs, values)
+        mixed += ops.einsum("rhk,rkd->rhd", probs, r)
+        rows = q.shape[0]
+        mixed = ops.reshape(mixed, (rows, 1, self.heads * self.head_size))
+        return self.o_dense(mixed)
+
+    def call(
+        self,
+        x,
+        bias=None,
+        training=False,
+        cache=None,
+        return_kv=False,
+        positions=None,
+    ):
+        q, k, v = self.project(x)
+        if cache is None:
+            y = self.attend(q, k, v, bias, training=training)
+        else:
+            y = self.attend_at(q, k, v, cache, positions)
+        if return_kv or cache is not None:
+            return y, (k, v)
+        return y
+
+    def get_config(self):
+        return {**super().get_config(), "max_distance": self.max_distance}

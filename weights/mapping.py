@@ -179,7 +179,7 @@ def hf_to_google(name: str) -> str | None:
 
 # The encoder's prefix in each family's *ForMaskedLM: their names below
 # it are BertModel's (RoFormer's add no position embeddings).
-_HF_PREFIX = re.compile(r"^(bert|roformer)\.")
+_HF_PREFIX = re.compile(r"^(bert|roformer|nezha)\.")
 
 
 def _hf_key(name):

@@ -124,11 +124,16 @@ def load_config(args, files: ModelFiles) -> BertConfig | None:
 def model_type_of(files: ModelFiles) -> str:
     """The family of a model's files. Hugging Face's `config.json` names
     it (`model_type`); a bert4keras-style `bert_config.json` does not:
-    bojone's RoFormer checkpoints are BERT's names without position
-    embeddings, so a BERT config over such a checkpoint is a RoFormer."""
+    NEZHA's has `max_relative_position`, and bojone's RoFormer checkpoints
+    are BERT's names without position embeddings, so a BERT config over
+    such a checkpoint is a RoFormer."""
     values = json.loads(pathlib.Path(files.config).read_text("utf-8"))
-    if "model_type" in values or not files.checkpoint:
+    if "model_type" in values:
         return BertConfig.from_dict(values).model_type
+    if "max_relative_position" in values:
+        return "nezha"
+    if not files.checkpoint:
+        return "bert"
     names = read_names(files.checkpoint)
     position = "bert/embeddings/position_embeddings"
     if "bert/embeddings/word_embeddings" in names and position not in names:

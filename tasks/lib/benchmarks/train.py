@@ -24,6 +24,7 @@ import time
 
 from models.strategies.names import STRATEGY_NAMES
 from tasks.lib.atomic import atomic_write_text
+from tasks.lib.benchmarks.arguments import add_model_type
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
 from tasks.lib.benchmarks.arguments import print_command
@@ -75,6 +76,7 @@ def add_parser(subparsers):
         check_options,
     )
     add_shape(parser, SHAPE)
+    add_model_type(parser)
     add_counts(parser, COUNTS, "--vocab", "--maxlen", "--batch-sizes")
     parser.add_argument(
         "--strategies",
@@ -137,9 +139,11 @@ def strategy_from_spec(spec):
 def model_config(args):
     """The BertConfig of every model timed; a shape BertConfig refuses
     stops here, before anything is timed."""
+    import dataclasses
+
     from tasks.lib.factory import shape_config
 
-    return shape_config(
+    config = shape_config(
         args.vocab,
         args.layers,
         args.hidden,
@@ -148,6 +152,7 @@ def model_config(args):
         max(512, args.maxlen),
         dropout=DROPOUT,
     )
+    return dataclasses.replace(config, model_type=args.model_type)
 
 
 def run(args):
@@ -188,7 +193,8 @@ def print_setting(args, environment, peak):
         f"{environment['backend_version']} on "
         f"{', '.join(environment['devices'])}; precision "
         f"{args.precision}; measured {args.precision} matmul peak "
-        f"{peak / 1e12:.2f} TFLOP/s; model {args.layers} layers x "
+        f"{peak / 1e12:.2f} TFLOP/s; {args.model_type} model {args.layers} "
+        f"layers x "
         f"{args.hidden} hidden, {args.heads} heads, intermediate "
         f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
         f"(target = last {target_count(args.maxlen)} tokens); "
