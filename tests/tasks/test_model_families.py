@@ -1,10 +1,14 @@
-"""tasks/csl_title.py on RoFormer model directories, as users get them.
+"""tasks/csl_title.py on RoFormer and NEZHA model directories, as users
+get them.
 
 Two directories of one tiny random RoFormer: bojone's layout (a
 `bert_config.json` that does not name the family, a TF checkpoint with
 BERT's names and no position embeddings) and Hugging Face's (`config.json`
-with `model_type: roformer`, `model.safetensors`). `--model-dir` must find
-the family from the files alone, train with a strategy and decode.
+with `model_type: roformer`, `model.safetensors`); one NEZHA directory in
+Huawei's layout (`bert_config.json` with `max_relative_position`, a TF
+checkpoint of BERT's names without position embeddings). `--model-dir`
+must find the family from the files alone, train with a strategy and
+decode.
 """
 
 import json
@@ -54,12 +58,12 @@ RUN_ARGS = [
 ]
 
 
-def bojone_roformer_dir(directory):
+def google_layout_dir(directory, family, config):
     """bert_config.json without a family + TF checkpoint, BERT's names."""
-    model = build_transformer_model(dict(SHAPE), model="roformer", with_mlm=1)
+    model = build_transformer_model(dict(config), model=family, with_mlm=1)
     randomize(model, seed=0, scale=0.05)
     directory.mkdir()
-    (directory / "bert_config.json").write_text(json.dumps(SHAPE))
+    (directory / "bert_config.json").write_text(json.dumps(config))
     write_tf_checkpoint(model_arrays(model), directory / "bert_model.ckpt")
     shutil.copy(require_shared(VOCAB_DIR / "vocab.txt"), directory)
     return directory
@@ -76,17 +80,37 @@ def hf_roformer_dir(directory):
     return directory
 
 
-LAYOUTS = {"bojone": bojone_roformer_dir, "hf": hf_roformer_dir}
+def bojone_roformer_dir(directory):
+    return google_layout_dir(directory, "roformer", SHAPE)
+
+
+def huawei_nezha_dir(directory):
+    return google_layout_dir(
+        directory, "nezha", {**SHAPE, "max_relative_position": 64}
+    )
+
+
+LAYOUTS = {
+    "bojone": bojone_roformer_dir,
+    "hf": hf_roformer_dir,
+    "huawei": huawei_nezha_dir,
+}
+FAMILY = {"bojone": "roformer", "hf": "roformer", "huawei": "nezha"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "layout, strategy",
-    [("bojone", "baseline"), ("hf", "replace"), ("bojone", "gp")],
+    [
+        ("bojone", "baseline"),
+        ("hf", "replace"),
+        ("bojone", "gp"),
+        ("huawei", "baseline"),
+        ("huawei", "replace"),
+        ("huawei", "gp"),
+    ],
 )
-def test_roformer_dir_trains_and_decodes(
-    layout, strategy, csl_dev_path, tmp_path
-):
+def test_model_dir_trains_and_decodes(layout, strategy, csl_dev_path, tmp_path):
     model_dir = LAYOUTS[layout](tmp_path / "model")
     out = tmp_path / "run"
     command = [sys.executable, str(SCRIPT), "--data", str(csl_dev_path)]
@@ -101,7 +125,7 @@ def test_roformer_dir_trains_and_decodes(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text("utf-8"))
-    assert "roformer, 1 layers" in results["model"]
+    assert f"{FAMILY[layout]}, 1 layers" in results["model"]
     assert results["test"]["1"]["titles"] == 4
     saved = json.loads((out / "model.json").read_text("utf-8"))
-    assert saved["model_type"] == "roformer"
+    assert saved["model_type"] == FAMILY[layout]

@@ -46,6 +46,7 @@ SHAPE = {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072}
 # BertConfig's dropout: the step timed is the one fine-tuning BERT runs.
 DROPOUT = 0.1
 PEER = "peer"  # the peer's runs among the (strategy, head) cases' runs
+PEER_CLASSES = {"bert": "BertForMaskedLM", "roformer": "RoFormerForMaskedLM"}
 # The integer options, `{flag: (default, least, help)}`.
 COUNTS = {
     "--vocab": (21128, 2, "vocabulary size"),
@@ -430,7 +431,7 @@ def notes(args, environment):
         "hidden x maxlen^2 x batch, MLM projection included; see "
         "train_flops) per second over the measured matmul peak; the "
         "gathered head is credited with the full head's FLOPs.",
-        "Peer: Hugging Face BertForMaskedLM in PyTorch "
+        f"Peer: Hugging Face {PEER_CLASSES[args.model_type]} in PyTorch "
         f"(torch {peer_device(args) or 'not run'}), "
         f"UniLM 4-D additive mask, {args.precision} (autocast unless fp32), "
         "AdamW; teacher forcing, so "
