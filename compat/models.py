@@ -1,7 +1,7 @@
 """bert4keras.models on Keras 3: `build_transformer_model` for BERT/UniLM.
 
-The model is this toolkit's (`models.build_transformer_model`): BERT or
-RoBERTa as an encoder, a UniLM seq2seq model or a causal LM, with
+The model is this toolkit's (`models.build_transformer_model`): BERT,
+RoBERTa or RoFormer as an encoder, a UniLM seq2seq model or a causal LM, with
 bert4keras's layer names, loading Google, Hugging Face or Keras
 checkpoints. bert4keras's keyword arguments are translated; those with no
 counterpart here raise an error naming what to do instead.
@@ -18,13 +18,14 @@ from compat.backend import gelu_hidden_act
 from models import BertConfig
 from models import build_transformer_model as _build_model
 from models.bert import resolve_config
+from models.positions import MODEL_TYPES
 from weights import load_checkpoint
 
 __all__ = ["Model", "build_transformer_model"]
 
 Model = keras.Model
 
-MODELS = ("bert", "roberta")
+MODELS = MODEL_TYPES
 
 # bert4keras keyword -> the config field it sets.
 _RENAMED = {
@@ -96,8 +97,8 @@ def build_transformer_model(
     if model not in MODELS:
         raise unsupported(
             f"build_transformer_model(model={model!r})",
-            f"compat builds {' and '.join(MODELS)} models only (T5, GPT, "
-            "NEZHA, ALBERT, RoFormer... are not ported); keras_hub.models "
+            f"compat builds {', '.join(MODELS)} models only (T5, GPT, "
+            "ALBERT, RoFormer-v2... are not ported); keras_hub.models "
             "has several of them for Keras 3",
         )
     for option, hint in _OPTIONS.items():

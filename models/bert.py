@@ -23,9 +23,10 @@ import keras
 from keras import ops
 
 from models import layers as L
+from models import positions as P
 
 APPLICATIONS = ("encoder", "unilm", "lm")
-MODELS = ("bert", "roberta")
+MODELS = P.MODEL_TYPES
 MLM_OUTPUTS = (True, "softmax", "linear")
 
 
@@ -35,6 +36,10 @@ class BertConfig:
 
     Field names are those of Google's `bert_config.json`, which Hugging Face's
     `config.json` for BERT shares, so either file loads as it is.
+    `model_type` is the family, as Hugging Face's `config.json` names it:
+    'bert' (and 'roberta'), 'roformer' (rotary positions) or 'nezha'
+    (relative positions up to `max_relative_position`); the last two have
+    no position embeddings (`models.positions`).
     """
 
     vocab_size: int = 21128
@@ -49,8 +54,11 @@ class BertConfig:
     type_vocab_size: int = 2
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
+    model_type: str = "bert"
+    max_relative_position: int = 64
 
     def __post_init__(self):
+        self.model_type = P.check_model_type(self.model_type)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of "
@@ -198,25 +206,39 @@ class BertNetwork:
         if token_embeddings is None:
             token_embeddings = self["Embedding-Token"](token_ids)
         x = token_embeddings + self["Embedding-Segment"](segment_ids)
-        x = self["Embedding-Position"](x, offset=offset)
+        if "Embedding-Position" in self.layers:
+            x = self["Embedding-Position"](x, offset=offset)
         x = self["Embedding-Norm"](x)
         return self["Embedding-Dropout"](x, training=training)
 
     def block(
-        self, index, x, bias=None, training=False, cache=None, return_kv=False
+        self,
+        index,
+        x,
+        bias=None,
+        training=False,
+        cache=None,
+        return_kv=False,
+        positions=None,
     ):
         """One post-LayerNorm Transformer block: the only place one is built.
 
         Full pass: every position of `x` attends to every position under
         the attention `bias`. Decoding (`call_with_cache`): `x` holds one
-        new token per row, which attends to an `AttentionCache` and itself.
+        new token per row, which attends to an `AttentionCache` and itself,
+        at `positions` (rows, 1), which RoFormer's attention encodes.
         With `return_kv` or a cache, returns `(x, (keys, values))`: the
         keys and values of `x`, which a decoder stores in its cache.
         """
         name = f"Transformer-{index}-MultiHeadSelfAttention"
         return_kv = return_kv or cache is not None
         y = self[name](
-            x, bias, training=training, cache=cache, return_kv=return_kv
+            x,
+            bias,
+            training=training,
+            cache=cache,
+            return_kv=return_kv,
+            positions=positions,
         )
         y, kv = y if return_kv else (y, None)
         y = self[f"{name}-Dropout"](y, training=training)
@@ -315,14 +337,13 @@ class BertNetwork:
         values written at `index`.
         """
         tokens = token_ids[:, None]
-        x = self.embed(
-            tokens,
-            ops.ones_like(tokens),
-            offset=(cache.starts + index)[:, None],
-        )
+        positions = (cache.starts + index)[:, None]
+        x = self.embed(tokens, ops.ones_like(tokens), offset=positions)
         new = []
         for layer in range(self.config.num_hidden_layers):
-            x, (k, v) = self.block(layer, x, cache=cache.layer(layer, index))
+            x, (k, v) = self.block(
+                layer, x, cache=cache.layer(layer, index), positions=positions
+            )
             new.append(ops.stack([k[:, 0], v[:, 0]], axis=1))
         slots = ops.arange(cache.outputs.shape[4])
         here = ops.equal(slots, index)[None, None, None, None, :, None]
@@ -370,12 +391,7 @@ def _layers(config, application, mlm, init):
             embeddings_initializer=init,
             name="Embedding-Segment",
         ),
-        L.PositionEmbedding(
-            config.max_position_embeddings,
-            hidden,
-            initializer=init,
-            name="Embedding-Position",
-        ),
+        *P.position_embeddings(config, init),
         keras.layers.LayerNormalization(epsilon=eps, name="Embedding-Norm"),
         keras.layers.Dropout(
             config.hidden_dropout_prob, name="Embedding-Dropout"
@@ -385,13 +401,7 @@ def _layers(config, application, mlm, init):
     for index in range(config.num_hidden_layers):
         name = f"Transformer-{index}-MultiHeadSelfAttention"
         made += [
-            L.MultiHeadAttention(
-                config.num_attention_heads,
-                config.head_size,
-                config.attention_probs_dropout_prob,
-                kernel_initializer=init,
-                name=name,
-            ),
+            P.build_attention(config, init, name),
             keras.layers.Dropout(
                 config.hidden_dropout_prob, name=f"{name}-Dropout"
             ),
@@ -528,7 +538,7 @@ def check_head(application, with_mlm):
 def build_transformer_model(
     config_path=None,
     checkpoint_path=None,
-    model="bert",
+    model=None,
     application="encoder",
     with_mlm=False,
     keep_tokens=None,
@@ -543,7 +553,9 @@ def build_transformer_model(
             a dict or a `BertConfig`; None uses BERT-base defaults.
         checkpoint_path: Google TF checkpoint, safetensors, `pytorch_model.bin`
             or Keras `.weights.h5` (see `weights.load_checkpoint`).
-        model: 'bert' (also 'roberta': RoBERTa-wwm-ext is a BERT).
+        model: 'bert' (also 'roberta': RoBERTa-wwm-ext is a BERT),
+            'roformer' or 'nezha'; it sets the config's `model_type`. None: the
+            config's (Hugging Face's `config.json` names it; 'bert' if not).
         application: 'encoder', 'unilm' (seq2seq mask) or 'lm' (causal).
         with_mlm: add the MLM head; True/'softmax' for probabilities,
             'linear' for logits. 'unilm' and 'lm' always have it.
@@ -557,8 +569,12 @@ def build_transformer_model(
     Returns:
         a `BertModel`: a functional `keras.Model` that saves to `.keras`.
     """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+    if model is not None:
+        if not isinstance(model, str) or model.lower() not in MODELS:
+            raise ValueError(
+                f"unknown model {model!r}; expected one of {MODELS}"
+            )
+        overrides = {**overrides, "model_type": model.lower()}
     config = resolve_config(config_path, overrides)
     if keep_tokens is not None:
         config = dataclasses.replace(config, vocab_size=len(keep_tokens))
@@ -568,7 +584,7 @@ def build_transformer_model(
         with_mlm,
         keep_tokens=keep_tokens,
         dtype=dtype,
-        name=name or f"{model}_{application}",
+        name=name or f"{model or config.model_type}_{application}",
     )
     if checkpoint_path is not None:
         from weights import load_checkpoint

@@ -264,7 +264,10 @@ class MultiHeadAttention(keras.layers.Layer):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (batch, length, self.heads, self.head_size))
 
-    def project(self, x):
+    def project(self, x, positions=None):
+        """Per-head q, k, v. `positions` (batch or 1, length): where the
+        tokens of `x` are, for subclasses that encode positions in q and
+        k (`models.positions`); BERT's are in its embeddings."""
         q = self._split_heads(self.q_dense(x))
         k = self._split_heads(self.k_dense(x))
         v = self._split_heads(self.v_dense(x))
@@ -348,15 +351,23 @@ class MultiHeadAttention(keras.layers.Layer):
         mixed = ops.reshape(ops.swapaxes(mixed, 1, 2), (rows, 1, heads * size))
         return self.o_dense(mixed)
 
-    def call(self, x, bias=None, training=False, cache=None, return_kv=False):
+    def call(
+        self,
+        x,
+        bias=None,
+        training=False,
+        cache=None,
+        return_kv=False,
+        positions=None,
+    ):
         """Self-attention of `x`: every position under `bias`, or, with
         `cache`, one new token per row against the cache (decoding).
 
         With `return_kv` (always with a cache) also returns the keys and
         values of `x`, (batch, length, heads, head_size) each: what a
-        decoder keeps in its cache.
+        decoder keeps in its cache. `positions`: see `project`.
         """
-        q, k, v = self.project(x)
+        q, k, v = self.project(x, positions)
         if cache is None:
             y = self.attend(q, k, v, bias, training=training)
         else:

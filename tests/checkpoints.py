@@ -83,6 +83,30 @@ def hf_masked_lm(seed=0):
     return model
 
 
+def hf_roformer_masked_lm(seed=0):
+    """A random, eval-mode Hugging Face RoFormerForMaskedLM of TINY's
+    shape (rotary positions on queries and keys, none on values)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    config = transformers.RoFormerConfig(
+        **TINY,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        rotary_value=False,
+    )
+    model = transformers.RoFormerForMaskedLM(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "embed_positions" in name:
+                continue  # the fixed sinusoids, not a weight
+            value = 0.2 * torch.randn_like(parameter)
+            if name.endswith("LayerNorm.weight"):
+                value += 1.0
+            parameter.copy_(value)
+    return model
+
+
 def hf_run(module, token_ids, segment_ids, mask):
     import torch
 
@@ -128,11 +152,19 @@ _HF_TO_TF_RULES = (
 
 
 def hf_to_google_arrays(hf_model):
-    """The state dict of a BertForMaskedLM under Google's names."""
+    """The state dict of a BertForMaskedLM under Google's names.
+
+    A RoFormerForMaskedLM's too, as bojone's RoFormer checkpoints name
+    them: BERT's names (`bert/...`), no position embeddings.
+    """
     arrays = {}
     for name, tensor in hf_model.state_dict().items():
         if name.startswith("cls.predictions.decoder."):
             continue  # tied to the word embeddings and the output bias
+        if name.endswith("embed_positions.weight"):
+            continue  # RoFormer's fixed sinusoids
+        if name.startswith("roformer."):
+            name = "bert." + name.removeprefix("roformer.")
         array = tensor.detach().numpy()
         if name == "cls.predictions.bias":
             arrays["cls/predictions/output_bias"] = array

@@ -228,6 +228,14 @@ def read_json(path) -> dict:
 
 
 def pick(config) -> dict:
+    """The config fields an export keeps; a family transformers' BERT
+    cannot hold (RoFormer, NEZHA: no position embeddings) is refused."""
+    family = config.get("model_type", "bert")
+    if family not in ("bert", "roberta"):
+        raise ExportError(
+            f"a {family} model: only BERT-family models export (to "
+            "transformers' BertForMaskedLM)"
+        )
     return {key: config[key] for key in CONFIG_FIELDS if key in config}
 
 

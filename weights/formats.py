@@ -172,6 +172,30 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def read_names(path) -> set[str]:
+    """The Google names of a checkpoint's weights, reading as little as
+    its format allows (a TF checkpoint's index, a safetensors header); a
+    model's family can be told from them before it is built."""
+    kind, path = resolve(path)
+    if kind == "tf":
+        import tensorflow as tf
+
+        names = {name for name, _ in tf.train.list_variables(str(path))}
+    elif kind == "safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as reader:
+            names = set(reader.keys())
+    elif kind == "torch":
+        names = set(read_torch(path))
+    else:
+        names = set(read_keras_weights(path))
+    return {
+        name if "/" in name else (mapping.hf_to_google(name) or name)
+        for name in names
+    }
+
+
 def read_tf_checkpoint(prefix) -> dict[str, np.ndarray]:
     """A Google TF checkpoint (`bert_model.ckpt`), through TensorFlow."""
     try:

@@ -165,7 +165,8 @@ def hf_to_google(name: str) -> str | None:
     """The Google name of a Hugging Face tensor name, None if unknown.
 
     Accepts BertModel names (`embeddings...`) and BertForMaskedLM names
-    (`bert.embeddings...`, `cls.predictions...`), with LayerNorm parameters
+    (`bert.embeddings...`, `cls.predictions...`; RoFormerForMaskedLM's
+    `roformer.embeddings...`), with LayerNorm parameters
     called `weight`/`bias` or, in old checkpoints, `gamma`/`beta`.
     """
     return _lookup(
@@ -176,8 +177,13 @@ def hf_to_google(name: str) -> str | None:
     )
 
 
+# The encoder's prefix in each family's *ForMaskedLM: their names below
+# it are BertModel's (RoFormer's add no position embeddings).
+_HF_PREFIX = re.compile(r"^(bert|roformer|nezha)\.")
+
+
 def _hf_key(name):
-    name = name.removeprefix("bert.")
+    name = _HF_PREFIX.sub("", name)
     if ".LayerNorm." in name:
         name = re.sub(r"\.gamma$", ".weight", name)
         name = re.sub(r"\.beta$", ".bias", name)

@@ -7,6 +7,7 @@ flags (`factory.shape_config`).
 """
 
 import dataclasses
+import json
 import pathlib
 
 from data import Tokenizer
@@ -27,6 +28,7 @@ from tasks.lib.splits import is_tiny_default
 from weights import registry
 from weights.formats import check_file
 from weights.formats import read_keep_tokens
+from weights.formats import read_names
 from weights.formats import resolve
 
 
@@ -99,6 +101,7 @@ def load_config(args, files: ModelFiles) -> BertConfig | None:
         return None
     try:
         config = BertConfig.from_json(files.config)
+        config.model_type = model_type_of(files)
     except (TypeError, ValueError, ZeroDivisionError) as error:
         fail(f"--config {files.config}: {_message(error)}")
     for name in SIZES:
@@ -116,6 +119,26 @@ def load_config(args, files: ModelFiles) -> BertConfig | None:
             f"--maxlen <= {config.max_position_embeddings}"
         )
     return config
+
+
+def model_type_of(files: ModelFiles) -> str:
+    """The family of a model's files. Hugging Face's `config.json` names
+    it (`model_type`); a bert4keras-style `bert_config.json` does not:
+    NEZHA's has `max_relative_position`, and bojone's RoFormer checkpoints
+    are BERT's names without position embeddings, so a BERT config over
+    such a checkpoint is a RoFormer."""
+    values = json.loads(pathlib.Path(files.config).read_text("utf-8"))
+    if "model_type" in values:
+        return BertConfig.from_dict(values).model_type
+    if "max_relative_position" in values:
+        return "nezha"
+    if not files.checkpoint:
+        return "bert"
+    names = read_names(files.checkpoint)
+    position = "bert/embeddings/position_embeddings"
+    if "bert/embeddings/word_embeddings" in names and position not in names:
+        return "roformer"
+    return "bert"
 
 
 def random_config(args, vocab_size: int) -> BertConfig:
@@ -177,6 +200,7 @@ def build_model(args, files: ModelFiles, keep_tokens, vocab_size, precision):
         return build_transformer_model(
             files.config,
             files.checkpoint,
+            model=model_type_of(files),
             application="unilm",
             keep_tokens=keep_tokens,
             dtype=dtype,
@@ -189,8 +213,9 @@ def describe_model(files: ModelFiles, model, keep_tokens=None) -> str:
     """The model in one line: its checkpoint (or random init) and shape."""
     config = model.bert_config
     kept = " kept (keep_tokens)" if keep_tokens is not None else ""
+    family = "" if config.model_type == "bert" else f"{config.model_type}, "
     shape = (
-        f"{config.num_hidden_layers} layers, {config.hidden_size} "
+        f"{family}{config.num_hidden_layers} layers, {config.hidden_size} "
         f"hidden, {config.num_attention_heads} heads, vocab "
         f"{config.vocab_size}{kept}, {model.count_params():,} weights"
     )

@@ -183,3 +183,32 @@ def test_set_gelu_leaves_other_activations(tmp_path, gelu_reset):
 def test_set_gelu_rejects_other_versions():
     with pytest.raises(ValueError, match="erf or tanh"):
         set_gelu("sigmoid")
+
+
+def test_roformer_as_in_bert4keras(config_path, tmp_path):
+    """model='roformer' on a BERT-style bert_config.json: rotary
+    positions, no Embedding-Position, and a checkpoint of that layout."""
+    source = build_transformer_model(
+        config_path, model="roformer", application="unilm"
+    )
+    for variable in source.weights:
+        variable.assign(np.random.default_rng(0).normal(0, 0.2, variable.shape))
+    save_safetensors(source, tmp_path / "roformer.safetensors")
+    model = build_transformer_model(
+        config_path,
+        tmp_path / "roformer.safetensors",
+        model="RoFormer",
+        application="unilm",
+    )
+    assert model.bert_config.model_type == "roformer"
+    names = [layer.name for layer in model.layers]
+    assert "Embedding-Position" not in names
+    token_ids = np.array([[2, 5, 6, 3, 7, 3]], "int32")
+    segment_ids = np.array([[0, 0, 0, 0, 1, 1]], "int32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model([token_ids, segment_ids])),
+        keras.ops.convert_to_numpy(source([token_ids, segment_ids])),
+        atol=1e-6,
+    )
+    with pytest.raises(Exception, match="position_embeddings"):
+        build_transformer_model(config_path, tmp_path / "roformer.safetensors")

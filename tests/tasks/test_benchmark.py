@@ -173,6 +173,32 @@ def test_unilm_additive_mask_matches_the_rule():
                 assert mask[n, 0, i, j].item() == expected, (n, i, j)
 
 
+@pytest.mark.slow
+def test_peer_holds_our_weights_and_decodes_our_titles():
+    """The decoding peer gets our weights: its greedy titles are ours."""
+    pytest.importorskip("transformers")
+    import numpy as np
+
+    from models import build_transformer_model
+    from models.decoding import Seq2SeqDecoder
+    from tasks.lib.benchmarks.peer import time_peer_decode
+    from tests.checkpoints import randomize
+    from tests.common import TINY
+    from weights.formats import model_arrays
+
+    model = build_transformer_model(
+        dict(TINY), model="roformer", application="unilm"
+    )
+    randomize(model, seed=2)
+    rng = np.random.default_rng(0)
+    sources = [[2, *rng.integers(5, 128, n).tolist(), 3] for n in (3, 7)]
+    _, titles = time_peer_decode(
+        model.bert_config, model_arrays(model), sources, 6, end_id=3
+    )
+    decoder = Seq2SeqDecoder(model, end_id=3, maxlen=6, jit_compile=False)
+    assert titles == decoder.beam_search_batch(sources, 1)
+
+
 def table_rows(text):
     lines = [line for line in text.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]

@@ -303,3 +303,14 @@ def test_a_finished_run_exports(tmp_path, vocab_path, csl_dev_path):
     for line in csl_dev_path.read_text("utf-8").splitlines()[:20]:
         text = line.split("\t")[1]
         assert theirs(text)["input_ids"] == ours.encode(text)[0]
+
+
+def test_roformer_is_refused_in_one_line(tmp_path, capsys):
+    model = tiny_model("unilm", seed=1, model="roformer")
+    path = tmp_path / "roformer" / "model.keras"
+    path.parent.mkdir()
+    model.save(path)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(f"t{i}\n" for i in range(128)), encoding="utf-8")
+    message = error_of(capsys, path, tmp_path / "hf", "--vocab", vocab)
+    assert "a roformer model: only BERT-family models export" in message

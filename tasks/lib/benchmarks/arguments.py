@@ -34,6 +34,22 @@ def add_shape(parser, defaults: dict) -> None:
     )
 
 
+# The families a benchmark's random model can be, and the transformers
+# class of each that the PyTorch peer builds (`peer.py`).
+MODEL_TYPES = ("bert", "roformer")
+
+
+def add_model_type(parser) -> None:
+    """--model-type of the random model (BERT's learned positions or
+    RoFormer's rotary ones)."""
+    parser.add_argument(
+        "--model-type",
+        choices=MODEL_TYPES,
+        default="bert",
+        help="the random model's family",
+    )
+
+
 def shape_bounds(args) -> dict:
     """`{flag: (value, 1)}` of the options of `add_shape`, for
     `check_counts`."""

@@ -2,10 +2,13 @@
 against its full-recompute reference on the same random model and the
 same CSL abstracts (usage: `tasks/benchmark.py`). Each beam size is one
 row: the fast path's first run (compiling) and second run (the steady
-state the speed-up uses), and whether both paths give the same titles,
-and the fast path's MFU: `decode_flops` of the titles it produced over
-its warm time and the best matmul FLOP/s of decoding's own shapes
+state the speed-up uses), whether both paths give the same titles, and
+the fast path's MFU: `decode_flops` of the titles it produced over its
+warm time and the best matmul FLOP/s of decoding's own shapes
 (`decode_shapes`), measured in this process before and after the rows.
+With `--peer-n N` the first N abstracts are also titled greedily by the
+same weights in transformers on PyTorch (`peer.py`), and its titles are
+compared with the fast path's at beam 1.
 """
 
 import statistics
@@ -13,6 +16,7 @@ import time
 
 from data import Tokenizer
 from tasks.lib.benchmarks.arguments import add_input_options
+from tasks.lib.benchmarks.arguments import add_model_type
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
 from tasks.lib.benchmarks.arguments import print_command
@@ -61,6 +65,12 @@ COUNTS = {
     ),
     "--bucket": (32, 1, "source lengths padded to a multiple of this"),
     "--seed": (0, 0, "seed of the random weights"),
+    "--peer-n": (
+        0,
+        0,
+        "also title the first N greedily with transformers on PyTorch "
+        "(full recompute, one source at a time)",
+    ),
 }
 ROW_HEADER = (
     "| beam | ref n | ref titles/s | fast titles/s | speed-up "
@@ -80,6 +90,7 @@ def add_parser(subparsers):
     first = ("--n", "--reference-n", "--beams", "--maxlen", "--source-maxlen")
     add_counts(parser, COUNTS, *first)
     add_shape(parser, SHAPE)
+    add_model_type(parser)
     add_model_options(parser)
     data = "CSL pairs whose abstracts are decoded"
     add_input_options(parser, data, "vocab.txt of the tokenizer")
@@ -102,7 +113,7 @@ def add_model_options(parser):
         help="MLM bias of [SEP], so titles end at varied "
         "lengths (0: almost all run to maxlen)",
     )
-    add_counts(parser, COUNTS, "--batch-size", "--bucket", "--seed")
+    add_counts(parser, COUNTS, "--batch-size", "--bucket", "--seed", "--peer-n")
 
 
 def check_options(args):
@@ -125,6 +136,8 @@ def source_maxlen(args):
 
 def run(args):
     """`decode` subcommand: see the module docstring."""
+    import dataclasses
+
     from tasks.lib.factory import shape_config
 
     tokenizer = Tokenizer(str(args.vocab), do_lower_case=True)
@@ -136,6 +149,7 @@ def run(args):
         args.intermediate or 4 * args.hidden,
         args.max_positions,
     )
+    config = dataclasses.replace(config, model_type=args.model_type)
     sources = [
         tokenizer.encode(text, maxlen=source_maxlen(args))[0]
         for text in read_abstracts(args.data, args.n)
@@ -168,6 +182,8 @@ def run(args):
             f"{statistics.mean(lengths):.1f}, min {min(lengths)}, "
             f"max {max(lengths)}"
         )
+    if args.peer_n:
+        rows.append(peer_row(args, model, tokenizer.end_id, sources, rows))
     return rows
 
 
@@ -224,7 +240,8 @@ def print_setting(args, config, sources):
 
     lengths = [len(ids) for ids in sources]
     print(
-        f"backend {keras.backend.backend()}; model {args.layers} layers x "
+        f"backend {keras.backend.backend()}; {args.model_type} model "
+        f"{args.layers} layers x "
         f"{args.hidden} hidden, {args.heads} heads, vocab "
         f"{config.vocab_size}; {len(sources)} CSL abstracts from "
         f"{args.data.name}, source tokens mean "
@@ -308,9 +325,33 @@ def decode_rows(args, model, end_id, sources):
                 "first": len(sources) / cold,
                 "same": titles[: len(subset)] == expected,
                 "lengths": [len(t) for t in titles],
+                "titles": titles,
             }
         )
     return rows
+
+
+def peer_row(args, model, end_id, sources, rows):
+    """The peer's greedy titles/s on the first `--peer-n` sources, and
+    whether they are the fast path's beam-1 titles."""
+    from tasks.lib.benchmarks.peer import time_peer_decode
+    from tasks.lib.benchmarks.peer import torch_device
+    from weights.formats import model_arrays
+
+    subset = sources[: args.peer_n]
+    speed, titles = time_peer_decode(
+        model.bert_config, model_arrays(model), subset, args.maxlen, end_id
+    )
+    greedy = [row for row in rows if row["beam"] == 1]
+    same = greedy[0]["titles"][: len(subset)] == titles if greedy else None
+    print(
+        f"peer (transformers, torch {torch_device()}, greedy, full "
+        f"recompute): {len(subset)} titles, {speed:.2f} titles/s; same "
+        f"titles as fast beam 1: "
+        f"{ {True: 'yes', False: 'NO', None: 'not compared'}[same] }",
+        flush=True,
+    )
+    return {"beam": "peer", "peer_n": len(subset), "peer": speed, "same": same}
 
 
 def print_row(row):

@@ -1,12 +1,18 @@
-"""The training benchmark's peer: the same step written with Hugging Face
-`BertForMaskedLM` in PyTorch (the UniLM mask as a 4-D additive attention
-mask, autocast, AdamW, the target-only cross-entropy of
-`seq2seq_cross_entropy`), timed on the same shapes in the same process.
+"""The benchmarks' peer: the same work written with Hugging Face's
+`BertForMaskedLM` (or `RoFormerForMaskedLM`, for a RoFormer config) in
+PyTorch, timed on the same shapes in the same process. Training: the UniLM
+mask as a 4-D additive attention mask, autocast, AdamW, the target-only
+cross-entropy of `seq2seq_cross_entropy`. Decoding: greedy titles, one
+source at a time, the whole [source + title] recomputed at every step
+under the UniLM mask (transformers has no cache for a UniLM prefix).
 """
 
 import time
 
+import numpy as np
 import torch
+
+from weights import mapping
 
 # transformers takes seconds to import and only the peer's model needs
 # it: it is imported where that model is built.
@@ -60,16 +66,77 @@ def time_peer(config, precision, warmup, steps, batch):
     return elapsed, peak
 
 
+def peer_model(config, arrays=None):
+    """A transformers *ForMaskedLM of `config`'s family and shape: random,
+    or holding `arrays` (Google-named, `weights.formats.model_arrays`)."""
+    import transformers
+
+    kind = {"roformer": "RoFormer"}.get(config.model_type, "Bert")
+    values = {k: v for k, v in config.to_dict().items() if k != "model_type"}
+    model_config = getattr(transformers, f"{kind}Config")(**values)
+    model = getattr(transformers, f"{kind}ForMaskedLM")(model_config)
+    if arrays is not None:
+        load_arrays(model, arrays)
+    return model
+
+
+def load_arrays(model, arrays):
+    """Copy our weights into a transformers model; every weight of it but
+    fixed tables (RoFormer's sinusoids, position ids) must be filled."""
+    state = {}
+    for name, array in arrays.items():
+        if mapping.hf_is_transposed(name):
+            array = array.T
+        hf = mapping.google_to_hf(name)
+        hf = hf.replace("bert.", f"{model.base_model_prefix}.", 1)
+        state[hf] = torch.from_numpy(np.ascontiguousarray(array))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [n for n in missing if "position" not in n and "decoder" not in n]
+    if missing or unexpected:
+        raise ValueError(f"peer weights: missing {missing}, {unexpected}")
+
+
+def time_peer_decode(config, arrays, sources, maxlen, end_id):
+    """(titles per second, titles) of the peer's greedy decoding of
+    `sources` (token id lists, each [CLS] ... [SEP]) with our `arrays`,
+    float32, eval mode, on the GPU torch sees, else the CPU."""
+    device = torch_device()
+    model = peer_model(config, arrays).to(device).eval()
+    titles = []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for source in sources:
+            titles.append(peer_greedy(model, source, maxlen, end_id, device))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return len(sources) / (time.perf_counter() - started), titles
+
+
+def peer_greedy(model, source, maxlen, end_id, device):
+    """One title: the argmax token after [source + title so far], until
+    `end_id` or `maxlen` tokens."""
+    title = []
+    for _ in range(maxlen):
+        ids = torch.tensor([source + title], device=device)
+        segments = torch.tensor(
+            [[0] * len(source) + [1] * len(title)], device=device
+        )
+        mask = unilm_additive_mask(ids, segments, torch.float32)
+        logits = model(
+            input_ids=ids, token_type_ids=segments, attention_mask=mask
+        ).logits
+        token = int(logits[0, -1].argmax())
+        title.append(token)
+        if token == end_id:
+            break
+    return title
+
+
 def peer_step(config, precision, device, tokens, segments):
     """A fresh peer model and optimizer (seed 0), and a function doing one
     training step of them on `tokens`/`segments`, returning its loss."""
-    import transformers
-
     torch.manual_seed(0)
-    model = transformers.BertForMaskedLM(
-        transformers.BertConfig(**config.to_dict())
-    )
-    model = model.to(device).train()
+    model = peer_model(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
         precision

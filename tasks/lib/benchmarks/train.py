@@ -27,6 +27,7 @@ import time
 
 from models.strategies.names import STRATEGY_NAMES
 from tasks.lib.atomic import atomic_write_text
+from tasks.lib.benchmarks.arguments import add_model_type
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
 from tasks.lib.benchmarks.arguments import print_command
@@ -48,6 +49,7 @@ SHAPE = {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072}
 # BertConfig's dropout: the step timed is the one fine-tuning BERT runs.
 DROPOUT = 0.1
 PEER = "peer"  # the peer's runs among the (strategy, head) cases' runs
+PEER_CLASSES = {"bert": "BertForMaskedLM", "roformer": "RoFormerForMaskedLM"}
 # The integer options, `{flag: (default, least, help)}`.
 COUNTS = {
     "--vocab": (21128, 2, "vocabulary size"),
@@ -78,6 +80,7 @@ def add_parser(subparsers):
         check_options,
     )
     add_shape(parser, SHAPE)
+    add_model_type(parser)
     add_counts(parser, COUNTS, "--vocab", "--maxlen", "--batch-sizes")
     parser.add_argument(
         "--strategies",
@@ -140,9 +143,11 @@ def strategy_from_spec(spec):
 def model_config(args):
     """The BertConfig of every model timed; a shape BertConfig refuses
     stops here, before anything is timed."""
+    import dataclasses
+
     from tasks.lib.factory import shape_config
 
-    return shape_config(
+    config = shape_config(
         args.vocab,
         args.layers,
         args.hidden,
@@ -151,6 +156,7 @@ def model_config(args):
         max(512, args.maxlen),
         dropout=DROPOUT,
     )
+    return dataclasses.replace(config, model_type=args.model_type)
 
 
 def run(args):
@@ -219,8 +225,8 @@ def print_setting(args, environment, peak):
         f"{environment['backend_version']} on "
         f"{', '.join(environment['devices'])}; precision "
         f"{args.precision}; {args.precision} matmul peak on the model's "
-        f"shapes, before the rows {peak / 1e12:.3f} TFLOP/s; model "
-        f"{args.layers} layers x "
+        f"shapes, before the rows {peak / 1e12:.3f} TFLOP/s; "
+        f"{args.model_type} model {args.layers} layers x "
         f"{args.hidden} hidden, {args.heads} heads, intermediate "
         f"{args.intermediate}, vocab {args.vocab}; maxlen {args.maxlen} "
         f"(target = last {target_count(args.maxlen)} tokens); "
@@ -478,7 +484,7 @@ def notes(args, environment, rows):
         "TFLOP/s, the higher of before and after the rows)"
         + (f"; {counts}" if counts else "")
         + ".",
-        "Peer: Hugging Face BertForMaskedLM in PyTorch "
+        f"Peer: Hugging Face {PEER_CLASSES[args.model_type]} in PyTorch "
         f"(torch {peer_device(args) or 'not run'}), "
         f"UniLM 4-D additive mask, {args.precision} (autocast unless fp32), "
         "AdamW; teacher forcing, so "
