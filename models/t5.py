@@ -38,7 +38,8 @@ class T5Config:
 
     `tie_word_embeddings` False (T5 v1.1, mT5): the output layer has its
     own weights; True (T5 v1.0): it is the shared embedding, applied to
-    the hidden states scaled by d_model^-0.5.
+    the hidden states scaled by d_model^-0.5. `model_type` 'mt5' is
+    always untied.
     """
 
     vocab_size: int = 250112
@@ -61,6 +62,10 @@ class T5Config:
     decoder_start_token_id: int = 0
 
     def __post_init__(self):
+        if self.model_type == "mt5":
+            # Every mT5 has its own output layer; transformers 5 writes
+            # `tie_word_embeddings: true` into the configs it saves.
+            self.tie_word_embeddings = False
         if self.num_decoder_layers is None:
             self.num_decoder_layers = self.num_layers
         if self.activation not in T.T5_ACTIVATIONS:
@@ -68,6 +73,11 @@ class T5Config:
                 f"unknown feed_forward_proj {self.feed_forward_proj!r}; "
                 "expected '[gated-]gelu' or '[gated-]relu'"
             )
+
+    @property
+    def hidden_size(self):
+        """BERT's name for the width, which training strategies read."""
+        return self.d_model
 
     @property
     def gated(self):
