@@ -89,9 +89,16 @@ class T5Config:
 
     @classmethod
     def from_dict(cls, values):
-        """Keep the known fields, ignore the rest (architectures...)."""
+        """Keep the known fields, ignore the rest (architectures...).
+
+        transformers 5 saves every T5 config with `tie_word_embeddings:
+        true` and says in `scale_decoder_outputs` whether the output layer
+        is the shared embedding scaled (T5 v1.0): that key wins."""
         names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        kept = {k: v for k, v in values.items() if k in names}
+        if "scale_decoder_outputs" in values:
+            kept["tie_word_embeddings"] = bool(values["scale_decoder_outputs"])
+        return cls(**kept)
 
     @classmethod
     def from_json(cls, path):

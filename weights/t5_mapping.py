@@ -203,6 +203,9 @@ def load_t5_checkpoint(model, path, keep_tokens=None):
     for variable in model.weights:
         google, hf, kind = names[variable.path]
         name = google if naming == "google" else hf
+        if name == "lm_head.weight" and name not in arrays:
+            # transformers 5 leaves out an output layer it tied on saving.
+            name = "shared.weight"
         if name not in arrays:
             problems.append(f"{name}: missing (model variable {variable.path})")
             continue

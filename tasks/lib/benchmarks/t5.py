@@ -182,9 +182,14 @@ def time_their_decoding(args, model, sources, beams):
 
 
 def run(args):
+    """Decoding first, while both models hold the same weights; then the
+    training steps (which change them, each by its own optimizer)."""
     print_command()
     with tempfile.TemporaryDirectory() as directory:
         ours, theirs = make_models(args, directory)
+    rows = [
+        decoding_row(args, ours, theirs, beams) for beams in (1, args.beams)
+    ]
     sources = batch(args, args.batch, args.source_len, 0)
     targets = batch(args, args.batch, args.target_len, 1)
     targets[:, 0] = 0
@@ -202,17 +207,19 @@ def run(args):
         f"{args.target_len}) tokens | {ours_step * 1e3:.0f} ms | "
         f"{their_step * 1e3:.0f} ms | {their_step / ours_step:.2f} |"
     )
-    decoded = batch(args, args.n, args.source_len, 2)
-    for beams in (1, args.beams):
-        first, warm, titles = time_ours_decoding(args, ours, decoded, beams)
-        seconds, their_titles = time_their_decoding(
-            args, theirs, decoded, beams
-        )
-        same = "same titles" if titles == their_titles else "titles differ"
-        print(
-            f"| decode {args.n} x {args.maxlen} tokens, beam {beams} "
-            f"({same}) | {args.n / warm:.2f} titles/s warm, "
-            f"{args.n / first:.2f} first call | {args.n / seconds:.2f} "
-            f"titles/s | {seconds / warm:.2f} |"
-        )
+    print("\n".join(rows))
     return 0
+
+
+def decoding_row(args, ours, theirs, beams):
+    """The table row of decoding `--n` random sources with `beams`."""
+    decoded = batch(args, args.n, args.source_len, 2)
+    first, warm, titles = time_ours_decoding(args, ours, decoded, beams)
+    seconds, their_titles = time_their_decoding(args, theirs, decoded, beams)
+    same = "same titles" if titles == their_titles else "titles differ"
+    return (
+        f"| decode {args.n} x {args.maxlen} tokens, beam {beams} "
+        f"({same}) | {args.n / warm:.2f} titles/s warm, "
+        f"{args.n / first:.2f} first call | {args.n / seconds:.2f} "
+        f"titles/s | {seconds / warm:.2f} |"
+    )
