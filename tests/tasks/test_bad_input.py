@@ -334,6 +334,7 @@ CASES = {
         ["--data", "nope.tsv"],
     ),
     "train steps": (benchmark("train", "--steps", "1"), ["--steps 1"]),
+    "t5 n": (benchmark("t5", "--n", "0"), ["--n 0"]),
     "train batch": (
         benchmark("train", "--batch-sizes", "16", "0"),
         ["--batch-sizes 0"],
