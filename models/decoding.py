@@ -294,18 +294,12 @@ class Seq2SeqDecoder:
         repetition_penalty=1.0,
         length_penalty=None,
     ):
-        network = getattr(model, "bert_network", None)
-        if network is None or network.application != "unilm":
-            raise ValueError(
-                "Seq2SeqDecoder needs a model from "
-                "build_transformer_model(..., application='unilm')"
-            )
-        self.model, self.network = model, network
+        self.model, self.network = model, self.find_network(model)
         self.end_id, self.maxlen, self.minlen = end_id, maxlen, minlen
         self.reference = reference
         self.batch_size, self.bucket = batch_size, bucket
         self.jit_compile = jit_compile
-        self.recompute = RecomputeDecoder(model, end_id, maxlen, minlen)
+        self.recompute = self.reference_decoder(model, end_id, maxlen, minlen)
         self.repetition = self.recompute.repetition = Repetition(
             no_repeat_ngram_size, repetition_penalty
         )
@@ -313,6 +307,23 @@ class Seq2SeqDecoder:
         self.trace_counts = collections.Counter()
         self._functions = {}
         self._auto_sizes = {}
+
+    @staticmethod
+    def find_network(model):
+        """The network whose cached pass decodes (`build_cache`,
+        `call_with_cache`); a subclass decodes another family."""
+        network = getattr(model, "bert_network", None)
+        if network is None or network.application != "unilm":
+            raise ValueError(
+                "Seq2SeqDecoder needs a model from "
+                "build_transformer_model(..., application='unilm')"
+            )
+        return network
+
+    @staticmethod
+    def reference_decoder(model, end_id, maxlen, minlen):
+        """The one-source decoder that `reference=True` runs."""
+        return RecomputeDecoder(model, end_id, maxlen, minlen)
 
     # One source -------------------------------------------------------------
 

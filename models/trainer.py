@@ -144,7 +144,7 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
             )
         self.label_smoothing = float(label_smoothing)
         self.model = model
-        self.network = BertNetwork.from_model(model)
+        self.network = self.find_network(model)
         self.strategy = strategy
         self.seed_generator = keras.random.SeedGenerator(seed)
         # What the strategy trains itself, with its own optimizer (the
@@ -157,6 +157,11 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         # The wrapped model is built; saying so spares fit() a symbolic
         # build, which would misread `(token_ids, segment_ids)` as (x, y).
         self.built = True
+
+    @staticmethod
+    def find_network(model):
+        """The network strategies run (a subclass trains another family)."""
+        return BertNetwork.from_model(model)
 
     @property
     def metrics(self):

@@ -36,6 +36,13 @@ same run, on the same shapes:
 A strategy is named alone (its defaults) or with options, `NAME:KEY=VALUE`
 (repeat `:KEY=VALUE` for more), as `--strategy-option` takes them.
 
+`t5`: an mT5 (T5 v1.1) training step and greedy / beam decoding against
+Hugging Face's `MT5ForConditionalGeneration` in PyTorch, on the same
+random weights and batch:
+
+    python tasks/benchmark.py t5
+    python tasks/benchmark.py t5 --layers 2 --d-model 128 --n 8
+
 See tasks/lib/benchmarks/train.py for what is timed and
 tasks/lib/benchmarks/flops.py for the FLOPs formula.
 """

@@ -175,3 +175,80 @@ def hf_to_google_arrays(hf_model):
             array = array.T
         arrays[name] = np.ascontiguousarray(array)
     return arrays
+
+
+# T5 v1.1 / mT5 -------------------------------------------------------------
+
+# A tiny mT5: buckets and max_distance small enough that short sequences
+# reach the logarithmic buckets; vocabulary small enough that an end
+# token comes up in a few steps.
+TINY_T5 = dict(
+    vocab_size=40,
+    d_model=16,
+    d_kv=4,
+    d_ff=24,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=20,
+    dropout_rate=0.0,
+)
+
+
+def hf_mt5(seed=0, scale=0.2, **overrides):
+    """A random, eval-mode `MT5ForConditionalGeneration` of TINY_T5's shape
+    whose output layer is its own (untied), as in Google's mT5."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    config = transformers.MT5Config(
+        **{**TINY_T5, **overrides}, attn_implementation="eager"
+    )
+    model = transformers.MT5ForConditionalGeneration(config).eval()
+    # transformers ties lm_head to the shared embedding; mT5's is not.
+    model.lm_head.weight = torch.nn.Parameter(
+        model.lm_head.weight.detach().clone()
+    )
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            value = scale * torch.randn_like(parameter)
+            if "layer_norm" in name:
+                value += 1.0
+            parameter.copy_(value)
+    return model
+
+
+def hf_t5_to_google_arrays(hf_model):
+    """A T5 state dict under Google's mesh TensorFlow names, by the rules
+    of Hugging Face's `load_tf_weights_in_t5` read backwards (written
+    here independently of `weights.t5_mapping`)."""
+    arrays = {}
+    for name, tensor in hf_model.state_dict().items():
+        if name.endswith("embed_tokens.weight"):
+            continue  # the shared embedding again
+        array = tensor.detach().numpy()
+        parts = name.removesuffix(".weight").split(".")
+        if parts == ["lm_head"]:
+            arrays["decoder/logits/kernel"] = np.ascontiguousarray(array.T)
+            continue
+        if parts == ["shared"]:
+            arrays["shared/embedding"] = array
+            continue
+        google = []
+        for part, after in zip(parts, parts[1:] + [None]):
+            if part in ("block", "layer"):
+                continue
+            if part.isdigit():
+                kind = "block" if len(google) == 1 else "layer"
+                google.append(f"{kind}_{int(part):03d}")
+            elif part in ("layer_norm", "final_layer_norm"):
+                google.append("rms_norm/scale")
+            elif part in ("wi_0", "wi_1", "wi", "wo"):
+                google.append(f"{part}/kernel")
+            else:
+                google.append(part)
+        # Every Linear (out, in) and the (buckets, heads) table transpose.
+        if not google[-1].endswith("scale"):
+            array = np.ascontiguousarray(array.T)
+        arrays["/".join(google)] = array
+    return arrays

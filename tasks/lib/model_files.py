@@ -53,6 +53,7 @@ def resolve_model_files(args) -> ModelFiles:
             files.config = files.config or str(find_config_file(directory))
         except FileNotFoundError as error:
             fail(f"--model-dir {directory}: {error}")
+        refuse_encoder_decoder(directory, files.config)
         if not files.vocab and not (directory / "vocab.txt").is_file():
             fail(
                 f"--model-dir {directory}: no vocab.txt in it (the model's "
@@ -71,6 +72,23 @@ def resolve_model_files(args) -> ModelFiles:
         except (FileNotFoundError, ValueError) as error:
             fail(f"--checkpoint {files.checkpoint}: {error}")
     return files
+
+
+def refuse_encoder_decoder(directory, config_path) -> None:
+    """A T5 / mT5 directory (Hugging Face `model_type`), in one line: the
+    seq2seq task trains UniLM models; T5 has its own Python API."""
+    try:
+        values = json.loads(pathlib.Path(config_path).read_text("utf-8"))
+    except (OSError, ValueError):
+        return  # `load_config` reports a bad config in its own words
+    model_type = values.get("model_type") if isinstance(values, dict) else None
+    if model_type in ("t5", "mt5"):
+        fail(
+            f"--model-dir {directory}: a {model_type} encoder-decoder; this "
+            "script trains BERT-family UniLM models only: train it with "
+            "models.t5_trainer.EncoderDecoderTrainer (README, 'mT5 / T5 "
+            "v1.1')"
+        )
 
 
 def check_known_model(name: str, directory) -> dict[str, str]:

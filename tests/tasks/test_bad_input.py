@@ -53,6 +53,8 @@ def world(tmp_path_factory):
     )
     _variant(model, root / "noconfig", remove="config.json")
     _variant(model, root / "novocab", remove="vocab.txt")
+    mt5 = json.dumps({"model_type": "mt5", "d_model": 16})
+    _variant(model, root / "mt5", config=mt5, remove="vocab.txt")
     big = _variant(model, root / "bigvocab")
     extra = [chr(0x9F00 + i) for i in range(150)]
     with open(big / "vocab.txt", "a", encoding="utf-8") as handle:
@@ -223,6 +225,10 @@ CASES = {
     ),
     # The model directory.
     "model dir": (seq2seq("--model-dir", "{w}/nowhere"), ["nowhere"]),
+    "model dir mt5": (
+        seq2seq("--model-dir", "{w}/mt5"),
+        ["--model-dir {w}/mt5: a mt5 encoder-decoder", "EncoderDecoderTrainer"],
+    ),
     "no vocab in model dir": (
         seq2seq("--model-dir", "{w}/novocab"),
         ["--model-dir {w}/novocab: no vocab.txt in it"],
@@ -334,6 +340,7 @@ CASES = {
         ["--data", "nope.tsv"],
     ),
     "train steps": (benchmark("train", "--steps", "1"), ["--steps 1"]),
+    "t5 n": (benchmark("t5", "--n", "0"), ["--n 0"]),
     "train batch": (
         benchmark("train", "--batch-sizes", "16", "0"),
         ["--batch-sizes 0"],
