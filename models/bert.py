@@ -71,7 +71,9 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, values):
-        """Keep the known fields, ignore the rest (pooler settings...)."""
+        """Keep the known fields, ignore the rest (pooler settings...);
+        refuse what would change the network (`check_supported`)."""
+        P.check_supported(values)
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
@@ -88,7 +90,10 @@ class BertConfig:
             raise ValueError(
                 f"{path}:{error.lineno}: not valid JSON ({error.msg})"
             ) from None
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
     def to_dict(self):
         return dataclasses.asdict(self)

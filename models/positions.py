@@ -38,6 +38,24 @@ def check_model_type(model_type: str) -> str:
     return model_type.lower()
 
 
+def check_supported(values: dict) -> None:
+    """Refuse config.json settings that change the network in a way not
+    built here (Hugging Face RoFormer's `rotary_value`, ALBERT-style
+    factorised embeddings): ignored, they would give wrong outputs."""
+    if values.get("rotary_value"):
+        raise ValueError(
+            "rotary_value: true (rotary positions on the values too) is "
+            "not supported; only RoFormer's rotary queries and keys are"
+        )
+    embedding = values.get("embedding_size")
+    if embedding is not None and embedding != values.get("hidden_size"):
+        raise ValueError(
+            f"embedding_size {embedding} differs from hidden_size "
+            f"{values.get('hidden_size')}: factorised embeddings are not "
+            "supported"
+        )
+
+
 def position_embeddings(config, initializer) -> list:
     """BERT's `Embedding-Position` (learned absolute positions added to
     the inputs) in a list, or no layer for a family that has none."""

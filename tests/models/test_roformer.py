@@ -12,12 +12,14 @@ to see the max abs differences.
 
 import contextlib
 import io
+import json
 
 import keras
 import numpy as np
 import pytest
 
 from models import build_transformer_model
+from models.bert import BertConfig
 from models.decoding import Seq2SeqDecoder
 from tests.checkpoints import have_tensorflow
 from tests.checkpoints import hf_roformer_masked_lm
@@ -237,3 +239,19 @@ def test_unknown_model_type_is_one_clear_error():
         build_transformer_model({**TINY, "model_type": "albert"})
     with pytest.raises(ValueError, match="unknown model 'gpt'"):
         build_transformer_model(dict(TINY), model="gpt")
+
+
+def test_settings_not_built_are_refused_not_ignored(tmp_path):
+    # Ignored, either would load and give wrong outputs.
+    for values, message in [
+        ({"rotary_value": True}, "rotary_value: true"),
+        ({"embedding_size": 16}, "embedding_size 16 differs from hidden"),
+    ]:
+        path = tmp_path / "config.json"
+        path.write_text(
+            json.dumps({**TINY, "model_type": "roformer", **values})
+        )
+        with pytest.raises(ValueError, match=f"^{path}: {message}"):
+            BertConfig.from_json(path)
+    same = {**TINY, "embedding_size": TINY["hidden_size"], "rotary_value": 0}
+    assert BertConfig.from_dict(same).hidden_size == TINY["hidden_size"]
