@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from models import backend
 from models.bert import BertNetwork
 from models.strategies import registry
 from tasks.lib import pretraining_options
@@ -73,3 +74,22 @@ def test_the_trainers_the_scripts_build_checkpoint_as_asked(on):
     model = trainer_model()
     make_trainer(model, pretrain, "fp32", max_predictions=4)
     assert BertNetwork.from_model(model).gradient_checkpointing is on
+
+
+@pytest.mark.skipif(
+    backend.BACKEND != "tensorflow", reason="JAX trains gp with it"
+)
+def test_tensorflow_refuses_gp_with_checkpointing_before_any_run(
+    tmp_path, capsys
+):
+    from tasks.csl_title import DEFAULTS
+    from tasks.lib.seq2seq import main
+
+    out = tmp_path / "out"
+    argv = ["--strategy", "gp", "--gradient-checkpointing", "--out", str(out)]
+    with pytest.raises(SystemExit) as stop:
+        main(argv, "csl_title", "t", DEFAULTS)
+    assert stop.value.code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert "error" in line and "second derivative" in line
+    assert not out.exists()
