@@ -2,9 +2,13 @@
 recomputed in the backward pass instead of kept from the forward pass.
 
 Keras's `keras.remat` is the mechanism (`tf.recompute_grad` on
-TensorFlow, `jax.checkpoint` on JAX); what it does not do for a part built
-of Keras layers is keep their random state straight. Dropout draws its
-mask from a `SeedGenerator`, whose state the forward pass advances:
+TensorFlow, `jax.checkpoint` on JAX). `keras.RematScope` would wrap each
+layer's call on its own, chosen when the layer is created; a Transformer
+block is six layers wired by `BertNetwork.block`, so the whole block is
+wrapped instead, only in training passes. What `keras.remat` does not do
+for a part built of Keras layers is keep their random state straight.
+Dropout draws its mask from a `SeedGenerator`, whose state the forward pass
+advances:
 
 - TensorFlow recomputes by calling the part again, which would read the
   advanced state, draw another mask (wrong gradients) and advance the
