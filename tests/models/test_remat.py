@@ -200,6 +200,7 @@ def test_tensorflow_refuses_a_strategy_needing_a_second_derivative():
         Seq2SeqTrainer(dropout_model(), "gp", gradient_checkpointing=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not ON_JAX, reason="tf.recompute_grad has no second derivative"
 )
