@@ -4,9 +4,14 @@
 `keras.layers.Lambda`, ...); `K` holds the Keras 2 backend functions
 (`compat.keras_backend`). `set_gelu` chooses, as in bert4keras, which GELU
 `hidden_act: "gelu"` means in the models `compat.models` builds afterwards.
-bert4keras's TensorFlow 1 machinery (`tf`, `recompute_grad`,
-`search_layer`, ...) raises an error naming the Keras 3 way.
+`recompute_grad` and the `RECOMPUTE` environment variable turn on gradient
+checkpointing as in bert4keras (`models.remat`). bert4keras's TensorFlow 1
+machinery (`tf`, `search_layer`, ...) raises an error naming the Keras 3
+way.
 """
+
+import functools
+import os
 
 import keras
 from keras import ops
@@ -15,13 +20,16 @@ from compat import keras_backend as K
 from compat._unsupported import module_getattr
 from models.layers import gelu_erf
 from models.layers import gelu_tanh
+from models.remat import checkpointed
 
 __all__ = [
     "K",
+    "do_recompute",
     "gelu_erf",
     "gelu_tanh",
     "keras",
     "piecewise_linear",
+    "recompute_grad",
     "set_gelu",
     "symbolic",
     "where",
@@ -29,6 +37,44 @@ __all__ = [
 
 symbolic = K.symbolic
 where = K.where
+
+
+def recompute_from(value: str) -> bool:
+    """A `RECOMPUTE` value as bert4keras reads it (`strtobool`)."""
+    return value.strip().lower() in {"1", "y", "yes", "t", "true", "on"}
+
+
+# bert4keras reads RECOMPUTE once, when its backend is imported: set it
+# before importing compat (or assign `compat.backend.do_recompute`).
+do_recompute = recompute_from(os.environ.get("RECOMPUTE", "0"))
+
+
+def recompute_grad(call):
+    """bert4keras's decorator of a layer's `call(self, inputs, **kwargs)`.
+
+    With `do_recompute` (the `RECOMPUTE` environment variable), the
+    layer's activations are recomputed in the backward pass instead of
+    kept (`keras.remat`, through `models.remat.checkpointed`, which keeps
+    its dropout masks the same); without it, `call` itself. Models that
+    `compat.models.build_transformer_model` builds then checkpoint each
+    Transformer block.
+    """
+    if not do_recompute:
+        return call
+
+    @functools.wraps(call)
+    def recomputed(self, inputs, **kwargs):
+        flat = keras.tree.flatten(inputs)
+
+        def run(*tensors):
+            return call(
+                self, keras.tree.pack_sequence_as(inputs, tensors), **kwargs
+            )
+
+        return checkpointed(run, [self])(*flat)
+
+    return recomputed
+
 
 # `set_gelu` version -> the `hidden_act` that computes it (the erf form is
 # BERT's, and what "gelu" means unless a script asks for the tanh form).
@@ -84,8 +130,6 @@ __getattr__ = module_getattr(
         "is_tf_keras": "there is one Keras: Keras 3",
         "get_available_gpus": "use keras.distribution.list_devices('gpu')",
         "search_layer": "use model.get_layer(name)",
-        "recompute_grad": "use keras.RematScope (Keras 3 rematerialization)",
-        "do_recompute": "use keras.RematScope (Keras 3 rematerialization)",
         "graph_mode_decorator": "TensorFlow 1 graph mode does not exist",
         "align": _OPS,
         "reshape": "use K.reshape (keras.ops.reshape)",

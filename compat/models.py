@@ -11,6 +11,7 @@ import dataclasses
 
 import keras
 
+from compat import backend as compat_backend
 from compat import layers as _layers
 from compat._unsupported import module_getattr
 from compat._unsupported import unsupported
@@ -122,6 +123,8 @@ def build_transformer_model(
         keep_tokens=keep_tokens,
         name=name,
     )
+    # bert4keras's RECOMPUTE: every block recomputed in the backward pass.
+    built.bert_network.gradient_checkpointing = compat_backend.do_recompute
     result = BuiltTransformer(built, keep_tokens, strict)
     if checkpoint_path is not None:
         result.load_weights_from_checkpoint(checkpoint_path)

@@ -26,6 +26,7 @@ sampling seeds) come back out as new state.
 """
 
 import contextlib
+import pathlib
 
 import keras
 
@@ -43,6 +44,20 @@ def check_supported():
         raise NotImplementedError(
             f"Seq2SeqTrainer supports the tensorflow and jax backends, "
             f"not {BACKEND!r} (set KERAS_BACKEND)"
+        )
+
+
+def check_checkpointing(strategy):
+    """Refuse gradient checkpointing where the backend cannot train the
+    strategy with it: `tf.recompute_grad` has no second derivative, which
+    a strategy that differentiates a gradient (`gp`) needs. JAX's
+    `jax.checkpoint` has one."""
+    if BACKEND == "tensorflow" and getattr(strategy, "second_derivative", 0):
+        raise ValueError(
+            f"gradient checkpointing with the {strategy.name} strategy "
+            "needs a second derivative through the recomputed blocks, which "
+            "TensorFlow's recompute_grad does not give: train it without "
+            "checkpointing, or on JAX (KERAS_BACKEND=jax)"
         )
 
 
@@ -521,4 +536,28 @@ def peak_memory_bytes():
         return (stats or {}).get("peak_bytes_in_use")
     if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
         return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    return None
+
+
+def reset_peak_host_memory():
+    """Start the count of the process's peak resident memory again from
+    what it holds now (Linux: `clear_refs` 5 resets VmHWM); elsewhere a
+    no-op."""
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_host_memory_bytes():
+    """The process's peak resident memory (host RAM: on a CPU, the
+    activations' too) in bytes since `reset_peak_host_memory`, or None
+    where the system does not say (not Linux)."""
+    try:
+        status = pathlib.Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     return None

@@ -24,6 +24,7 @@ from keras import ops
 
 from models import layers as L
 from models import positions as P
+from models.remat import checkpointed
 
 APPLICATIONS = ("encoder", "unilm", "lm")
 MODELS = P.MODEL_TYPES
@@ -167,6 +168,9 @@ class BertNetwork:
         self.config = config
         self.application = application
         self.mlm = mlm
+        # Recompute each block's activations in the backward pass of a
+        # training pass (`models.remat`): less memory, more compute.
+        self.gradient_checkpointing = False
 
     @classmethod
     def create(cls, config, application, mlm, dtype=None):
@@ -254,6 +258,18 @@ class BertNetwork:
         x = self[f"{name}-Norm"](x + y)
         return (x, kv) if return_kv else x
 
+    def training_block(self, index, x, bias, training):
+        """`block` of the full pass; checkpointed (`models.remat`) in a
+        training pass when `gradient_checkpointing` is on."""
+        if not (self.gradient_checkpointing and training):
+            return self.block(index, x, bias, training=training)
+        prefix = f"Transformer-{index}-"
+        layers = [v for k, v in self.layers.items() if k.startswith(prefix)]
+        block = checkpointed(
+            lambda x, bias: self.block(index, x, bias, training=True), layers
+        )
+        return block(x, bias)
+
     def mlm_logits(self, hidden):
         """The MLM head up to the logits, tied to the token embeddings."""
         x = self["MLM-Norm"](self["MLM-Dense"](hidden))
@@ -279,7 +295,7 @@ class BertNetwork:
         )
         bias = self["Attention-Bias"]([token_ids, segment_ids])
         for index in range(self.config.num_hidden_layers):
-            x = self.block(index, x, bias, training=training)
+            x = self.training_block(index, x, bias, training)
         if output == "hidden":
             return x
         logits = self.mlm_logits(x)

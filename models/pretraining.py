@@ -75,8 +75,19 @@ class PretrainingTrainer(Seq2SeqTrainer):
             labels are dropped. None: every position.
     """
 
-    def __init__(self, model, seed=None, max_predictions=None):
-        super().__init__(model, strategy="baseline", seed=seed)
+    def __init__(
+        self,
+        model,
+        seed=None,
+        max_predictions=None,
+        gradient_checkpointing=None,
+    ):
+        super().__init__(
+            model,
+            strategy="baseline",
+            seed=seed,
+            gradient_checkpointing=gradient_checkpointing,
+        )
         self.max_predictions = max_predictions
 
     unpack_batch = staticmethod(unpack_labelled_batch)

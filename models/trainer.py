@@ -104,6 +104,10 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         target_head: 'gathered' (the head at the scored positions only)
             or 'full' (every position, then the scored ones picked: the
             reference the gathered head is tested and timed against).
+        gradient_checkpointing: recompute each Transformer block's
+            activations in the backward pass (`models.remat`): less
+            memory, about one more forward pass of compute, the same
+            gradients. None: as the model was built.
         **options: options of the named strategy (e.g. `epsilon=1.0`).
     """
 
@@ -115,6 +119,7 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         label_smoothing=0.0,
         max_targets=None,
         target_head="gathered",
+        gradient_checkpointing=None,
         **options,
     ):
         backend.check_supported()
@@ -145,6 +150,15 @@ class Seq2SeqTrainer(backend.Steps, keras.Model):
         self.label_smoothing = float(label_smoothing)
         self.model = model
         self.network = self.find_network(model)
+        if gradient_checkpointing is not None:
+            self.network.gradient_checkpointing = bool(gradient_checkpointing)
+        if getattr(self.network, "gradient_checkpointing", False):
+            if not hasattr(self.network, "training_block"):
+                raise ValueError(
+                    "gradient checkpointing is built for the BERT family, "
+                    f"not {type(self.network).__name__}"
+                )
+            backend.check_checkpointing(strategy)
         self.strategy = strategy
         self.seed_generator = keras.random.SeedGenerator(seed)
         # What the strategy trains itself, with its own optimizer (the

@@ -24,6 +24,8 @@ class GradientPenalty(Baseline):
 
     name: ClassVar[str] = "gp"
     metric_names: ClassVar[tuple] = ("gp",)
+    # Differentiates a gradient: see `backend.check_checkpointing`.
+    second_derivative: ClassVar[bool] = True
     epsilon: float = 1.0
 
     def loss(self, trainer, batch):

@@ -18,6 +18,7 @@ import json
 import keras
 
 from data import Seq2SeqBatches
+from models.backend import check_checkpointing
 from models.backend import enable_compilation_cache
 from models.backend import fit_input
 from models.backend import sync_processes
@@ -100,6 +101,8 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
     if finished is not None:
         return finished
     strategy = make_strategy(args.strategy, args.strategy_option)
+    if args.gradient_checkpointing:
+        check_checkpointing(strategy)
     config = load_config(args, files)
     splits, data_info = load_splits(args)
     environment = describe_environment(args.precision)
@@ -189,7 +192,11 @@ def build_trainer(model, strategy, args, precision="fp32"):
     """The strategy's trainer, compiled with Adam on the warm-up schedule
     (with --ema, Keras's moving average of the weights)."""
     trainer = Seq2SeqTrainer(
-        model, strategy, seed=args.seed, label_smoothing=args.label_smoothing
+        model,
+        strategy,
+        seed=args.seed,
+        label_smoothing=args.label_smoothing,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     optimizer = keras.optimizers.Adam(
         warmup_constant(args.lr, args.warmup_steps),

@@ -65,6 +65,19 @@ def add_device_options(
         add_launch_options(group)
 
 
+def add_checkpointing_option(group) -> None:
+    """--gradient-checkpointing (`args.gradient_checkpointing`): shared by
+    the training scripts."""
+    group.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute each Transformer block's activations in the "
+        "backward pass instead of keeping them: less memory (longer rows, "
+        "bigger batches), about one more forward pass per step, the same "
+        "gradients; a resumed run may turn it on or off",
+    )
+
+
 def add_progress_option(group, instead: str = "") -> None:
     """--no-progress (`args.progress` False); `instead` says what is shown
     then, e.g. 'one line per epoch'."""

@@ -12,6 +12,7 @@ import pathlib
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
+from tasks.lib.options import add_checkpointing_option
 from tasks.lib.options import add_counts
 from tasks.lib.options import add_device_options
 from tasks.lib.options import add_progress_option
@@ -125,6 +126,7 @@ def add_training_options(group):
         help="AdamW decay (not of biases and LayerNorm)",
     )
     add_counts(group, COUNTS, "--log-every", "--checkpoint-every", "--seed")
+    add_checkpointing_option(group)
 
 
 def unilm_share(args) -> float:

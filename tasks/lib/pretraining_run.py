@@ -265,7 +265,10 @@ def make_trainer(model, args, precision, max_predictions):
     # BERT decays no bias nor LayerNorm parameter.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     trainer = PretrainingTrainer(
-        model, seed=args.seed, max_predictions=max_predictions
+        model,
+        seed=args.seed,
+        max_predictions=max_predictions,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     trainer.compile(optimizer=make_optimizer(optimizer, precision))
     return trainer

@@ -371,8 +371,10 @@ class RunDirectory:
 
 # Settings (command-line names) that a resumed run may change: they change
 # neither the model nor the data already trained on. More `epochs` or
-# `steps` train on (pretraining's decay stretches to the new `steps`); the
-# others only say where and how often to write, or what to decode at the end.
+# `steps` train on (pretraining's decay stretches to the new `steps`);
+# gradient checkpointing trades memory for time with the same gradients;
+# the others only say where and how often to write, or what to decode at
+# the end.
 RESUMABLE = {
     "verbose",
     "allow_cpu",
@@ -391,4 +393,5 @@ RESUMABLE = {
     "num_processes",
     "process_id",
     "coordinator_timeout",
+    "gradient_checkpointing",
 }

@@ -12,6 +12,7 @@ from models.strategies.names import STRATEGY_NAMES
 from tasks.lib.cli import ArgumentParser
 from tasks.lib.cli import check_files
 from tasks.lib.cli import fail
+from tasks.lib.options import add_checkpointing_option
 from tasks.lib.options import add_counts
 from tasks.lib.options import add_device_options
 from tasks.lib.options import add_progress_option
@@ -209,6 +210,7 @@ def add_training_options(group, defaults):
     )
     group.set_defaults(title_maxlen=defaults["title_maxlen"])
     add_model_dependent_options(group)
+    add_checkpointing_option(group)
     group.add_argument(
         "--label-smoothing",
         type=float,

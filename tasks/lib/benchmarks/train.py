@@ -16,7 +16,11 @@ row alike. tokens/s = batch * maxlen / step; MFU = `train_flops` of the
 row's head / step / the best matmul FLOP/s of the model's own shapes
 (`train_shapes`), measured in this process before and after the rows
 (`peak_matmul_flops`; the higher of the two, so that a slow moment at the
-start does not lower the peak).
+start does not lower the peak). With `--gradient-checkpointing` every
+case is also timed with each block's activations recomputed in the
+backward pass (timed first, so memory the allocator keeps from a plain run
+cannot inflate its peak); on a CPU the peak memory is the process's peak
+resident memory during the row.
 """
 
 import os
@@ -64,10 +68,11 @@ COUNTS = {
     ),
 }
 TABLE_HEADER = (
-    "| batch | strategy | head | ours ms/step | × baseline | ours tokens/s "
+    "| batch | strategy | head | checkpointing | ours ms/step | × baseline "
+    "| ours tokens/s "
     "| MFU | ours peak mem | peer ms/step | peer tokens/s | peer peak mem "
     "| ours/peer (tokens/s) |",
-    "|---:|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "|---:|:---|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 )
 
 
@@ -99,6 +104,12 @@ def add_parser(subparsers):
         "(gathered, the trainer's default) and/or at every position",
     )
     add_counts(parser, COUNTS, "--steps", "--warmup", "--repeats")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="also time every case with gradient checkpointing (a row "
+        "each): the step time and peak memory it trades",
+    )
     add_device_options(parser, processes=False)
     parser.add_argument(
         "--no-peer",
@@ -168,7 +179,10 @@ def run(args):
     check_gpu_build(environment, args.allow_cpu)
     args.precision = environment["precision"]
     strategies = args.strategies or list(strategies_lib.STRATEGIES)
-    cases = [(s, h) for h in args.target_heads for s in strategies]
+    modes = (True, False) if args.gradient_checkpointing else (False,)
+    cases = [
+        (s, h, c) for c in modes for h in args.target_heads for s in strategies
+    ]
     token_ids, segment_ids = random_batch(
         max(args.batch_sizes), args.maxlen, args.vocab
     )
@@ -257,13 +271,13 @@ def time_rounds(args, config, cases, batch):
                 f"{round_}",
                 timings[PEER][-1],
             )
-        for strategy, head in cases:
-            timings[strategy, head].append(
-                time_ours(args, config, strategy, head, batch)
-            )
+        for case in cases:
+            timings[case].append(time_ours(args, config, *case, batch))
+            strategy, head, checkpointing = case
             report(
-                f"ours batch {batch_size} {strategy} {head} round {round_}",
-                timings[strategy, head][-1],
+                f"ours batch {batch_size} {strategy} {head}"
+                f"{' checkpointed' if checkpointing else ''} round {round_}",
+                timings[case][-1],
             )
     return timings
 
@@ -313,14 +327,19 @@ def batch_rows(args, batch_size, cases, timings, peak):
             "device": peer_device(args),
         }
     rows = []
-    for strategy, head in cases:
-        step, ours_peak = median_run(timings[strategy, head])
-        first = strategy == "baseline" and head == args.target_heads[0]
+    for strategy, head, checkpointing in cases:
+        step, ours_peak = median_run(timings[strategy, head, checkpointing])
+        first = (strategy, head, checkpointing) == (
+            "baseline",
+            args.target_heads[0],
+            False,
+        )
         rows.append(
             {
                 "batch": batch_size,
                 "strategy": strategy,
                 "head": head,
+                "checkpointing": checkpointing,
                 "step": step,
                 "tps": tokens / step,
                 "mfu": mfu(flops(head), step, peak),
@@ -383,10 +402,11 @@ def step_timer():
     return StepTimer()
 
 
-def time_ours(args, config, strategy, head, batch):
+def time_ours(args, config, strategy, head, checkpointing, batch):
     """(seconds per step, peak bytes or None) of `Seq2SeqTrainer` on
     `batch`: the steady steps of one `fit()` of `--steps` steps
-    (`step_timer`)."""
+    (`step_timer`); the peak of the accelerator, or on a CPU the
+    process's peak resident memory during the row."""
     import keras
 
     from models import backend
@@ -397,6 +417,7 @@ def time_ours(args, config, strategy, head, batch):
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     backend.reset_peak_memory()
+    backend.reset_peak_host_memory()
     model = build_transformer_model(
         config, application="unilm", dtype=POLICIES[args.precision]
     )
@@ -406,6 +427,7 @@ def time_ours(args, config, strategy, head, batch):
         seed=0,
         max_targets=target_count(args.maxlen),
         target_head=head,
+        gradient_checkpointing=checkpointing,
     )
     optimizer = keras.optimizers.Adam(1e-5)
     trainer.compile(optimizer=make_optimizer(optimizer, args.precision))
@@ -421,7 +443,10 @@ def time_ours(args, config, strategy, head, batch):
         trainer.fit(batches(), steps_per_epoch=args.warmup, **fit)
     timer = step_timer()
     trainer.fit(batches(), steps_per_epoch=args.steps, callbacks=[timer], **fit)
-    return timer.seconds_per_step(), backend.peak_memory_bytes()
+    peak = backend.peak_memory_bytes()
+    if peak is None:
+        peak = backend.peak_host_memory_bytes()
+    return timer.seconds_per_step(), peak
 
 
 def gib(value):
@@ -436,7 +461,7 @@ def train_table(rows):
     baselines = {
         (row["batch"], row["head"]): row["step"]
         for row in rows
-        if row["strategy"] == "baseline"
+        if row["strategy"] == "baseline" and not row["checkpointing"]
     }
     for row in rows:
         relative = "—"
@@ -454,6 +479,7 @@ def train_table(rows):
             peer_cells = "— | — | — | —"
         lines.append(
             f"| {row['batch']} | {row['strategy']} | {row['head']} "
+            f"| {'on' if row['checkpointing'] else 'off'} "
             f"| {row['step'] * 1e3:.1f} "
             f"| {relative} | {row['tps']:.0f} | {100 * row['mfu']:.1f}% "
             f"| {gib(row['peak'])} | {peer_cells} |"
@@ -490,7 +516,12 @@ def notes(args, environment, rows):
         "AdamW; teacher forcing, so "
         "baseline rows only.",
     ]
-    if environment["backend"] == "jax":
+    if environment["accelerator"] != "gpu":
+        lines.append(
+            "Peak memory on a CPU: the process's peak resident memory "
+            "during the row (weights, optimizer state and runtime included)."
+        )
+    elif environment["backend"] == "jax":
         lines.append(
             "JAX peak memory is the process peak up to that row "
             "(it cannot be reset)."
