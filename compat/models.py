@@ -18,7 +18,7 @@ from compat._unsupported import unsupported
 from compat.backend import gelu_hidden_act
 from models import BertConfig
 from models import build_transformer_model as _build_model
-from models.bert import resolve_config
+from models.config import resolve_config
 from models.positions import MODEL_TYPES
 from weights import load_checkpoint
 

@@ -7,7 +7,7 @@ import importlib
 # backend (`models.strategies.names` for the command line) stays fast.
 _LAZY = {
     "AutoRegressiveDecoder": "models.decoding",
-    "BertConfig": "models.bert",
+    "BertConfig": "models.config",
     "BertNetwork": "models.bert",
     "Seq2SeqDecoder": "models.decoding",
     "build_transformer_model": "models.bert",

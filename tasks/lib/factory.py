@@ -8,7 +8,7 @@ shape is checked, a loss scaled and a warm-up run the same way in all.
 
 import keras
 
-from models.bert import BertConfig
+from models.config import BertConfig
 from tasks.lib.cli import check_at_least
 from tasks.lib.cli import fail
 

@@ -19,8 +19,8 @@ from data import Tokenizer
 from data import load_vocab
 from data.vocab import SEQ2SEQ_TOKENS
 from models import build_transformer_model
-from models.bert import BertConfig
-from models.bert import find_config_file
+from models.config import BertConfig
+from models.config import find_config_file
 from models.decoding import Seq2SeqDecoder
 from tasks.lib.abstracts import Title
 from tasks.lib.decoding_options import DecodingOptions

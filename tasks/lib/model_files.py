@@ -15,8 +15,8 @@ from data import load_vocab
 from data import synthetic
 from data.vocab import SEQ2SEQ_TOKENS
 from models import build_transformer_model
-from models.bert import BertConfig
-from models.bert import find_config_file
+from models.config import BertConfig
+from models.config import find_config_file
 from tasks.lib.atomic import scratch_folder
 from tasks.lib.atomic import writes_enabled
 from tasks.lib.cli import check_files

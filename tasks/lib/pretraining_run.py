@@ -21,8 +21,8 @@ from data import pretraining as corpus
 from data import save_vocab
 from data.vocab import SPECIAL_TOKENS
 from models import build_transformer_model
-from models.bert import BertConfig
-from models.bert import find_config_file
+from models.config import BertConfig
+from models.config import find_config_file
 from models.distribution import data_parallel
 from models.distribution import global_batch_check
 from models.distribution import initialize_multi_host

@@ -160,7 +160,7 @@ def benchmark_command(argv: list[str]) -> str:
 def check_model_dir(directory) -> dict:
     """A complete checkpoint directory that loads here, checked before
     hours of benchmarks; a Google checkpoint needs TensorFlow."""
-    from models.bert import find_config_file
+    from models.config import find_config_file
     from weights.formats import resolve
 
     directory = pathlib.Path(directory)

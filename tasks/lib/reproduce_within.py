@@ -85,7 +85,7 @@ def size_of(name: str, model_dir=None) -> dict:
         return SIZES[name]
     import json
 
-    from models.bert import find_config_file
+    from models.config import find_config_file
 
     config = json.loads(find_config_file(model_dir).read_text("utf-8"))
     shape = dict(

@@ -16,7 +16,7 @@ import json
 from data import Tokenizer
 from data import load_vocab
 from models import build_transformer_model
-from models.bert import BertConfig
+from models.config import BertConfig
 from tasks.lib.atomic import atomic_write_text
 from tasks.lib.environment import POLICIES
 from tasks.lib.model_files import build_model

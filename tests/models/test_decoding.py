@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from models.bert import BertConfig
 from models.bert import build_transformer_model
+from models.config import BertConfig
 from models.decoding import AutoRegressiveDecoder
 from models.decoding import Seq2SeqDecoder
 from models.decoding_batches import DEFAULT_BATCH_SIZE

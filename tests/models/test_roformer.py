@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from models import build_transformer_model
-from models.bert import BertConfig
+from models.config import BertConfig
 from models.decoding import Seq2SeqDecoder
 from tests.checkpoints import have_tensorflow
 from tests.checkpoints import hf_roformer_masked_lm

@@ -178,7 +178,7 @@ def test_export_is_a_model_directory(pretrained):
 
     from data import load_vocab
     from models import build_transformer_model
-    from models.bert import BertConfig
+    from models.config import BertConfig
 
     out, exported = pretrained
     assert sorted(p.name for p in exported.iterdir()) == [
