@@ -29,7 +29,6 @@ from models import targets
 from models.professor import pick_tokens
 from models.professor import title_slots
 from models.rewards import score
-from models.strategies.base import Batch
 
 
 class TitleIndex(NamedTuple):
@@ -90,12 +89,13 @@ def sequence_log_probs(trainer, token_ids, segment_ids, end):
     over its tokens up to its first end token; rows, 1.0 for a row that
     has a title (0.0 for padding rows)."""
     decoded = title_index(trainer, token_ids, segment_ids)
-    batch = Batch(token_ids, segment_ids, token_ids)
     hidden = trainer.network(
         token_ids, segment_ids, training=True, output="hidden"
     )
-    logits, labels, mask = trainer.head_at_targets(batch, hidden, decoded.index)
+    index = decoded.index
+    logits = trainer.network.mlm_logits(targets.gather(hidden, index))
     log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    labels, mask = index.labels, index.mask
     picked = ops.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
     _, scored = title_masks(labels, mask, end)
     total = ops.sum(picked * ops.cast(scored, "float32"), axis=-1)

@@ -176,7 +176,9 @@ class MinimumRisk(SequenceLevel):
         figures = {
             "ce": cross_entropy,
             "risk": seq.row_mean(risk, rows),
-            "reward": seq.row_mean(ops.mean(ops.reshape(reward, (-1, k)), 1), rows),
+            "reward": seq.row_mean(
+                ops.mean(ops.reshape(reward, (-1, k)), 1), rows
+            ),
         }
         objective = (1.0 - self.weight) * cross_entropy
         return objective + self.weight * figures["risk"], figures
@@ -317,6 +319,10 @@ class Oracle(Baseline):
         length = ops.shape(candidates)[-1]
         grouped = ops.reshape(candidates, (-1, k, length))
         picked = ops.take_along_axis(grouped, best[:, None, None], axis=1)
-        rows = ops.cast(ops.any(target_positions(
-            batch.token_ids, batch.segment_ids), axis=1), "float32")
+        rows = ops.cast(
+            ops.any(
+                target_positions(batch.token_ids, batch.segment_ids), axis=1
+            ),
+            "float32",
+        )
         return picked[:, 0], seq.row_mean(ops.max(scores, axis=-1), rows)
