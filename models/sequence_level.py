@@ -41,15 +41,23 @@ class TitleIndex(NamedTuple):
 def title_index(trainer, token_ids, segment_ids) -> TitleIndex:
     """The `TitleIndex` of `token_ids` (a reference or a decoded batch).
 
-    The end token is read from the data, not configured: every title ends
-    with [SEP], whatever its id in the vocabulary.
+    The title has `trainer.max_targets` slots, or without it one per
+    position but the last (the batch's length must then be static). The
+    end token is read from the data, not configured: every title ends with
+    [SEP], whatever its id in the vocabulary.
     """
-    if trainer.max_targets is None:
+    count = trainer.max_targets
+    if count is None:
+        # Every position but the last may be a title slot.
+        length = ops.shape(token_ids)[1]
+        count = None if length is None else int(length) - 1
+    if count is None:
         raise ValueError(
-            f"{trainer.strategy.name} scores whole titles and needs the "
-            "trainer's max_targets (e.g. Seq2SeqBatches.max_targets)"
+            f"{trainer.strategy.name} scores whole titles on a static "
+            "number of slots: give the trainer max_targets (e.g. "
+            "Seq2SeqBatches.max_targets)"
         )
-    index = targets.target_index(token_ids, segment_ids, trainer.max_targets)
+    index = targets.target_index(token_ids, segment_ids, count)
     count = ops.cast(ops.sum(index.mask, axis=-1), "int32")
     last = ops.maximum(count - 1, 0)[:, None]
     end = ops.take_along_axis(index.labels, last, axis=1)[:, 0]

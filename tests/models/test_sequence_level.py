@@ -438,11 +438,9 @@ def test_decode_equals_step_by_step_decoding():
     )
 
 
-def test_needs_max_targets():
-    from models.trainer import Seq2SeqTrainer
-
-    trainer = Seq2SeqTrainer(tiny_model(), "scst")
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-    batch = Batch(*mixed_batch(), mixed_batch()[0])
-    with pytest.raises(ValueError, match="max_targets"):
-        trainer.strategy.loss(trainer, batch)
+def test_title_slots_without_max_targets_cover_the_batch():
+    trainer = types.SimpleNamespace(max_targets=None)
+    token_ids, segment_ids = mixed_batch()
+    index = sequence_level.title_index(trainer, token_ids, segment_ids)
+    assert ops.shape(index.index.labels)[1] == token_ids.shape[1] - 1
+    np.testing.assert_array_equal(ops.convert_to_numpy(index.end), [3, 3, 3])
