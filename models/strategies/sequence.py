@@ -245,6 +245,8 @@ class Oracle(Baseline):
 
     def __post_init__(self):
         check_choice("level", self.level, ("word", "sentence"))
+        if self.level == "word":
+            self.metric_names = ("sampling_rate",)
         check_not_negative("temperature", self.temperature)
         self.candidates = check_count("candidates", self.candidates)
         check_choice("schedule", self.schedule, SCHEDULES)
