@@ -23,9 +23,9 @@ dataclasses: their options are fields, validated on creation, and
 One module per family: `base` (`Baseline`, the batch and trainer a
 strategy sees), `replacement` (`replace`), `gradient_penalty` (`gp`),
 `teaforn`, `scheduled_sampling` (`scheduled`), `adversarial` (`fgm`,
-`pgd`, `vat`), `rdrop`, `professor`; `registry` names them all
-(`STRATEGIES`, `get`), `names` lists their names without Keras, `options`
-checks options.
+`pgd`, `vat`), `rdrop`, `professor`, `sequence` (`scst`, `mrt`,
+`oracle`); `registry` names them all (`STRATEGIES`, `get`), `names` lists
+their names without Keras, `options` checks options.
 
 Every public name is importable from here (`from models.strategies import
 STRATEGIES, get, Replace`). They load on first use: importing
@@ -59,6 +59,9 @@ _HOMES = {
     "project": "adversarial",
     "RDrop": "rdrop",
     "Professor": "professor",
+    "SelfCritical": "sequence",
+    "MinimumRisk": "sequence",
+    "Oracle": "sequence",
 }
 
 __all__ = sorted(_HOMES)

@@ -15,6 +15,9 @@ from models.strategies.professor import Professor
 from models.strategies.rdrop import RDrop
 from models.strategies.replacement import Replace
 from models.strategies.scheduled_sampling import ScheduledSampling
+from models.strategies.sequence import MinimumRisk
+from models.strategies.sequence import Oracle
+from models.strategies.sequence import SelfCritical
 from models.strategies.teaforn import TeaForN
 
 STRATEGIES = {
@@ -30,6 +33,9 @@ STRATEGIES = {
         VAT,
         RDrop,
         Professor,
+        SelfCritical,
+        MinimumRisk,
+        Oracle,
     )
 }
 

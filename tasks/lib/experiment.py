@@ -65,6 +65,9 @@ from tasks.lib.strategy_options import given_options
 from tasks.lib.strategy_options import make_strategy
 from tasks.lib.strategy_options import strategy_options
 from tasks.lib.trained_model import save_architecture
+from tasks.lib.warm_start import check_init
+from tasks.lib.warm_start import describe_init
+from tasks.lib.warm_start import load_init_weights
 
 TINY_NOTICE = (
     "No model or data given: running the built-in tiny default (a small "
@@ -95,6 +98,7 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
     files = resolve_model_files(args)
     fill_training_defaults(args, files)
     check_options(args)
+    check_init(getattr(args, "init", None))
     settings = {**vars(args), "task": task}
     out.refuse_other_settings(settings)
     finished = finished_results(out, args)
@@ -123,6 +127,8 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
         model = build_model(
             args, files, keep_tokens, tokenizer.vocab_size, precision
         )
+        if getattr(args, "init", None):
+            load_init_weights(model, tokenizer, args.init)
         out.create()
         out.record_settings(settings)
         save_architecture(out.path, model, tokenizer)
@@ -139,6 +145,8 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
             "strategy_options_given": given_options(strategy, args),
             "options": run_options(args),
         }
+        if getattr(args, "init", None):
+            facts["init"] = describe_init(args.init)
         print_start(facts, out)
         summary = train_and_test(
             args, out, model, trainer, tokenizer, splits, facts

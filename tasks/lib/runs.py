@@ -181,6 +181,8 @@ def run_label(results: dict) -> str:
     for key, value in (results.get("options") or {}).items():
         if value != OPTION_DEFAULTS.get(key):
             options[key] = value
+    if results.get("init"):
+        options["init"] = results["init"].get("label")
     if not options:
         return results["strategy"]
     listed = ", ".join(f"{key}={value}" for key, value in options.items())

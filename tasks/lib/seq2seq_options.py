@@ -276,6 +276,13 @@ def add_run_options(group):
     )
     add_counts(group, COUNTS, "--seed")
     group.add_argument(
+        "--init",
+        metavar="RUN_DIR",
+        help="start from the best weights of a finished run of the same "
+        "model and data (e.g. a baseline run before scst, mrt or oracle); "
+        "results.json and compare.py name it beside this run",
+    )
+    group.add_argument(
         "--out",
         help="run directory (default runs/<task>-<strategy>-seed<seed>)",
     )

@@ -39,6 +39,9 @@ def test_registry_names_and_options():
         "vat",
         "rdrop",
         "professor",
+        "scst",
+        "mrt",
+        "oracle",
     }
     strategy = strategies.get("replace", token_rate=0.1, pool="target")
     assert (strategy.sample_rate, strategy.token_rate) == (0.5, 0.1)

@@ -118,6 +118,9 @@ STRATEGY_CASES = [
     # step compares the same computation, well conditioned.
     ("vat", {"xi": 0.1}),
     ("rdrop", {}),
+    ("scst", {}),
+    ("mrt", {"candidates": 2}),
+    ("oracle", {"level": "sentence", "candidates": 2}),
 ]
 
 

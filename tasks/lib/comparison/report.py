@@ -13,6 +13,7 @@ from tasks.lib.comparison.statistics import aggregate
 from tasks.lib.comparison.statistics import consistency_problems
 from tasks.lib.comparison.statistics import seeds_by_strategy
 from tasks.lib.comparison.tables import diverged_lines
+from tasks.lib.comparison.tables import init_lines
 from tasks.lib.comparison.tables import legend
 from tasks.lib.comparison.tables import markdown_table
 from tasks.lib.comparison.tables import report_header
@@ -57,6 +58,8 @@ def build_report(
     markdown = f"{header}\n{warnings}{table}\n{legend(rows, published)}"
     if diverged:
         markdown += "\n" + diverged_lines(diverged)
+    if init_lines(runs):
+        markdown += "\n" + init_lines(runs)
     atomic_write_text(out_dir / "table.md", markdown)
     write_csv(rows, out_dir / "table.csv", reference)
     plot(with_reference(rows, reference), out_dir / "metrics.png")

@@ -61,6 +61,32 @@ def diverged_lines(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def init_lines(runs: list[dict]) -> str:
+    """Each warm-started run (--init) beside the run it started from:
+    test scores x100 at the smallest beam both scored."""
+    started = [run for run in runs if run.get("init")]
+    if not started:
+        return ""
+    titles = ["Run", "Seed", "Started from", "Beam"]
+    titles += [f"{title} (start → end)" for _, title in COLUMNS]
+    lines = []
+    for run in started:
+        init = run["init"]
+        beams = sorted(set(run["test"]) & set(init.get("test") or {}), key=int)
+        if not beams:
+            continue
+        end, start = run["test"][beams[0]], init["test"][beams[0]]
+        cells = [
+            f"{shown(start[key])} → {shown(end[key])}" for key, _ in COLUMNS
+        ]
+        where = f"`{init['run']}` ({init['label']}, seed {init['seed']})"
+        lines.append([run["label"], run["seed"], where, beams[0], *cells])
+    if not lines:
+        return ""
+    head = "Warm-started runs (--init), beside the run they started from:\n\n"
+    return head + "\n".join(table(titles, lines)) + "\n"
+
+
 def with_reference(rows: list[dict], reference: list[dict]) -> list[dict]:
     """Measured rows, each beam block followed by its reference rows."""
     beams = sorted({row["beam"] for row in [*rows, *reference]})
