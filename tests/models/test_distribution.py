@@ -39,10 +39,22 @@ TOLERANCE = 1e-6
 # global batch's target tokens (vat at xi = 0.1: at the default 1e-6 its
 # direction comes from a KL of order xi^2, where the replicas' other order
 # of float32 sums shows); rdrop: two passes and their KL.
-STRATEGIES = ("baseline", "gp", "professor", "pgd", "vat", "rdrop")
-OPTIONS = {"vat": dict(xi=0.1)}
+# oracle: titles decoded inside the step, rewards summed over replicas
+# (at a constant rate 1 and temperature 0 its choices are deterministic;
+# sampled ones come from each replica's own generator on TensorFlow).
+STRATEGIES = ("baseline", "gp", "professor", "pgd", "vat", "rdrop", "oracle")
+OPTIONS = {
+    "vat": dict(xi=0.1),
+    "oracle": dict(temperature=0.0, schedule="constant", rate=1.0),
+}
 JAX_ONLY = {
-    "professor every=2 sample": ("professor", dict(every=2, free_run="sample"))
+    "professor every=2 sample": ("professor", dict(every=2, free_run="sample")),
+    "oracle sentence": (
+        "oracle",
+        dict(level="sentence", temperature=0.0, schedule="constant", rate=1.0),
+    ),
+    "scst": ("scst", {}),
+    "mrt": ("mrt", {}),
 }
 # (source length, target length): unequal targets, so that a mean of
 # per-device means weights tokens differently from the global mean.
