@@ -208,13 +208,24 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-# Signals received by this process, oldest first.
+# Signals received by this process, oldest first, and how deep the code
+# is in `signals_at_safe_points` blocks.
 _received: list[int] = []
+_safe_points = {"depth": 0}
 
 
 def _raise_interrupted(signum, frame):
+    if _safe_points["depth"] and _received:
+        sys.stderr.write("\nInterrupted again: stopping at once.\n")
+        os._exit(128 + signum)
     _received.append(signum)
-    raise Interrupted(signum)
+    if not _safe_points["depth"]:
+        raise Interrupted(signum)
+
+
+def interrupted() -> bool:
+    """Whether SIGINT or SIGTERM has been received."""
+    return bool(_received)
 
 
 def raise_if_interrupted() -> None:
@@ -228,6 +239,25 @@ def raise_if_interrupted() -> None:
     a received signal always stops the run."""
     if _received:
         raise Interrupted(_received[0])
+
+
+@contextlib.contextmanager
+def signals_at_safe_points():
+    """Within the block a signal is recorded, not raised where it lands.
+
+    Training runs inside libraries: an exception raised in TensorFlow
+    while it traces a function breaks its context stack (an
+    AssertionError, not a resumable stop), and jaxlib can drop one. In
+    the block the code stops at its own safe points instead
+    (`raise_if_interrupted`; `fit` through a callback that sets
+    `stop_training`), and at the latest when the block ends. A second
+    signal stops the process at once."""
+    _safe_points["depth"] += 1
+    try:
+        yield
+    finally:
+        _safe_points["depth"] -= 1
+    raise_if_interrupted()
 
 
 @contextlib.contextmanager

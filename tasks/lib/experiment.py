@@ -32,7 +32,9 @@ from models.trainer import Seq2SeqTrainer
 from tasks.lib.atomic import atomic_save_weights
 from tasks.lib.atomic import atomic_write_json
 from tasks.lib.cli import Diverged
+from tasks.lib.cli import interrupted
 from tasks.lib.cli import raise_if_interrupted
+from tasks.lib.cli import signals_at_safe_points
 from tasks.lib.console import RunProgress
 from tasks.lib.console import print_epoch
 from tasks.lib.console import print_examples
@@ -297,15 +299,16 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
     batches.set_epoch(epoch)
     trainer.check_targets(batches)  # fit sees a tf.data pipeline on TF
     watch = StopOnNonFiniteLoss()
-    history = trainer.fit(
-        fit_input(batches),
-        epochs=epoch + 1,
-        initial_epoch=epoch,
-        # The batches come in the order set above.
-        shuffle=False,
-        verbose=1 if args.progress else 2,
-        callbacks=[RunProgress(args.epochs), watch, StopOnSignal()],
-    )
+    with signals_at_safe_points():
+        history = trainer.fit(
+            fit_input(batches),
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            # The batches come in the order set above.
+            shuffle=False,
+            verbose=1 if args.progress else 2,
+            callbacks=[RunProgress(args.epochs), watch, StopOnSignal()],
+        )
     if watch.step is not None:
         # The pipeline `fit` left mid-epoch goes now, while Python can
         # still finalize it (TensorFlow prints errors at exit otherwise).
@@ -322,11 +325,12 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Ctrl-C or SIGTERM stops `fit` after the step it arrived in, even
-    where a library lost the exception the signal raised."""
+    """Ctrl-C or SIGTERM stops `fit` after the step it arrived in (see
+    `signals_at_safe_points`)."""
 
     def on_train_batch_end(self, batch, logs=None):
-        raise_if_interrupted()
+        if interrupted():
+            self.model.stop_training = True
 
 
 def record_divergence(out, state, facts, args, details) -> None:

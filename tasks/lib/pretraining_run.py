@@ -36,6 +36,7 @@ from tasks.lib.atomic import atomic_write_text
 from tasks.lib.cli import Diverged
 from tasks.lib.cli import fail
 from tasks.lib.cli import raise_if_interrupted
+from tasks.lib.cli import signals_at_safe_points
 from tasks.lib.divergence import diverged
 from tasks.lib.divergence import is_finite
 from tasks.lib.environment import POLICIES
@@ -99,7 +100,9 @@ def run_owned(args, out: RunDirectory) -> pathlib.Path:
         print(f"Resuming {out.path} after step {state['step']}.")
     trim_log(out, state["step"])
     try:
-        state = train(trainer, batches, out, state, args)
+        # Signals stop it between steps, not inside TensorFlow or jaxlib.
+        with signals_at_safe_points():
+            state = train(trainer, batches, out, state, args)
     except Diverged as error:
         # Beside the last checkpoint's state, which stays in charge.
         atomic_write_json(out / DIVERGED_FILE, error.details)

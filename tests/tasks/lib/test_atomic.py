@@ -27,6 +27,7 @@ from tasks.lib.cli import Diverged
 from tasks.lib.cli import one_line
 from tasks.lib.cli import raise_if_interrupted
 from tasks.lib.cli import run_main
+from tasks.lib.cli import signals_at_safe_points
 from tasks.lib.divergence import StopOnNonFiniteLoss
 from tasks.lib.divergence import diverged
 from tasks.lib.rundir import LOCK_FILE
@@ -195,6 +196,63 @@ def test_a_signal_in_a_finalizer_stops_the_run_without_a_traceback(
     assert sys.unraisablehook == reported.append
     err = capsys.readouterr().err
     assert err.strip().startswith("Interrupted (SIGINT)")
+
+
+def test_in_a_library_a_signal_waits_for_the_next_safe_point(capsys):
+    # Raised inside TensorFlow while it traces a function, the exception
+    # breaks TensorFlow's context stack; in the block it is only recorded.
+    steps = []
+
+    def loop():
+        with signals_at_safe_points():
+            for step in range(3):
+                if step == 0:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.2)  # the handler has run: nothing raised
+                steps.append(step)
+                if step == 1:
+                    raise_if_interrupted()
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(loop, prog="csl_title.py")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert stop.value.code == 143
+    assert steps == [0, 1]
+    assert "Interrupted (SIGTERM)" in capsys.readouterr().err
+
+
+def test_a_signal_recorded_in_the_block_is_raised_when_it_ends(capsys):
+    def block_then_more():
+        with signals_at_safe_points():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        raise AssertionError("not reached: the block's end raises")
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(block_then_more, prog="csl_title.py")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert stop.value.code == 130
+
+
+def test_a_second_signal_in_the_block_stops_at_once():
+    code = (
+        "import os, signal, time\n"
+        "from tasks.lib.cli import run_main, signals_at_safe_points\n"
+        "def training():\n"
+        "    with signals_at_safe_points():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.2)\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n"
+        "run_main(training, prog='csl_title.py')\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Interrupted again: stopping at once." in result.stderr
+    assert time.monotonic() - started < 4
 
 
 def test_a_signal_lost_in_the_last_step_still_sets_the_exit_status():
