@@ -96,6 +96,19 @@ class EncoderDecoderTrainer(Seq2SeqTrainer):
     token.
     """
 
+    # They decode titles inside the step through the UniLM network's own
+    # pass, on repeated rows that the encoder's memory does not follow.
+    NOT_BUILT = ("scst", "mrt", "oracle")
+
+    def __init__(self, model, strategy="baseline", **kwargs):
+        super().__init__(model, strategy, **kwargs)
+        if self.strategy.name in self.NOT_BUILT:
+            raise ValueError(
+                f"strategy {self.strategy.name!r} is not built for an "
+                "encoder-decoder (it decodes titles inside the step through "
+                "the UniLM network); use a BERT-family model"
+            )
+
     @staticmethod
     def find_network(model):
         network = getattr(model, "t5_network", None)

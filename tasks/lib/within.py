@@ -96,7 +96,7 @@ def time_training(shape, config, strategy, precision):
     )
     batch = random_batch(shape["batch"], shape["maxlen"], shape["vocab"])
     started = time.perf_counter()
-    step, _ = time_ours(args, config, strategy, "gathered", batch)
+    step, _ = time_ours(args, config, strategy, "gathered", False, batch)
     total = time.perf_counter() - started
     return step, max(0.0, total - (args.warmup + args.steps) * step)
 

@@ -71,6 +71,8 @@ def test_decoder_input_strategies_train(strategy):
 @pytest.mark.slow
 def test_every_strategy_trains_an_encoder_decoder():
     for strategy in STRATEGY_NAMES:
+        if strategy in EncoderDecoderTrainer.NOT_BUILT:
+            continue
         history, before, after = train_one_epoch(strategy)
         assert all(np.isfinite(v[0]) for v in history.values()), strategy
         changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
@@ -83,3 +85,9 @@ def test_batches_must_be_source_target_pairs():
         trainer.unpack_batch([np.zeros((1, 3))] * 3)
     with pytest.raises(ValueError, match="needs a model"):
         EncoderDecoderTrainer(keras.Sequential())
+
+
+@pytest.mark.parametrize("strategy", EncoderDecoderTrainer.NOT_BUILT)
+def test_sequence_level_strategies_are_refused_in_one_line(strategy):
+    with pytest.raises(ValueError, match=f"'{strategy}' is not built for an"):
+        train_one_epoch(strategy)

@@ -334,7 +334,7 @@ def test_smoke_report_has_every_stage_and_the_published_rows(smoke_run):
     # the ratio is printed to 3 significant digits, 1.2e+03 included).
     number = r"[0-9.]+(?:e\+[0-9]+)?"
     assert re.search(
-        rf"^\| 4 \| baseline \| gathered \| {number} \| 1\.00 \|.*"
+        rf"^\| 4 \| baseline \| gathered \| off \| {number} \| 1\.00 \|.*"
         rf"\| {number} \| {number} \| n/a \| {number} \|$",
         report,
         re.M,
