@@ -93,16 +93,18 @@ def find_config_file(directory):
     )
 
 
-def resolve_config(config_path, overrides):
-    """A BertConfig from a path, a dict, a BertConfig or None + overrides."""
+def resolve_config(config_path, overrides, config_class=None):
+    """A config (`config_class`, BertConfig by default; `models.t5` passes
+    T5Config) from a path, a dict, a config or None + overrides."""
+    config_class = config_class or BertConfig
     if config_path is None:
-        config = BertConfig()
-    elif isinstance(config_path, BertConfig):
+        config = config_class()
+    elif isinstance(config_path, config_class):
         config = dataclasses.replace(config_path)
     elif isinstance(config_path, dict):
-        config = BertConfig.from_dict(config_path)
+        config = config_class.from_dict(config_path)
     else:
-        config = BertConfig.from_json(config_path)
+        config = config_class.from_json(config_path)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
     if unknown:
         raise TypeError(f"unknown config overrides: {sorted(unknown)}")

@@ -27,6 +27,7 @@ from keras import ops
 
 from models import layers as L
 from models import t5_layers as T
+from models.config import resolve_config
 
 # Hugging Face `model_type`s read as this family.
 MODEL_TYPES = ("t5", "mt5")
@@ -125,18 +126,7 @@ class T5Config:
 
 def resolve_t5_config(config_path, overrides):
     """A T5Config from a path, a dict, a T5Config or None + overrides."""
-    if config_path is None:
-        config = T5Config()
-    elif isinstance(config_path, T5Config):
-        config = dataclasses.replace(config_path)
-    elif isinstance(config_path, dict):
-        config = T5Config.from_dict(config_path)
-    else:
-        config = T5Config.from_json(config_path)
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
-    if unknown:
-        raise TypeError(f"unknown config overrides: {sorted(unknown)}")
-    return dataclasses.replace(config, **overrides)
+    return resolve_config(config_path, overrides, T5Config)
 
 
 class T5Cache(NamedTuple):
