@@ -21,6 +21,8 @@ setup(
         "numpy",
         "safetensors",
         "jieba",
+        # SpTokenizer: the tokenizer of mT5 / T5 checkpoints.
+        "sentencepiece",
         "rouge",
         "nltk",
         "tqdm",

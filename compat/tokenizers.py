@@ -1,4 +1,5 @@
-"""bert4keras.tokenizers on Keras 3: `Tokenizer`, `load_vocab`, `save_vocab`.
+"""bert4keras.tokenizers on Keras 3: `Tokenizer`, `SpTokenizer`,
+`TokenizerBase`, `load_vocab`, `save_vocab`.
 
 `data.Tokenizer` gives bert4keras 0.11's tokens and ids on every input;
 this subclass adds the static helpers scripts call on the class
@@ -6,8 +7,9 @@ this subclass adds the static helpers scripts call on the class
 bert4keras versions before 0.8.
 """
 
-from compat._unsupported import module_getattr
 from data import tokenizer as _tokenizer
+from data.sentencepiece import SpTokenizer
+from data.tokenizer import TokenizerBase
 from data.vocab import is_bert_control
 from data.vocab import is_cjk_character
 from data.vocab import is_punctuation
@@ -16,7 +18,13 @@ from data.vocab import load_vocab
 from data.vocab import save_vocab
 from data.vocab import stem
 
-__all__ = ["Tokenizer", "load_vocab", "save_vocab"]
+__all__ = [
+    "SpTokenizer",
+    "Tokenizer",
+    "TokenizerBase",
+    "load_vocab",
+    "save_vocab",
+]
 
 
 class Tokenizer(_tokenizer.Tokenizer):
@@ -65,15 +73,3 @@ def _maxlen(maxlen, max_length):
     if maxlen is not None and max_length is not None:
         raise TypeError("pass maxlen or max_length, not both")
     return maxlen if max_length is None else max_length
-
-
-__getattr__ = module_getattr(
-    __name__,
-    {
-        "TokenizerBase": "subclass compat.tokenizers.Tokenizer",
-        "SpTokenizer": (
-            "SentencePiece models (T5, mT5) are not ported; use "
-            "keras_hub.tokenizers.SentencePieceTokenizer"
-        ),
-    },
-)

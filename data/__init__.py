@@ -19,12 +19,17 @@ from data.vocab import save_vocab
 # `data.batching` imports Keras, which starts a backend (seconds, and
 # TensorFlow by default): load it on first use so that tokenizing and
 # reading data stay plain Python.
-_LAZY = {"Seq2SeqBatches": "data.batching", "sequence_padding": "data.batching"}
+_LAZY = {
+    "Seq2SeqBatches": "data.batching",
+    "sequence_padding": "data.batching",
+    "SpTokenizer": "data.sentencepiece",
+}
 
 __all__ = [
     "DataFormatError",
     "PairsReport",
     "Seq2SeqBatches",
+    "SpTokenizer",
     "Tokenizer",
     "load_vocab",
     "read_pairs",

@@ -113,47 +113,33 @@ def split_words(text: str, rules: str = "bert4keras") -> list[str]:
     return "".join(pieces).split()
 
 
-class Tokenizer:
-    """BERT tokenizer: `encode(first, second, maxlen)` -> ids and segments.
+class TokenizerBase:
+    """What every tokenizer shares: special tokens, ids, framing, `encode`.
 
-    `token_dict` is a `{token: id}` dict or a path to `vocab.txt`.
-    `do_lower_case` is False by default, as in bert4keras: pass True for
-    the uncased Chinese checkpoints (BERT, BERT-wwm, RoBERTa-wwm-ext).
-    `word_maxlen` (200 under bert4keras rules, 100 under Hugging Face's):
-    longer words are unknown. `pre_tokenize` (e.g. `jieba.lcut`) proposes
-    words first; a word found in the vocabulary is kept whole, any other
-    goes through WordPiece. `token_translate` renames tokens after
-    tokenizing (bert4keras option). `rules`: 'bert4keras' or 'huggingface'
-    (see the module docstring).
+    bert4keras's `TokenizerBase`: a subclass gives `_tokenize(text)` (the
+    tokens of a text, unframed) and `decode(ids)`; `token_dict` maps every
+    token of the vocabulary to its id.
     """
 
     def __init__(
         self,
-        token_dict: dict[str, int] | str | os.PathLike,
-        do_lower_case: bool = False,
-        word_maxlen: int | None = None,
+        token_dict: dict[str, int],
         token_start: str | None = "[CLS]",
         token_end: str | None = "[SEP]",
         pre_tokenize: Callable[[str], Iterable[str]] | None = None,
         token_translate: dict[str, str] | None = None,
-        rules: str = "bert4keras",
+        token_pad: str = "[PAD]",
+        token_unk: str = "[UNK]",
     ):
-        if rules not in RULES:
-            raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
-        if not isinstance(token_dict, dict):
-            token_dict = load_vocab(os.fspath(token_dict))
         self._token_dict = token_dict
         self._token_dict_inv = {i: t for t, i in token_dict.items()}
         self._vocab_size = len(token_dict)
-        self._do_lower_case = do_lower_case
-        self._rules = rules
-        self._word_maxlen = word_maxlen or _WORD_MAXLEN[rules]
         self._pre_tokenize = pre_tokenize
         self._token_translate = token_translate or {}
         self._token_translate_inv = {
             new: old for old, new in self._token_translate.items()
         }
-        self._token_pad, self._token_unk = "[PAD]", "[UNK]"
+        self._token_pad, self._token_unk = token_pad, token_unk
         self._token_mask = "[MASK]"
         self._token_start, self._token_end = token_start, token_end
         # bert4keras exposes these private names; scripts read them.
@@ -162,10 +148,6 @@ class Tokenizer:
         self._token_mask_id = token_dict.get(self._token_mask)
         self._token_start_id = token_dict.get(token_start)
         self._token_end_id = token_dict.get(token_end)
-
-    @property
-    def rules(self) -> str:
-        return self._rules
 
     @property
     def pad_id(self) -> int | None:
@@ -192,7 +174,7 @@ class Tokenizer:
         return len(self._token_dict)
 
     def token_to_id(self, token: str) -> int:
-        """Unknown tokens map to `[UNK]`, never raise."""
+        """Unknown tokens map to the unknown token's id, never raise."""
         return self._token_dict.get(token, self._token_unk_id)
 
     def id_to_token(self, i: int) -> str:
@@ -249,6 +231,65 @@ class Tokenizer:
             token_ids.extend(self.tokens_to_ids(second))
             segment_ids.extend([1] * len(second))
         return token_ids, segment_ids
+
+    def _as_tokens(self, text: str | list[str]) -> list[str]:
+        """A copy, so truncation never edits a caller's token list."""
+        return self.tokenize(text) if isinstance(text, str) else list(text)
+
+    def _right_cut_index(self) -> int:
+        """Pop just before the end token (or the last token if none)."""
+        return -int(self._token_end is not None) - 1
+
+    def _cut_index(self, truncate_from: str | int) -> int:
+        if truncate_from == "right":
+            return self._right_cut_index()
+        if truncate_from == "left":
+            return int(self._token_start is not None)
+        return truncate_from
+
+    def _tokenize(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+
+class Tokenizer(TokenizerBase):
+    """BERT tokenizer: `encode(first, second, maxlen)` -> ids and segments.
+
+    `token_dict` is a `{token: id}` dict or a path to `vocab.txt`.
+    `do_lower_case` is False by default, as in bert4keras: pass True for
+    the uncased Chinese checkpoints (BERT, BERT-wwm, RoBERTa-wwm-ext).
+    `word_maxlen` (200 under bert4keras rules, 100 under Hugging Face's):
+    longer words are unknown. `pre_tokenize` (e.g. `jieba.lcut`) proposes
+    words first; a word found in the vocabulary is kept whole, any other
+    goes through WordPiece. `token_translate` renames tokens after
+    tokenizing (bert4keras option). `rules`: 'bert4keras' or 'huggingface'
+    (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        token_dict: dict[str, int] | str | os.PathLike,
+        do_lower_case: bool = False,
+        word_maxlen: int | None = None,
+        token_start: str | None = "[CLS]",
+        token_end: str | None = "[SEP]",
+        pre_tokenize: Callable[[str], Iterable[str]] | None = None,
+        token_translate: dict[str, str] | None = None,
+        rules: str = "bert4keras",
+    ):
+        if rules not in RULES:
+            raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
+        if not isinstance(token_dict, dict):
+            token_dict = load_vocab(os.fspath(token_dict))
+        super().__init__(
+            token_dict, token_start, token_end, pre_tokenize, token_translate
+        )
+        self._do_lower_case = do_lower_case
+        self._rules = rules
+        self._word_maxlen = word_maxlen or _WORD_MAXLEN[rules]
+
+    @property
+    def rules(self) -> str:
+        return self._rules
 
     def decode(
         self, ids: Iterable[int], tokens: list[str] | None = None
@@ -315,21 +356,6 @@ class Tokenizer:
     @staticmethod
     def _is_special(token: str) -> bool:
         return bool(token) and token[0] == "[" and token[-1] == "]"
-
-    def _as_tokens(self, text: str | list[str]) -> list[str]:
-        """A copy, so truncation never edits a caller's token list."""
-        return self.tokenize(text) if isinstance(text, str) else list(text)
-
-    def _right_cut_index(self) -> int:
-        """Pop just before the end token (or the last token if none)."""
-        return -int(self._token_end is not None) - 1
-
-    def _cut_index(self, truncate_from: str | int) -> int:
-        if truncate_from == "right":
-            return self._right_cut_index()
-        if truncate_from == "left":
-            return int(self._token_start is not None)
-        return truncate_from
 
     def _tokenize(self, text: str) -> list[str]:
         if self._do_lower_case:

@@ -6,6 +6,8 @@ the rules of Hugging Face's own TF conversion script, independently of
 `weights.mapping`, so that a mistake in our tables cannot cancel itself.
 """
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -252,3 +254,29 @@ def hf_t5_to_google_arrays(hf_model):
             array = np.ascontiguousarray(array.T)
         arrays["/".join(google)] = array
     return arrays
+
+
+def write_sentencepiece_model(path, texts, vocab_size=300):
+    """Train a small SentencePiece model on `texts` with T5's special ids
+    (pad 0, end-of-sequence 1, unknown 2, no start piece) and write it to
+    `path`: the `spiece.model` of a tiny mT5 directory."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    pathlib.Path(path).write_bytes(model.getvalue())
+    return path

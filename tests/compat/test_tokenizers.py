@@ -2,7 +2,6 @@
 
 import pytest
 
-from compat import UnsupportedError
 from compat.tokenizers import Tokenizer
 from compat.tokenizers import load_vocab
 from tests.common import VOCAB_DIR
@@ -53,6 +52,9 @@ def test_max_length_of_older_scripts(token_dict):
         tokenizer.encode(text, maxlen=5, max_length=6)
 
 
-def test_sentencepiece_tokenizer_is_not_ported():
-    with pytest.raises(UnsupportedError, match="SentencePiece"):
-        from compat.tokenizers import SpTokenizer  # noqa: F401
+def test_sentencepiece_tokenizer_is_ported():
+    from compat.tokenizers import SpTokenizer
+    from compat.tokenizers import TokenizerBase
+
+    assert issubclass(SpTokenizer, TokenizerBase)
+    assert issubclass(Tokenizer, TokenizerBase)
