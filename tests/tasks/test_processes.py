@@ -21,32 +21,12 @@ import numpy as np
 import pytest
 
 from tests.common import ROOT
+from tests.common import TINY_RUN_ARGS
 
 SCRIPT = str(ROOT / "tasks" / "csl_title.py")
-# Three epochs of the tiny default, smaller: about 30 steps an epoch.
-RUN_ARGS = [
-    "--epochs",
-    "3",
-    "--layers",
-    "1",
-    "--hidden",
-    "32",
-    "--heads",
-    "2",
-    "--intermediate",
-    "64",
-    "--maxlen",
-    "64",
-    "--title-maxlen",
-    "12",
-    "--batch-size",
-    "32",
-    "--valid-limit",
-    "16",
-    "--beams",
-    "1",
-    "--no-progress",
-]
+# The tiny default for three epochs (the later --epochs wins): about 30
+# steps an epoch.
+RUN_ARGS = [*TINY_RUN_ARGS, "--epochs", "3", "--beams", "1"]
 # float32 round-off: the two processes sum the gradient in another order.
 TOLERANCE = 1e-5
 
