@@ -27,6 +27,11 @@ SCRIPT = str(ROOT / "tasks" / "csl_title.py")
 # The tiny default for three epochs (the later --epochs wins): about 30
 # steps an epoch.
 RUN_ARGS = [*TINY_RUN_ARGS, "--epochs", "3", "--beams", "1"]
+# The processes run on JAX whichever backend runs the tests: under
+# TensorFlow the slow runs would repeat those under JAX.
+ON_JAX = pytest.mark.one_backend(
+    "jax", reason="its processes run on JAX whatever the tests' backend"
+)
 # float32 round-off: the two processes sum the gradient in another order.
 TOLERANCE = 1e-5
 
@@ -221,6 +226,7 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_a_dead_process_stops_the_other_in_one_line(runs):
     *_, stopped = runs
     line = stopped.strip().splitlines()[-1]
@@ -229,6 +235,7 @@ def test_a_dead_process_stops_the_other_in_one_line(runs):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_two_processes_resume_after_all_stopped(runs):
     _, together, outputs, _ = runs
     for output in outputs:
@@ -236,6 +243,7 @@ def test_two_processes_resume_after_all_stopped(runs):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_only_process_zero_writes(runs):
     _, together, outputs, _ = runs
     assert "Test results" in outputs[0]
@@ -244,6 +252,7 @@ def test_only_process_zero_writes(runs):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_two_processes_equal_one(runs):
     alone, together, *_ = runs
     one, two = (
