@@ -130,8 +130,41 @@ class RelativePositionBias(keras.layers.Layer):
         }
 
 
+class BiasFreeSublayer(keras.layers.Layer):
+    """What T5's attention and feed-forward layers share: projections
+    without biases from one initializer, and a dropout rate."""
+
+    def __init__(
+        self,
+        dropout_rate=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.dropout_rate = dropout_rate
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _dense(self, units, name):
+        return keras.layers.Dense(
+            units,
+            use_bias=False,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dropout_rate": self.dropout_rate,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
+
+
 @serializable
-class T5Attention(keras.layers.Layer):
+class T5Attention(BiasFreeSublayer):
     """T5's attention: bias-free projections, unscaled scores.
 
     `call(x, memory, bias)`: queries from `x` (batch, queries, d_model),
@@ -148,14 +181,12 @@ class T5Attention(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(dropout_rate, kernel_initializer, **kwargs)
         # The float32 bias must not be cast to the compute dtype (see
         # `models.layers.MultiHeadAttention`).
         self._convert_input_args = False
         self.heads = heads
         self.head_size = head_size
-        self.dropout_rate = dropout_rate
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         width = heads * head_size
         self.q_dense = self._dense(width, "q")
         self.k_dense = self._dense(width, "k")
@@ -163,15 +194,6 @@ class T5Attention(keras.layers.Layer):
         self.o_dense = None
         self.dropout = keras.layers.Dropout(
             dropout_rate, dtype=self.dtype_policy
-        )
-
-    def _dense(self, units, name):
-        return keras.layers.Dense(
-            units,
-            use_bias=False,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name=name,
         )
 
     def build(self, input_shape, memory_shape=None):
@@ -239,15 +261,11 @@ class T5Attention(keras.layers.Layer):
             **super().get_config(),
             "heads": self.heads,
             "head_size": self.head_size,
-            "dropout_rate": self.dropout_rate,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
         }
 
 
 @serializable
-class GatedFeedForward(keras.layers.Layer):
+class GatedFeedForward(BiasFreeSublayer):
     """T5's feed-forward network: wo(act(wi_0 x) * wi_1 x), or, not gated
     (T5 v1.0's "relu"), wo(act(wi x)). Dropout before `wo`."""
 
@@ -260,26 +278,15 @@ class GatedFeedForward(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(dropout_rate, kernel_initializer, **kwargs)
         self.units = units
         self.activation = activation
         self.gated = gated
-        self.dropout_rate = dropout_rate
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         names = ("wi_0", "wi_1") if gated else ("wi",)
         self.inner = [self._dense(units, name) for name in names]
         self.outer = None
         self.dropout = keras.layers.Dropout(
             dropout_rate, dtype=self.dtype_policy
-        )
-
-    def _dense(self, units, name):
-        return keras.layers.Dense(
-            units,
-            use_bias=False,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name=name,
         )
 
     def build(self, input_shape):
@@ -303,10 +310,6 @@ class GatedFeedForward(keras.layers.Layer):
             "units": self.units,
             "activation": self.activation,
             "gated": self.gated,
-            "dropout_rate": self.dropout_rate,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
         }
 
 

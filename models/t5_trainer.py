@@ -21,6 +21,7 @@ reads the clean source in every pass.
 from keras import ops
 
 from models.trainer import Seq2SeqTrainer
+from models.trainer import unpack_pair
 
 
 class DecoderView:
@@ -68,23 +69,10 @@ class DecoderView:
 def unpack_pairs(data):
     """(target_ids, source_ids) from `(source_ids, target_ids)` batches,
     also wrapped as `((source_ids, target_ids),)` or with a None label."""
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) in (1, 2)
-        and isinstance(data[0], (tuple, list))
-    ):
-        if len(data) == 2 and data[1] is not None:
-            raise ValueError(
-                "EncoderDecoderTrainer takes no targets: the labels are "
-                "the target ids themselves"
-            )
-        data = data[0]
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(
-            "expected batches of (source_ids, target_ids), got "
-            f"{type(data).__name__}"
-        )
-    return data[1], data[0]
+    source_ids, target_ids = unpack_pair(
+        data, "EncoderDecoderTrainer", "(source_ids, target_ids)", "target ids"
+    )
+    return target_ids, source_ids
 
 
 class EncoderDecoderTrainer(Seq2SeqTrainer):

@@ -66,6 +66,15 @@ def unpack_batch(data):
     Accepts `(token_ids, segment_ids)`, `((token_ids, segment_ids),)` and
     bert4keras generators' `([token_ids, segment_ids], None)`.
     """
+    return unpack_pair(
+        data, "Seq2SeqTrainer", "(token_ids, segment_ids)", "token ids"
+    )
+
+
+def unpack_pair(data, trainer, pair, labels):
+    """The two arrays of a `pair` batch, also wrapped as `(pair,)` or
+    `(pair, None)`; `trainer`, `pair` and `labels` name them in errors
+    (a trainer's labels come from its inputs, so a label is refused)."""
     if (
         isinstance(data, (tuple, list))
         and len(data) in (1, 2)
@@ -73,14 +82,13 @@ def unpack_batch(data):
     ):
         if len(data) == 2 and data[1] is not None:
             raise ValueError(
-                "Seq2SeqTrainer takes no targets: the labels are the "
-                "token ids themselves"
+                f"{trainer} takes no targets: the labels are the "
+                f"{labels} themselves"
             )
         data = data[0]
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
-            "expected batches of (token_ids, segment_ids), got "
-            f"{type(data).__name__}"
+            f"expected batches of {pair}, got {type(data).__name__}"
         )
     return data[0], data[1]
 

@@ -6,13 +6,17 @@ the rules of Hugging Face's own TF conversion script, independently of
 `weights.mapping`, so that a mistake in our tables cannot cancel itself.
 """
 
+import contextlib
+import io
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 
 from models import build_transformer_model
 from tests.common import TINY
+from weights.convert import main as convert
 from weights.formats import model_arrays
 
 
@@ -137,6 +141,70 @@ def unilm_mask(token_ids, segment_ids):
                 if is_token and seen:
                     mask[n, 0, i, j] = 0.0
     return mask
+
+
+def checkpoint_files(hf_model, root, tf_name):
+    """`hf_model`'s weights as Hugging Face safetensors, as a TF checkpoint
+    with Google's names (`tf_name`; only where TensorFlow is installed) and
+    as `weights.convert` makes them from the latter (else from the former):
+    {name: path}."""
+    hf_model.save_pretrained(root / "hf", safe_serialization=True)
+    sources = {"hf-safetensors": root / "hf"}
+    if have_tensorflow():
+        sources[tf_name] = write_tf_checkpoint(
+            hf_to_google_arrays(hf_model), root / "tf" / "bert_model.ckpt"
+        )
+    ours = root / "ours.safetensors"
+    origin = sources.get(tf_name, root / "hf")
+    with contextlib.redirect_stdout(io.StringIO()):
+        convert([str(origin), str(ours)])
+    sources["converted-safetensors"] = ours
+    return sources
+
+
+# Parity in float32: outputs on a mixed batch, compared to a reference.
+
+PARITY_TOLERANCE = 1e-5
+
+
+def mixed_length_batch(lengths, seed=0, vocab_size=TINY["vocab_size"]):
+    """Random token and segment ids, one row per (source length, target
+    length) of `lengths`; padding is token 0 with segment 0."""
+    rng = np.random.default_rng(seed)
+    length = max(s + t for s, t in lengths)
+    token_ids = np.zeros((len(lengths), length), "int32")
+    segment_ids = np.zeros((len(lengths), length), "int32")
+    for row, (source, target) in enumerate(lengths):
+        token_ids[row, : source + target] = rng.integers(
+            1, vocab_size, source + target
+        )
+        segment_ids[row, source : source + target] = 1
+    return token_ids, segment_ids
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def run(model, token_ids, segment_ids):
+    """The model's outputs in inference, as NumPy."""
+    return keras.ops.convert_to_numpy(
+        model([token_ids, segment_ids], training=False)
+    )
+
+
+def check(label, ours, theirs, keep=None):
+    """Within PARITY_TOLERANCE where `keep` is true (e.g. non-padding
+    positions); run with `-s` to see the max abs difference."""
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    if keep is not None:
+        ours, theirs = ours[keep], theirs[keep]
+    diff = float(np.max(np.abs(ours - theirs)))
+    print(
+        f"\nparity[{keras.backend.backend()}] {label}: max abs diff {diff:.2e}"
+    )
+    assert diff < PARITY_TOLERANCE, f"{label}: {diff}"
 
 
 # Hugging Face's convert_bert_pytorch_checkpoint_to_original_tf.py renames

@@ -34,6 +34,46 @@ def require_shared(path):
     return pathlib.Path(path)
 
 
+# One backend ----------------------------------------------------------------
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def one_backend_skip(marker, backend):
+    """Why a test marked `@pytest.mark.one_backend(NAME, reason=WHY)`
+    skips under `backend`; None where it runs (under NAME).
+
+    For end-to-end runs whose backend-specific code in-process tests
+    already check on every backend: they run once, not once a backend.
+    """
+    (runs_on,) = marker.args
+    if runs_on not in BACKENDS:
+        raise ValueError(
+            f"one_backend({runs_on!r}): expected one of {BACKENDS}"
+        )
+    why = marker.kwargs.get("reason")
+    if not why:
+        raise ValueError(f"one_backend({runs_on!r}) needs a reason=")
+    if backend == runs_on:
+        return None
+    return f"runs on KERAS_BACKEND={runs_on} only: {why}"
+
+
+def backends_in_turn(values, reason):
+    """`pytest.param`s of `values` (tuples for several arguments), each
+    marked `one_backend`, the backends taken in turn: every value runs
+    once a CI, and each backend runs some of them."""
+    return [
+        pytest.param(
+            *(value if isinstance(value, tuple) else (value,)),
+            marks=pytest.mark.one_backend(
+                BACKENDS[index % len(BACKENDS)], reason=reason
+            ),
+        )
+        for index, value in enumerate(values)
+    ]
+
+
 # Tiny model shapes ---------------------------------------------------------
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -11,6 +11,7 @@ Google layout, keep_tokens), and its cached decoder must give the full
 pass's logits at every step, with distances past M clipped.
 """
 
+import functools
 import math
 
 import keras
@@ -21,17 +22,21 @@ from models import build_transformer_model
 from models.decoding import Seq2SeqDecoder
 from models.positions import RelativeAttention
 from models.positions import relative_table
+from tests.checkpoints import check
+from tests.checkpoints import mixed_length_batch
 from tests.checkpoints import randomize
+from tests.checkpoints import run
+from tests.checkpoints import softmax
 from tests.checkpoints import unilm_mask
 from tests.checkpoints import write_tf_checkpoint
 from tests.common import TINY
 from weights.formats import model_arrays
 
-TOLERANCE = 1e-5
 # Short enough that a 12-token row has distances past it: clipping counts.
 MAX_DISTANCE = 3
 NEZHA = {**TINY, "max_relative_position": MAX_DISTANCE}
 LENGTHS = [(5, 4), (3, 2), (7, 6)]
+make_batch = functools.partial(mixed_length_batch, LENGTHS)
 
 # The hand case: one head of size 2, M = 1, q = k = v = x = [[1, 0], [0, 1]]
 # (identity projections). Table rows r = 0, 1, 2 (distance r - 1) are
@@ -76,11 +81,6 @@ def reference_attention(q, k, v, mask, max_distance):
     probs = softmax(scores / math.sqrt(size) + mask)
     out = np.einsum("bhqk,bkhd->bqhd", probs, v)
     return out + np.einsum("bhqk,qkd->bqhd", probs, r)
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def layer_norm(x, arrays, name, eps=1e-12):
@@ -129,33 +129,6 @@ def reference_unilm(arrays, token_ids, segment_ids, config):
     h = layer_norm(h, a, "cls/predictions/transform/LayerNorm")
     logits = h @ a["bert/embeddings/word_embeddings"].T
     return softmax(logits + a["cls/predictions/output_bias"])
-
-
-def make_batch(seed=0, vocab_size=TINY["vocab_size"]):
-    rng = np.random.default_rng(seed)
-    length = max(s + t for s, t in LENGTHS)
-    token_ids = np.zeros((len(LENGTHS), length), "int32")
-    segment_ids = np.zeros((len(LENGTHS), length), "int32")
-    for row, (source, target) in enumerate(LENGTHS):
-        token_ids[row, : source + target] = rng.integers(
-            1, vocab_size, source + target
-        )
-        segment_ids[row, source : source + target] = 1
-    return token_ids, segment_ids
-
-
-def check(label, ours, theirs):
-    diff = float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs))))
-    print(
-        f"\nparity[{keras.backend.backend()}] {label}: max abs diff {diff:.2e}"
-    )
-    assert diff < TOLERANCE, f"{label}: {diff}"
-
-
-def run(model, token_ids, segment_ids):
-    return keras.ops.convert_to_numpy(
-        model([token_ids, segment_ids], training=False)
-    )
 
 
 # The hand case ---------------------------------------------------------------

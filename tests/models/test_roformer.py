@@ -10,8 +10,7 @@ rotary angle of every cached step is its row's true position. Run with `-s`
 to see the max abs differences.
 """
 
-import contextlib
-import io
+import functools
 import json
 
 import keras
@@ -21,54 +20,20 @@ import pytest
 from models import build_transformer_model
 from models.config import BertConfig
 from models.decoding import Seq2SeqDecoder
-from tests.checkpoints import have_tensorflow
+from tests.checkpoints import check
+from tests.checkpoints import checkpoint_files
 from tests.checkpoints import hf_roformer_masked_lm
 from tests.checkpoints import hf_run
-from tests.checkpoints import hf_to_google_arrays
+from tests.checkpoints import mixed_length_batch
 from tests.checkpoints import randomize
+from tests.checkpoints import run
+from tests.checkpoints import softmax
 from tests.checkpoints import unilm_mask
-from tests.checkpoints import write_tf_checkpoint
 from tests.common import TINY
-from weights.convert import main as convert
 
-TOLERANCE = 1e-5
 # (source length, target length) per sample; padded to the longest.
 LENGTHS = [(5, 4), (3, 2), (7, 6)]
-
-
-def make_batch(seed=0, vocab_size=TINY["vocab_size"]):
-    rng = np.random.default_rng(seed)
-    length = max(s + t for s, t in LENGTHS)
-    token_ids = np.zeros((len(LENGTHS), length), "int32")
-    segment_ids = np.zeros((len(LENGTHS), length), "int32")
-    for row, (source, target) in enumerate(LENGTHS):
-        token_ids[row, : source + target] = rng.integers(
-            1, vocab_size, source + target
-        )
-        segment_ids[row, source : source + target] = 1
-    return token_ids, segment_ids
-
-
-def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def check(label, ours, theirs, keep=None):
-    ours, theirs = np.asarray(ours), np.asarray(theirs)
-    if keep is not None:
-        ours, theirs = ours[keep], theirs[keep]
-    diff = float(np.max(np.abs(ours - theirs)))
-    print(
-        f"\nparity[{keras.backend.backend()}] {label}: max abs diff {diff:.2e}"
-    )
-    assert diff < TOLERANCE, f"{label}: {diff}"
-
-
-def run(model, token_ids, segment_ids):
-    return keras.ops.convert_to_numpy(
-        model([token_ids, segment_ids], training=False)
-    )
+make_batch = functools.partial(mixed_length_batch, LENGTHS)
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +41,7 @@ def hf_checkpoints(tmp_path_factory):
     """The same random weights in up to three files, plus the torch model."""
     hf = hf_roformer_masked_lm(seed=0)
     root = tmp_path_factory.mktemp("roformer")
-    hf.save_pretrained(root / "hf", safe_serialization=True)
-    sources = {"hf-safetensors": root / "hf"}
-    if have_tensorflow():
-        sources["bojone-tf-ckpt"] = write_tf_checkpoint(
-            hf_to_google_arrays(hf), root / "tf" / "bert_model.ckpt"
-        )
-    ours = root / "ours.safetensors"
-    origin = sources.get("bojone-tf-ckpt", root / "hf")
-    with contextlib.redirect_stdout(io.StringIO()):
-        convert([str(origin), str(ours)])
-    sources["converted-safetensors"] = ours
-    return hf, sources
+    return hf, checkpoint_files(hf, root, "bojone-tf-ckpt")
 
 
 SOURCES = ["bojone-tf-ckpt", "hf-safetensors", "converted-safetensors"]

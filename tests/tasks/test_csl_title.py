@@ -16,6 +16,7 @@ from models.strategies import STRATEGIES
 from tests.common import ROOT
 from tests.common import TINY_TASK_ARGS
 from tests.common import VOCAB_DIR
+from tests.common import backends_in_turn
 
 SCRIPT = ROOT / "tasks" / "csl_title.py"
 
@@ -46,8 +47,15 @@ def run_task(command, **kwargs):
     )
 
 
+# Each strategy's step is tested in-process under both backends
+# (tests/models/test_strategies.py); end to end, each runs once.
+EVERY_STRATEGY = backends_in_turn(
+    sorted(STRATEGIES), "its step is tested in-process on both backends"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", EVERY_STRATEGY)
 def test_every_strategy_runs_end_to_end(strategy, csl_dev_path, tmp_path):
     out = tmp_path / strategy
     result = run_task(

@@ -24,6 +24,7 @@ from tests.checkpoints import randomize
 from tests.checkpoints import write_tf_checkpoint
 from tests.common import ROOT
 from tests.common import VOCAB_DIR
+from tests.common import backends_in_turn
 from tests.common import require_shared
 from weights.formats import model_arrays
 
@@ -98,9 +99,9 @@ LAYOUTS = {
 FAMILY = {"bojone": "roformer", "hf": "roformer", "huawei": "nezha"}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "layout, strategy",
+# Finding the family and reading the files is NumPy; both families train
+# under every strategy on both backends in-process (test_positions.py).
+CASES = backends_in_turn(
     [
         ("bojone", "baseline"),
         ("hf", "replace"),
@@ -109,7 +110,12 @@ FAMILY = {"bojone": "roformer", "hf": "roformer", "huawei": "nezha"}
         ("huawei", "replace"),
         ("huawei", "gp"),
     ],
+    "the families' steps are tested in-process on both backends",
 )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout, strategy", CASES)
 def test_model_dir_trains_and_decodes(layout, strategy, csl_dev_path, tmp_path):
     model_dir = LAYOUTS[layout](tmp_path / "model")
     out = tmp_path / "run"

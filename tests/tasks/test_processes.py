@@ -21,32 +21,17 @@ import numpy as np
 import pytest
 
 from tests.common import ROOT
+from tests.common import TINY_RUN_ARGS
 
 SCRIPT = str(ROOT / "tasks" / "csl_title.py")
-# Three epochs of the tiny default, smaller: about 30 steps an epoch.
-RUN_ARGS = [
-    "--epochs",
-    "3",
-    "--layers",
-    "1",
-    "--hidden",
-    "32",
-    "--heads",
-    "2",
-    "--intermediate",
-    "64",
-    "--maxlen",
-    "64",
-    "--title-maxlen",
-    "12",
-    "--batch-size",
-    "32",
-    "--valid-limit",
-    "16",
-    "--beams",
-    "1",
-    "--no-progress",
-]
+# The tiny default for three epochs (the later --epochs wins): about 30
+# steps an epoch.
+RUN_ARGS = [*TINY_RUN_ARGS, "--epochs", "3", "--beams", "1"]
+# The processes run on JAX whichever backend runs the tests: under
+# TensorFlow the slow runs would repeat those under JAX.
+ON_JAX = pytest.mark.one_backend(
+    "jax", reason="its processes run on JAX whatever the tests' backend"
+)
 # float32 round-off: the two processes sum the gradient in another order.
 TOLERANCE = 1e-5
 
@@ -241,6 +226,7 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_a_dead_process_stops_the_other_in_one_line(runs):
     *_, stopped = runs
     line = stopped.strip().splitlines()[-1]
@@ -249,6 +235,7 @@ def test_a_dead_process_stops_the_other_in_one_line(runs):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_two_processes_resume_after_all_stopped(runs):
     _, together, outputs, _ = runs
     for output in outputs:
@@ -256,6 +243,7 @@ def test_two_processes_resume_after_all_stopped(runs):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_only_process_zero_writes(runs):
     _, together, outputs, _ = runs
     assert "Test results" in outputs[0]
@@ -264,6 +252,7 @@ def test_only_process_zero_writes(runs):
 
 
 @pytest.mark.slow
+@ON_JAX
 def test_two_processes_equal_one(runs):
     alone, together, *_ = runs
     one, two = (

@@ -419,6 +419,10 @@ def test_plan_section_states_the_plan_the_cuts_and_each_stage_against_it():
 
 
 @pytest.mark.slow
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="planning is Python; the smoke pipeline runs on both backends",
+)
 def test_a_tiny_budget_still_reports_completely_and_resumes(tmp_path):
     """--within 1 on a CPU: the calibration alone takes most of it; the
     report says what was cut and what did not fit, and the same command

@@ -55,6 +55,11 @@ SCORES = ("rouge-l", "rouge-1", "rouge-2", "bleu")
 
 
 @pytest.mark.slow
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="--init reads files; scst's step and exact resuming are tested "
+    "on both backends (test_sequence_level.py, test_csl_title.py)",
+)
 def test_scst_from_a_baseline_resumes_exactly_and_compares(
     csl_dev_path, tmp_path
 ):
