@@ -163,6 +163,29 @@ def plan_finetune(seconds: float, timings: Timings, target: Target) -> dict:
     }
 
 
+def runs_to_start(fit, finished, seconds, scale, timings, target) -> list:
+    """The runs still to start, as (strategy, seed), at the fit's setting:
+    its unfinished runs in order, then the article's runs it did not plan
+    (time left over goes into them); the longest prefix whose predicted
+    times, scaled by `scale` (measured over predicted wall time of the
+    runs finished so far), fit `seconds`. Re-planned after each run, so a
+    run that would overrun is never started and a run that came in
+    early leaves its time to the next."""
+    setting = {key: fit[key] for key in ("epochs", "pairs", "valid", "beams")}
+    planned = [tuple(run) for run in fit["runs"]]
+    done = {tuple(run) for run in finished}
+    further = run_order(target.strategies, target.seeds)
+    candidates = [run for run in planned if run not in done]
+    candidates += [run for run in further if run not in planned]
+    chosen, total = [], 0.0
+    for strategy, seed in candidates:
+        total += scale * run_seconds(timings, target, strategy, **setting)
+        if total > seconds:
+            break
+        chosen.append((strategy, seed))
+    return chosen
+
+
 def grow(cost, least: int, most: int, seconds: float) -> int:
     """The largest integer in [least, most] whose cost fits `seconds`
     (cost increasing); `least` when none does."""

@@ -9,11 +9,13 @@ Keras and the models are imported inside the functions that use them:
 import dataclasses
 import pathlib
 import shlex
+import sys
 import time
 
 from data import read_pairs
 from tasks.lib import budget
 from tasks.lib import within
+from tasks.lib.atomic import atomic_write_json
 from tasks.lib.budget import Target
 from tasks.lib.budget import Timings
 from tasks.lib.markdown import table
@@ -186,7 +188,7 @@ def plan_stage(args, facts, budget_seconds, spent_seconds, vocab) -> dict:
     timings = within.calibrate(
         calibration_shape(size, vocab, args.data, target.beams),
         target.strategies,
-        facts["precision"],
+        probe_command(args, size, vocab, target, facts["precision"]),
     )
     spent = spent_seconds + time.perf_counter() - started
     plan = budget.plan_pipeline(
@@ -206,6 +208,26 @@ def plan_stage(args, facts, budget_seconds, spent_seconds, vocab) -> dict:
 
 
 SHAPE_KEYS = ("maxlen", "title_maxlen", "batch")
+
+
+def probe_command(args, size, vocab, target, precision):
+    """strategy -> (command, run directory) of a calibration run: the task
+    script at the planned size (random weights of the model's shape, or
+    the given model) on the first pairs of the data, two short epochs."""
+    pairs = within.probe_pairs(
+        target.batch_size, target.train_share, target.pairs
+    )
+    flags = ["--no-progress", "--data", str(args.data), *args.finetune_extra]
+    flags += ["--model-dir", str(args.model_dir)] if args.model_dir else []
+    flags += model_flags(not args.model_dir, size, vocab) + length_flags(size)
+    flags += within.probe_flags(pairs) + ["--precision", precision]
+
+    def probe(strategy):
+        out = pathlib.Path(args.out) / "calibration" / strategy
+        command = [sys.executable, str(FINETUNE_SCRIPT), "--strategy", strategy]
+        return [*command, "--out", str(out), *flags], out
+
+    return probe
 
 
 def fit_flags(fit: dict) -> list[str]:
@@ -238,7 +260,14 @@ def finetune_stage(out, planned, seconds_left, extra, precision) -> dict:
     extra += ["--precision", precision]
     deadline = time.monotonic() + seconds_left - budget.COMPARE_SECONDS
     finished, notes = within.run_within(
-        FINETUNE_SCRIPT, fit, workdir, extra, timings, target, deadline
+        FINETUNE_SCRIPT,
+        fit,
+        workdir,
+        extra,
+        timings,
+        target,
+        deadline,
+        save=lambda fit: atomic_write_json(workdir / "plan.json", fit),
     )
     for note in notes:
         print(f"== finetune: {note}", flush=True)

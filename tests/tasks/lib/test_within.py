@@ -1,0 +1,32 @@
+"""tasks/lib/within.py: the calibration's figures from a short run of the
+task script (its epochs' recorded wall times)."""
+
+import pytest
+
+from tasks.lib import within
+
+
+def results(first, second, steps, valid=(1.0, 0.5), test=2.0):
+    history = [
+        {"epoch": 1, "train": {"seconds": first, "steps": steps}},
+        {"epoch": 2, "train": {"seconds": second, "steps": steps}},
+    ]
+    for entry, seconds in zip(history, valid):
+        entry["seconds"] = seconds
+    return {"history": history, "test": {"1": {"seconds": test}}}
+
+
+def test_steady_steps_come_from_the_second_epoch_and_compiling_from_the_first():
+    step, compiling, rest = within.epoch_costs(results(25.0, 5.0, 10), 50.0)
+    assert step == pytest.approx(0.5)
+    assert compiling == pytest.approx(25.0 - 10 * 0.5)
+    # Wall time less the epochs' training and all decoding.
+    assert rest == pytest.approx(50.0 - 30.0 - 1.5 - 2.0)
+
+
+def test_a_probe_reads_enough_pairs_for_its_steps_and_no_more_than_there_are():
+    assert within.probe_pairs(16, 0.8, 1000) == 200
+    assert round(200 * 0.8 / 16) == within.PROBE_STEPS
+    assert within.probe_pairs(16, 0.8, 90) == 90
+    flags = within.probe_flags(200)
+    assert flags[:4] == ["--limit", "200", "--epochs", "2"]
