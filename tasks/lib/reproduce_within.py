@@ -188,6 +188,7 @@ def plan_stage(args, facts, budget_seconds, spent_seconds, vocab) -> dict:
     timings = within.calibrate(
         calibration_shape(size, vocab, args.data, target.beams),
         target.strategies,
+        facts["precision"],
         probe_command(args, size, vocab, target, facts["precision"]),
     )
     spent = spent_seconds + time.perf_counter() - started

@@ -30,34 +30,79 @@ from tasks.lib.runs import run_name
 DECODE_SOURCES = 16
 PROBE_STEPS = 10
 PROBE_VALID = 4
+# Training steps timed apart, after the compiling ones.
+APART_STEPS = 3
 # Seconds a stopped run has to save its checkpoint and exit.
 STOP_GRACE = 30
 
 
-def calibrate(shape: dict, strategies, probe) -> Timings:
+def calibrate(shape: dict, strategies, precision: str, probe) -> Timings:
     """Seconds of what a fine-tuning run does, at `shape` (layers, hidden,
     heads, intermediate, vocab, maxlen, title_maxlen, batch, beams,
-    sources: abstracts): each strategy's first (compiling) and steady
-    training steps and a process's fixed cost, timed through the task
+    sources: abstracts). The first strategy is timed through the task
     script itself (`probe(strategy)`: its command and run directory, a
     short run of two epochs), so tf.data, callbacks, checkpointing and
-    validation cost what they cost in the real runs; and a title decoded
-    at each beam (first call and warm), in this process."""
+    validation cost what they cost in the real runs, and a process's
+    fixed cost is measured; every strategy's step and compiling are
+    timed in this process and scaled by how the first one's compared
+    with its real run (`through_pipeline`); a title is decoded at each
+    beam (first call and warm) in this process."""
     started = time.perf_counter()
-    steps, compiles, rests = {}, {}, []
+    first = strategies[0]
+    command, out = probe(first)
+    real_step, real_compile, process = probe_run(command, out)
+    config = calibration_config(shape)
+    steps, compiles = {}, {}
     for strategy in strategies:
-        command, out = probe(strategy)
-        steps[strategy], compiles[strategy], rest = probe_run(command, out)
-        rests.append(rest)
-    decode, decode_compile = time_decoding(shape, calibration_config(shape))
+        steps[strategy], compiles[strategy] = time_training(
+            shape, config, strategy, precision
+        )
+    steps, compiles = through_pipeline(
+        steps, compiles, first, real_step, real_compile
+    )
+    decode, decode_compile = time_decoding(shape, config)
     return Timings(
-        process=max(rests),
+        process=process,
         compile=compiles,
         step=steps,
         decode=decode,
         decode_compile=decode_compile,
         calibration=round(time.perf_counter() - started, 1),
     )
+
+
+def through_pipeline(steps, compiles, first, real_step, real_compile):
+    """Steps and compile times timed apart, scaled by the ratio of the
+    real run's to the apart timing of the `first` strategy (the real
+    pipeline adds tf.data and callbacks to a step, and compiles a shape
+    per length bucket)."""
+    step_ratio = real_step / steps[first]
+    compile_ratio = real_compile / max(compiles[first], 1e-9)
+    return (
+        {strategy: step * step_ratio for strategy, step in steps.items()},
+        {key: value * compile_ratio for key, value in compiles.items()},
+    )
+
+
+def time_training(shape, config, strategy, precision):
+    """(seconds per steady step, seconds of compiling) of one strategy,
+    as `tasks/benchmark.py train` times it, on a random full batch."""
+    import argparse
+
+    from tasks.lib.benchmarks.train import random_batch
+    from tasks.lib.benchmarks.train import time_ours
+
+    args = argparse.Namespace(
+        precision=precision,
+        maxlen=shape["maxlen"],
+        warmup=1,
+        steps=APART_STEPS + 1,
+    )
+    batch = random_batch(shape["batch"], shape["maxlen"], shape["vocab"])
+    started = time.perf_counter()
+    step, _ = time_ours(args, config, strategy, "gathered", False, batch)
+    total = time.perf_counter() - started
+    return step, max(0.0, total - (args.warmup + args.steps) * step)
 
 
 def probe_pairs(batch: int, train_share: float, available: int) -> int:

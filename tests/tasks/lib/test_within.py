@@ -30,3 +30,15 @@ def test_a_probe_reads_enough_pairs_for_its_steps_and_no_more_than_there_are():
     assert within.probe_pairs(16, 0.8, 90) == 90
     flags = within.probe_flags(200)
     assert flags[:4] == ["--limit", "200", "--epochs", "2"]
+
+
+def test_steps_timed_apart_are_scaled_as_the_first_strategys_real_run():
+    steps, compiles = within.through_pipeline(
+        {"baseline": 0.2, "gp": 0.5},
+        {"baseline": 4.0, "gp": 10.0},
+        "baseline",
+        real_step=0.3,
+        real_compile=12.0,
+    )
+    assert steps == pytest.approx({"baseline": 0.3, "gp": 0.75})
+    assert compiles == pytest.approx({"baseline": 12.0, "gp": 30.0})
