@@ -8,7 +8,7 @@ times anything, so the planner is tested on given timings.
 A fine-tuning run is predicted to take
 
     process + compile[strategy] + decode_compile
-    + epochs * (steps_per_epoch * step[strategy] + valid * decode[1])
+    + epochs * (steps_per_epoch * step[strategy] + epoch + valid * decode[1])
     + test * sum(decode[beam] for beam in beams)
 
 seconds. The runs are kept in the article's order: its three strategies
@@ -39,6 +39,7 @@ class Timings:
     decode: dict  # {beam: one title, batched}
     decode_compile: float  # the decoder's first call, beyond a warm one
     calibration: float = 0.0  # the calibration itself
+    epoch: float = 0.0  # an epoch's set-up besides its steps
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,6 +53,7 @@ class Timings:
             {int(beam): s for beam, s in data["decode"].items()},
             data["decode_compile"],
             data.get("calibration", 0.0),
+            data.get("epoch", 0.0),
         )
 
 
@@ -87,6 +89,7 @@ def run_seconds(timings, target, strategy, epochs, pairs, valid, beams):
     train = round(pairs * target.train_share)
     steps = math.ceil(train / target.batch_size)
     epoch = steps * timings.step[strategy] + valid * timings.decode[1]
+    epoch += timings.epoch
     test = test_pairs(target, pairs) * sum(timings.decode[b] for b in beams)
     fixed = timings.process + timings.compile[strategy] + timings.decode_compile
     return fixed + epochs * epoch + test

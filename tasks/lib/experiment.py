@@ -299,7 +299,7 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
     that is not finite stops it: `Diverged`, before anything is saved."""
     batches.set_epoch(epoch)
     trainer.check_targets(batches)  # fit sees a tf.data pipeline on TF
-    watch = StopOnNonFiniteLoss()
+    watch, clock = StopOnNonFiniteLoss(), StepClock()
     started = time.perf_counter()
     with signals_at_safe_points():
         history = trainer.fit(
@@ -309,7 +309,7 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
             # The batches come in the order set above.
             shuffle=False,
             verbose=1 if args.progress else 2,
-            callbacks=[RunProgress(args.epochs), watch, StopOnSignal()],
+            callbacks=[RunProgress(args.epochs), watch, StopOnSignal(), clock],
         )
     if watch.step is not None:
         # The pipeline `fit` left mid-epoch goes now, while Python can
@@ -328,7 +328,26 @@ def train_one_epoch(trainer, batches, epoch, args) -> dict:
     # compiling in the first epoch): what `reproduce.py --within` plans by.
     figures["seconds"] = round(time.perf_counter() - started, 3)
     figures["steps"] = len(batches)
+    if clock.step_seconds() is not None:
+        figures["step_seconds"] = round(clock.step_seconds(), 5)
     return figures
+
+
+class StepClock(keras.callbacks.Callback):
+    """A steady step's seconds: from the first step's end to the last's,
+    so neither the epoch's set-up nor the first step's compiling count."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+    def step_seconds(self):
+        if len(self.ends) < 2:
+            return None
+        return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
 
 
 class StopOnSignal(keras.callbacks.Callback):

@@ -50,7 +50,7 @@ def calibrate(shape: dict, strategies, precision: str, probe) -> Timings:
     started = time.perf_counter()
     first = strategies[0]
     command, out = probe(first)
-    real_step, real_compile, process = probe_run(command, out)
+    real = probe_run(command, out)
     config = calibration_config(shape)
     steps, compiles = {}, {}
     # The first strategy again, last: the process's first timing carries
@@ -60,11 +60,12 @@ def calibrate(shape: dict, strategies, precision: str, probe) -> Timings:
         steps[strategy] = min(step, steps.get(strategy, step))
         compiles[strategy] = min(compiling, compiles.get(strategy, compiling))
     steps, compiles = through_pipeline(
-        steps, compiles, first, real_step, real_compile
+        steps, compiles, first, real["step"], real["compile"]
     )
     decode, decode_compile = time_decoding(shape, config)
     return Timings(
-        process=process,
+        process=real["process"],
+        epoch=real["epoch"],
         compile=compiles,
         step=steps,
         decode=decode,
@@ -124,10 +125,8 @@ def probe_flags(pairs: int) -> list[str]:
     ]
 
 
-def probe_run(command, out) -> tuple[float, float, float]:
-    """(seconds a steady training step, seconds of compiling, seconds of
-    the rest of a process: start, data, model, saving) of one short run
-    of the task script, from the epoch times it records."""
+def probe_run(command, out) -> dict:
+    """`epoch_costs` of one short run of the task script."""
     out = pathlib.Path(out)
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -143,17 +142,26 @@ def probe_run(command, out) -> tuple[float, float, float]:
     )
 
 
-def epoch_costs(results: dict, wall: float) -> tuple[float, float, float]:
-    """`probe_run`'s figures from a run's results.json and wall time:
-    the second epoch's steps are steady, the first's excess is
-    compiling; what no epoch or decoding took is the process's."""
+def epoch_costs(results: dict, wall: float) -> dict:
+    """`probe_run`'s figures from a run's results.json and wall time: the
+    second epoch's steady step (first step's end to last's) and what its
+    epoch took besides its steps (set-up); the first epoch's excess over
+    those is compiling; what no epoch or decoding took is the process's
+    (start, data, model, saving)."""
     first, second = (entry["train"] for entry in results["history"][:2])
-    step = second["seconds"] / second["steps"]
-    compiling = max(0.0, first["seconds"] - first["steps"] * step)
+    step = second.get("step_seconds", second["seconds"] / second["steps"])
+    epoch = max(0.0, second["seconds"] - second["steps"] * step)
+    steady = first["steps"] * step + epoch
+    compiling = max(0.0, first["seconds"] - steady)
     decoding = sum(entry["seconds"] for entry in results["history"])
     decoding += sum(beam["seconds"] for beam in results["test"].values())
     rest = wall - first["seconds"] - second["seconds"] - decoding
-    return step, compiling, max(0.0, rest)
+    return {
+        "step": step,
+        "epoch": epoch,
+        "compile": compiling,
+        "process": max(0.0, rest),
+    }
 
 
 def calibration_config(shape):

@@ -46,6 +46,10 @@ def test_a_run_costs_its_steps_decoding_and_start_up():
     expected += 2 * (steps * 1.0 + 10 * 0.05)  # epochs: steps, validation
     expected += 10 * (0.05 + 0.1)  # test pairs at beams 1 and 3
     assert seconds == pytest.approx(expected)
+    # An epoch's set-up (its data pipeline) counts once an epoch.
+    t.epoch = 3.0
+    again = budget.run_seconds(t, target(), "gp", 2, 100, 10, [1, 3])
+    assert again == pytest.approx(expected + 2 * 3.0)
 
 
 @pytest.mark.parametrize(

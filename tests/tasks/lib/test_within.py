@@ -17,11 +17,21 @@ def results(first, second, steps, valid=(1.0, 0.5), test=2.0):
 
 
 def test_steady_steps_come_from_the_second_epoch_and_compiling_from_the_first():
-    step, compiling, rest = within.epoch_costs(results(25.0, 5.0, 10), 50.0)
-    assert step == pytest.approx(0.5)
-    assert compiling == pytest.approx(25.0 - 10 * 0.5)
+    costs = within.epoch_costs(results(25.0, 5.0, 10), 50.0)
+    assert costs["step"] == pytest.approx(0.5)
+    assert costs["epoch"] == 0.0
+    assert costs["compile"] == pytest.approx(25.0 - 10 * 0.5)
     # Wall time less the epochs' training and all decoding.
-    assert rest == pytest.approx(50.0 - 30.0 - 1.5 - 2.0)
+    assert costs["process"] == pytest.approx(50.0 - 30.0 - 1.5 - 2.0)
+
+
+def test_an_epochs_set_up_is_apart_from_its_steps_where_they_were_clocked():
+    figures = results(25.0, 5.0, 10)
+    figures["history"][1]["train"]["step_seconds"] = 0.3
+    costs = within.epoch_costs(figures, 50.0)
+    assert costs["step"] == pytest.approx(0.3)
+    assert costs["epoch"] == pytest.approx(5.0 - 3.0)
+    assert costs["compile"] == pytest.approx(25.0 - 3.0 - 2.0)
 
 
 def test_a_probe_reads_enough_pairs_for_its_steps_and_no_more_than_there_are():
