@@ -55,10 +55,10 @@ SCORES = ("rouge-l", "rouge-1", "rouge-2", "bleu")
 
 
 def without_seconds(value):
-    """An epoch's training figures less its wall time."""
+    """An epoch's training figures less its wall times."""
     if not isinstance(value, dict):
         return value
-    return {k: v for k, v in value.items() if k != "seconds"}
+    return {k: v for k, v in value.items() if "seconds" not in k}
 
 
 @pytest.mark.slow
