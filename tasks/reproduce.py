@@ -37,9 +37,11 @@ Usage:
     # All of it planned to end within 30 minutes on the device found:
     python tasks/reproduce.py --within 30 --out runs/reproduce-30
 
-`--within MINUTES` first measures what a run costs here (a training step
-of each strategy, a decoded title, compiling, a process start), then
-plans, prints and follows a plan that ends within the budget: the model
+`--within MINUTES` first measures what a run costs here (a short run of
+tasks/csl_title.py itself: its steps, compiling and process start; each
+strategy's step relative to it; a decoded title), then plans, prints and
+follows a plan that ends within the budget, re-planned after each run
+from the wall time it took (time left over goes into further runs): the model
 size for the device (a small model from scratch on a CPU, BERT-base on a
 GPU, or --model-dir's), pretraining steps (none with --model-dir),
 epochs, pairs, beams, and the runs kept (the article's three strategies

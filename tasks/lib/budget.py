@@ -8,7 +8,7 @@ times anything, so the planner is tested on given timings.
 A fine-tuning run is predicted to take
 
     process + compile[strategy] + decode_compile
-    + epochs * (steps_per_epoch * step[strategy] + valid * decode[1])
+    + epochs * (steps_per_epoch * step[strategy] + epoch + valid * decode[1])
     + test * sum(decode[beam] for beam in beams)
 
 seconds. The runs are kept in the article's order: its three strategies
@@ -39,6 +39,7 @@ class Timings:
     decode: dict  # {beam: one title, batched}
     decode_compile: float  # the decoder's first call, beyond a warm one
     calibration: float = 0.0  # the calibration itself
+    epoch: float = 0.0  # an epoch's set-up besides its steps
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,6 +53,7 @@ class Timings:
             {int(beam): s for beam, s in data["decode"].items()},
             data["decode_compile"],
             data.get("calibration", 0.0),
+            data.get("epoch", 0.0),
         )
 
 
@@ -87,6 +89,7 @@ def run_seconds(timings, target, strategy, epochs, pairs, valid, beams):
     train = round(pairs * target.train_share)
     steps = math.ceil(train / target.batch_size)
     epoch = steps * timings.step[strategy] + valid * timings.decode[1]
+    epoch += timings.epoch
     test = test_pairs(target, pairs) * sum(timings.decode[b] for b in beams)
     fixed = timings.process + timings.compile[strategy] + timings.decode_compile
     return fixed + epochs * epoch + test
@@ -161,6 +164,29 @@ def plan_finetune(seconds: float, timings: Timings, target: Target) -> dict:
             for strategy, seed in runs
         },
     }
+
+
+def runs_to_start(fit, finished, seconds, scale, timings, target) -> list:
+    """The runs still to start, as (strategy, seed), at the fit's setting:
+    its unfinished runs in order, then the article's runs it did not plan
+    (time left over goes into them); the longest prefix whose predicted
+    times, scaled by `scale` (measured over predicted wall time of the
+    runs finished so far), fit `seconds`. Re-planned after each run, so a
+    run that would overrun is never started and a run that came in
+    early leaves its time to the next."""
+    setting = {key: fit[key] for key in ("epochs", "pairs", "valid", "beams")}
+    planned = [tuple(run) for run in fit["runs"]]
+    done = {tuple(run) for run in finished}
+    further = run_order(target.strategies, target.seeds)
+    candidates = [run for run in planned if run not in done]
+    candidates += [run for run in further if run not in planned]
+    chosen, total = [], 0.0
+    for strategy, seed in candidates:
+        total += scale * run_seconds(timings, target, strategy, **setting)
+        if total > seconds:
+            break
+        chosen.append((strategy, seed))
+    return chosen
 
 
 def grow(cost, least: int, most: int, seconds: float) -> int:

@@ -39,6 +39,7 @@ def evaluate(decoder, tokenizer, pairs, beam, args, what="valid"):
     )
     fraction = warn_if_collapsed(titles, what=f"{what} predictions")
     metrics["collapsed"] = fraction < MIN_DISTINCT_FRACTION
+    metrics["distinct"] = len(set(titles))
     return metrics, titles
 
 

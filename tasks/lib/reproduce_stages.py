@@ -332,7 +332,9 @@ def our_setting(run_dirs: list, strategies: list[str]) -> dict:
     ours = {key: v[0] if len(v) == 1 else v for key, v in values.items()}
     seeds = sorted({run.seed for run in runs})
     ours["runs"] = f"mean ± std over {len(seeds)} seed(s) ({seeds})"
-    ours["selection"] = "best epoch by validation BLEU"
+    ours["selection"] = (
+        "best epoch by validation BLEU (collapsed titles only if all are)"
+    )
     options = {}
     for name in strategies:
         strategy = get_strategy(name)

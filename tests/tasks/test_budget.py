@@ -46,6 +46,10 @@ def test_a_run_costs_its_steps_decoding_and_start_up():
     expected += 2 * (steps * 1.0 + 10 * 0.05)  # epochs: steps, validation
     expected += 10 * (0.05 + 0.1)  # test pairs at beams 1 and 3
     assert seconds == pytest.approx(expected)
+    # An epoch's set-up (its data pipeline) counts once an epoch.
+    t.epoch = 3.0
+    again = budget.run_seconds(t, target(), "gp", 2, 100, 10, [1, 3])
+    assert again == pytest.approx(expected + 2 * 3.0)
 
 
 @pytest.mark.parametrize(
@@ -114,3 +118,56 @@ def test_cuts_name_what_the_plan_leaves_out():
 def test_timings_survive_json():
     t = timings()
     assert budget.Timings.from_json(t.to_json()) == t
+
+
+# --- re-planning between runs -------------------------------------------------
+
+
+def fit_of(runs, epochs=4):
+    return {
+        "runs": [list(run) for run in runs],
+        "epochs": epochs,
+        "pairs": 1000,
+        "valid": 50,
+        "beams": [1],
+    }
+
+
+def cost(t, strategy, epochs=4):
+    return budget.run_seconds(t, target(), strategy, epochs, 1000, 50, [1])
+
+
+def test_a_replan_starts_only_runs_that_fit_in_order():
+    t = timings()
+    fit = fit_of([("baseline", 0), ("replace", 0), ("gp", 0)])
+    room = cost(t, "baseline") + cost(t, "replace") + 0.5 * cost(t, "gp")
+    start = budget.runs_to_start(fit, [], room, 1.0, t, target())
+    assert start == [("baseline", 0), ("replace", 0)]
+    # Runs slower than predicted (scale 2) leave less room: gp's would
+    # overrun and is not started.
+    after = budget.runs_to_start(
+        fit,
+        [["baseline", 0], ["replace", 0]],
+        cost(t, "gp") * 1.5,
+        2.0,
+        t,
+        target(),
+    )
+    assert after == []
+
+
+def test_time_left_over_goes_into_the_articles_further_runs():
+    t = timings()
+    fit = fit_of([("baseline", 0), ("replace", 0), ("gp", 0)])
+    finished = fit["runs"]
+    room = sum(cost(t, strategy) for strategy in STRATEGIES) + 1.0
+    # Runs quicker than predicted (scale 0.5): two more seed groups fit.
+    start = budget.runs_to_start(fit, finished, room, 0.5, t, target())
+    assert start == budget.run_order(STRATEGIES, [1, 2])
+    slower = budget.runs_to_start(fit, finished, room, 1.0, t, target())
+    assert slower == budget.run_order(STRATEGIES, [1])
+    everything = budget.runs_to_start(fit, finished, 10**9, 1.0, t, target())
+    assert everything == budget.run_order(STRATEGIES, [0, 1, 2])[3:]
+    # A planned run unfinished comes before any further one.
+    partial = budget.runs_to_start(fit, finished[:1], 10**9, 1.0, t, target())
+    assert partial[:2] == [("replace", 0), ("gp", 0)]

@@ -175,7 +175,7 @@ def test_run_options_end_to_end_and_resumed_exactly(csl_dev_path, tmp_path):
     # JAX's resumed steps differ from uninterrupted ones in the last
     # float32 digits (without --ema too), hence approx. Averages that were
     # not restored would change the validation scores far more.
-    drop = ("seconds", "decode_seconds")
+    drop = ("seconds", "decode_seconds", "step_seconds")
     straight, resumed = (
         _numbers({key: run[key] for key in ("history", "test")}, drop)
         for run in results
