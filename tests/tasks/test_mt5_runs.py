@@ -1,0 +1,183 @@
+"""tasks/csl_title.py on an mT5 model directory, as Hugging Face saves
+one: `config.json` (model_type mt5), `model.safetensors` and the
+`spiece.model` its vocabulary is. A tiny random mT5 and a SentencePiece
+model trained on the CSL abstracts; the run trains the encoder-decoder
+with a strategy, decodes with T5Decoder and scores as every run does.
+It must resume, refuse what cannot apply before training, decode new
+text from its directory, and compare with a BERT run on the same test
+pairs in one report.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from data import read_pairs
+from tests.checkpoints import hf_mt5
+from tests.checkpoints import write_sentencepiece_model
+from tests.common import CSL_DEV
+from tests.common import ROOT
+from tests.common import VOCAB_DIR
+from tests.common import require_shared
+from tests.tasks.test_model_families import RUN_ARGS
+
+SCRIPT = ROOT / "tasks" / "csl_title.py"
+# Room for the pieces of the abstracts the SentencePiece model is
+# trained on (their characters alone are about 1,500).
+VOCAB_SIZE = 2000
+
+
+def csl_title(*argv):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, argv)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
+    )
+
+
+@pytest.fixture(scope="module")
+def mt5_dir(tmp_path_factory):
+    """save_pretrained of a random MT5ForConditionalGeneration, with an
+    spiece.model trained on the first 100 CSL pairs."""
+    directory = tmp_path_factory.mktemp("mt5")
+    pairs = read_pairs(require_shared(CSL_DEV))[:100]
+    texts = [text for pair in pairs for text in pair]
+    write_sentencepiece_model(directory / "spiece.model", texts, VOCAB_SIZE)
+    hf_mt5(vocab_size=VOCAB_SIZE).save_pretrained(directory)
+    return directory
+
+
+def train(mt5_dir, csl_dev_path, out, strategy="baseline", *extra):
+    return csl_title(
+        "--data", csl_dev_path, "--model-dir", mt5_dir, "--out", out,
+        "--strategy", strategy, *RUN_ARGS, *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mt5_run(mt5_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mt5-baseline"
+    result = train(mt5_dir, require_shared(CSL_DEV), out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def check_finished(out, strategy):
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    assert results["family"] == "mt5"
+    assert "(mt5, 2+2 layers, 16 hidden" in results["model"]
+    assert results["strategy"] == strategy
+    assert results["test"]["1"]["titles"] == 4
+    assert 0 <= results["test"]["1"]["bleu"] <= 1
+    saved = json.loads((out / "model.json").read_text("utf-8"))
+    assert saved["model_type"] == "mt5"
+    assert (out / "model-spiece.model").is_file()
+    rows = (out / "predictions-beam1.tsv").read_text("utf-8").splitlines()
+    assert len(rows) == 1 + 4
+
+
+@pytest.mark.slow
+def test_an_mt5_dir_trains_decodes_and_scores(mt5_run):
+    check_finished(mt5_run, "baseline")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["replace", "gp"])
+def test_strategies_train_an_mt5_dir(strategy, mt5_dir, csl_dev_path, tmp_path):
+    out = tmp_path / "run"
+    result = train(mt5_dir, csl_dev_path, out, strategy)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_finished(out, strategy)
+
+
+@pytest.mark.slow
+def test_an_mt5_run_resumes_after_its_last_epoch(
+    mt5_dir, mt5_run, csl_dev_path, tmp_path
+):
+    out = tmp_path / "run"
+    shutil.copytree(mt5_run, out)
+    result = train(mt5_dir, csl_dev_path, out, "baseline", "--epochs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming {out} after epoch 1." in result.stdout
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    assert [entry["epoch"] for entry in results["history"]] == [1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["scst", "mrt", "oracle"])
+def test_strategies_that_decode_in_the_step_are_refused(
+    strategy, mt5_dir, csl_dev_path, tmp_path
+):
+    out = tmp_path / "run"
+    result = train(mt5_dir, csl_dev_path, out, strategy)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"csl_title.py: error: --strategy {strategy}: not built for an "
+        "encoder-decoder (it decodes titles inside the training step "
+        "through the UniLM network); use a BERT-family model or another "
+        "strategy"
+    ]
+    assert not out.exists()
+
+
+def test_options_for_unilm_only_are_refused(mt5_dir, csl_dev_path, tmp_path):
+    result = train(
+        mt5_dir, csl_dev_path, tmp_path / "run", "baseline",
+        "--gradient-checkpointing",
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "csl_title.py: error: --gradient-checkpointing: not for a T5 model"
+    )
+
+
+@pytest.mark.slow
+def test_generate_decodes_the_runs_test_titles(mt5_run):
+    """A run's titles for new text at beam 1 are its test predictions."""
+    from tasks.lib.decoding_options import DecodingOptions
+    from tasks.lib.generation import load_generator
+
+    rows = (mt5_run / "predictions-beam1.tsv").read_text("utf-8")
+    sources, _, titles = zip(*(r.split("\t") for r in rows.splitlines()[1:]))
+    generator = load_generator(mt5_run)
+    found = generator.generate(list(sources), DecodingOptions(beams=1))
+    assert [" ".join(t[0].text.split()) for t in found] == list(titles)
+    assert generator.describe()["family"] == "mt5"
+
+
+@pytest.mark.slow
+def test_bert_and_mt5_runs_compare_in_one_report(
+    mt5_run, csl_dev_path, tmp_path
+):
+    """A tiny random BERT on the same data and split: one report, a
+    Family column, the same test pairs."""
+    from tasks import compare
+
+    bert = tmp_path / "bert"
+    vocab = require_shared(VOCAB_DIR / "vocab.txt")
+    result = csl_title(
+        "--data", csl_dev_path, "--vocab", vocab, "--out", bert,
+        "--layers", "1", "--hidden", "32", "--heads", "2",
+        "--intermediate", "64", *RUN_ARGS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = compare.main([str(bert), str(mt5_run), "--out", str(tmp_path)])
+    assert report["problems"] == []
+    families = {(row["strategy"], row["family"]) for row in report["aggregate"]}
+    assert families == {("baseline", "bert"), ("baseline", "mt5")}
+    header = report["markdown"].split("| Beam")[1].splitlines()[0]
+    assert "| Family |" in header
+    references = [
+        [row.split("\t")[1] for row in rows.splitlines()]
+        for rows in (
+            (run / "predictions-beam1.tsv").read_text("utf-8")
+            for run in (bert, mt5_run)
+        )
+    ]
+    assert references[0] == references[1]
