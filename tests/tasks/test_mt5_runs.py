@@ -109,6 +109,19 @@ def test_an_mt5_run_resumes_after_its_last_epoch(
     assert [entry["epoch"] for entry in results["history"]] == [1, 2]
 
 
+@pytest.mark.slow
+def test_an_mt5_run_starts_from_another(mt5_dir, mt5_run, tmp_path):
+    """--init RUN_DIR: the first epoch starts from that run's best weights,
+    and results.json says where it started."""
+    out = tmp_path / "run"
+    data = require_shared(CSL_DEV)
+    result = train(mt5_dir, data, out, "replace", "--init", mt5_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text("utf-8"))
+    assert results["init"]["run"] == str(mt5_run)
+    assert results["init"]["strategy"] == "baseline"
+
+
 @pytest.mark.parametrize("strategy", ["scst", "mrt", "oracle"])
 def test_strategies_that_decode_in_the_step_are_refused(
     strategy, mt5_dir, csl_dev_path, tmp_path
@@ -138,10 +151,13 @@ def test_options_for_unilm_only_are_refused(mt5_dir, csl_dev_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_generate_decodes_the_runs_test_titles(mt5_run):
+def test_generate_and_serve_decode_the_runs_test_titles(mt5_run):
     """A run's titles for new text at beam 1 are its test predictions."""
     from tasks.lib.decoding_options import DecodingOptions
     from tasks.lib.generation import load_generator
+    from tasks.lib.serving import build_app
+    from tests.common import running
+    from tests.tasks.test_serve import request
 
     rows = (mt5_run / "predictions-beam1.tsv").read_text("utf-8")
     sources, _, titles = zip(*(r.split("\t") for r in rows.splitlines()[1:]))
@@ -149,11 +165,19 @@ def test_generate_decodes_the_runs_test_titles(mt5_run):
     found = generator.generate(list(sources), DecodingOptions(beams=1))
     assert [" ".join(t[0].text.split()) for t in found] == list(titles)
     assert generator.describe()["family"] == "mt5"
+    # serve.py's app on the same generator answers with the same titles.
+    with running(build_app(generator)) as base:
+        status, answer = request(
+            f"{base}/generate", {"texts": list(sources), "beams": 1}
+        )
+    assert status == 200, answer
+    served = [r["titles"][0]["title"] for r in answer["results"]]
+    assert [" ".join(t.split()) for t in served] == list(titles)
 
 
 @pytest.mark.slow
 def test_bert_and_mt5_runs_compare_in_one_report(
-    mt5_run, csl_dev_path, tmp_path
+    mt5_dir, mt5_run, csl_dev_path, tmp_path
 ):
     """A tiny random BERT on the same data and split: one report, a
     Family column, the same test pairs."""
@@ -167,6 +191,13 @@ def test_bert_and_mt5_runs_compare_in_one_report(
         "--intermediate", "64", *RUN_ARGS,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    # A BERT run does not warm-start an mT5 one: other vocabulary, model.
+    refused = train(
+        mt5_dir, csl_dev_path, tmp_path / "x", "baseline", "--init", bert
+    )
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"--init {bert}: its vocabulary" in line
     report = compare.main([str(bert), str(mt5_run), "--out", str(tmp_path)])
     assert report["problems"] == []
     families = {(row["strategy"], row["family"]) for row in report["aggregate"]}
