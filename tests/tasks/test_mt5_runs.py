@@ -17,6 +17,12 @@ import sys
 import pytest
 
 from data import read_pairs
+from models.strategies.names import STRATEGY_NAMES
+from models.t5_trainer import EncoderDecoderTrainer
+from tasks.lib.cli import UsageError
+from tasks.lib.encoder_decoder import EncoderDecoderTask
+from tasks.lib.seq2seq_options import build_parser
+from tasks.lib.task_defaults import TASK_DEFAULTS
 from tests.checkpoints import hf_mt5
 from tests.checkpoints import write_sentencepiece_model
 from tests.common import CSL_DEV
@@ -122,32 +128,50 @@ def test_an_mt5_run_starts_from_another(mt5_dir, mt5_run, tmp_path):
     assert results["init"]["strategy"] == "baseline"
 
 
-@pytest.mark.parametrize("strategy", ["scst", "mrt", "oracle"])
-def test_strategies_that_decode_in_the_step_are_refused(
-    strategy, mt5_dir, csl_dev_path, tmp_path
-):
+def test_scst_is_refused_before_anything_is_read(mt5_dir, tmp_path):
     out = tmp_path / "run"
-    result = train(mt5_dir, csl_dev_path, out, strategy)
+    result = train(mt5_dir, require_shared(CSL_DEV), out, "scst")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"csl_title.py: error: --strategy {strategy}: not built for an "
-        "encoder-decoder (it decodes titles inside the training step "
-        "through the UniLM network); use a BERT-family model or another "
-        "strategy"
+        "csl_title.py: error: --strategy scst: not built for an encoder-"
+        "decoder (it decodes titles inside the training step through the "
+        "UniLM network); use a BERT-family model or another strategy"
     ]
     assert not out.exists()
 
 
-def test_options_for_unilm_only_are_refused(mt5_dir, csl_dev_path, tmp_path):
-    result = train(
-        mt5_dir, csl_dev_path, tmp_path / "run", "baseline",
-        "--gradient-checkpointing",
-    )  # fmt: skip
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(
-        "csl_title.py: error: --gradient-checkpointing: not for a T5 model"
+@pytest.mark.parametrize(
+    "strategy, option, refused",
+    [
+        ("mrt", None, "--strategy mrt: not built for an encoder-decoder"),
+        ("oracle", None, "--strategy oracle: not built for an encoder-"),
+        (
+            "baseline",
+            "--gradient-checkpointing",
+            "--gradient-checkpointing: not for a T5 model",
+        ),
+        ("gp", "--no-simplify", "--no-simplify: not for a T5 model"),
+    ],
+)
+def test_what_cannot_apply_is_refused_in_one_line(strategy, option, refused):
+    """As `run_owned` checks them, before the data are read."""
+    args = build_parser("x", TASK_DEFAULTS["csl_title"]).parse_args(
+        ["--strategy", strategy, *([option] if option else [])]
     )
+    with pytest.raises(UsageError) as caught:
+        EncoderDecoderTask.check_options(args)
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith(f"error: {refused}")
+    assert strategy not in ("mrt", "oracle") or "UniLM network" in line
+
+
+def test_every_other_strategy_is_accepted():
+    allowed = set(STRATEGY_NAMES) - set(EncoderDecoderTrainer.NOT_BUILT)
+    for strategy in sorted(allowed):
+        args = build_parser("x", TASK_DEFAULTS["csl_title"]).parse_args(
+            ["--strategy", strategy]
+        )
+        EncoderDecoderTask.check_options(args)
 
 
 @pytest.mark.slow
