@@ -179,6 +179,7 @@ def test_generate_and_serve_decode_the_runs_test_titles(mt5_run):
     """A run's titles for new text at beam 1 are its test predictions."""
     from tasks.lib.decoding_options import DecodingOptions
     from tasks.lib.generation import load_generator
+    from tasks.lib.run_diagnostics import diagnosable
     from tasks.lib.serving import build_app
     from tests.common import running
     from tests.tasks.test_serve import request
@@ -197,6 +198,9 @@ def test_generate_and_serve_decode_the_runs_test_titles(mt5_run):
     assert status == 200, answer
     served = [r["titles"][0]["title"] for r in answer["results"]]
     assert [" ".join(t.split()) for t in served] == list(titles)
+    # The exposure-bias diagnostics pass over it, in one stated line.
+    with pytest.raises(ValueError, match="not computed for an encoder-dec"):
+        diagnosable([mt5_run])
 
 
 @pytest.mark.slow
