@@ -20,6 +20,7 @@ from data.vocab import save_vocab
 # TensorFlow by default): load it on first use so that tokenizing and
 # reading data stay plain Python.
 _LAZY = {
+    "EncoderDecoderBatches": "data.batching",
     "Seq2SeqBatches": "data.batching",
     "sequence_padding": "data.batching",
     "SpTokenizer": "data.sentencepiece",
@@ -27,6 +28,7 @@ _LAZY = {
 
 __all__ = [
     "DataFormatError",
+    "EncoderDecoderBatches",
     "PairsReport",
     "Seq2SeqBatches",
     "SpTokenizer",

@@ -108,12 +108,12 @@ class Seq2SeqBatches(keras.utils.PyDataset):
             )
         # Encoding once up front gives the lengths bucketing sorts by.
         self.samples = [
-            tokenizer.encode(content, title, maxlen=maxlen)
+            self.encode_pair(tokenizer, title, content, maxlen)
             for title, content in pairs
         ]
         # The most target tokens of a sample (title and final [SEP]): how
         # many positions per row a trainer's gathered head must score.
-        self.max_targets = max(int(sum(s[1])) for s in self.samples)
+        self.max_targets = max(self.count_targets(s) for s in self.samples)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.bucket, self.fixed_length = bucket, fixed_length
         self.maxlen, self.length_multiple = maxlen, length_multiple
@@ -125,10 +125,23 @@ class Seq2SeqBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         batch = [self.samples[i] for i in self._batches[index]]
         length = self.fixed_length or self._rounded_length(batch)
+        return (self.collate(batch, length),)
+
+    @staticmethod
+    def encode_pair(tokenizer, title: str, content: str, maxlen: int):
+        """One sample: `(token_ids, segment_ids)` of the pair."""
+        return tokenizer.encode(content, title, maxlen=maxlen)
+
+    @staticmethod
+    def count_targets(sample) -> int:
+        return int(sum(sample[1]))
+
+    @staticmethod
+    def collate(batch, length):
+        """The batch's inputs, its first axis padded to `length`."""
         token_ids = sequence_padding([s[0] for s in batch], length, PAD_ID)
         segment_ids = sequence_padding([s[1] for s in batch], length)
-        inputs = (token_ids.astype("int32"), segment_ids.astype("int32"))
-        return (inputs,)
+        return (token_ids.astype("int32"), segment_ids.astype("int32"))
 
     def _rounded_length(self, batch) -> int | None:
         if not self.length_multiple:
@@ -171,3 +184,50 @@ class Seq2SeqBatches(keras.utils.PyDataset):
 
     def _length(self, index: int) -> int:
         return len(self.samples[index][0])
+
+
+class EncoderDecoderBatches(Seq2SeqBatches):
+    """`(source_ids, target_ids)` batches of `(title, content)` pairs for
+    an encoder-decoder (T5 v1.1 / mT5), as bert4keras's mT5 example makes
+    them: the source is `tokenizer.encode(content, maxlen=maxlen)` (an
+    `SpTokenizer` with `token_end="</s>"` ends it with `</s>`), the target
+    `[start_id] + tokenizer.encode(title, maxlen=target_maxlen)`: the
+    decoder reads it shifted right behind its start token (0, the pad id).
+    Both are padded with 0; `fixed_length` and `length_multiple` apply to
+    the sources, targets pad to the batch's longest. Ordering, bucketing
+    (by source length) and the other arguments are `Seq2SeqBatches`'s;
+    `max_targets` counts title tokens plus the end token.
+    """
+
+    def __init__(
+        self,
+        pairs: list[tuple[str, str]],
+        tokenizer,
+        maxlen: int,
+        target_maxlen: int,
+        batch_size: int,
+        start_id: int = PAD_ID,
+        **kwargs,
+    ):
+        if target_maxlen < 2:
+            raise ValueError(
+                f"target_maxlen must be at least 2 (a token and the end "
+                f"token), got {target_maxlen}"
+            )
+        self.target_maxlen, self.start_id = target_maxlen, start_id
+        super().__init__(pairs, tokenizer, maxlen, batch_size, **kwargs)
+
+    def encode_pair(self, tokenizer, title, content, maxlen):
+        source = tokenizer.encode(content, maxlen=maxlen)[0]
+        target = tokenizer.encode(title, maxlen=self.target_maxlen)[0]
+        return source, [self.start_id, *target]
+
+    @staticmethod
+    def count_targets(sample) -> int:
+        return len(sample[1]) - 1
+
+    @staticmethod
+    def collate(batch, length):
+        source_ids = sequence_padding([s[0] for s in batch], length, PAD_ID)
+        target_ids = sequence_padding([s[1] for s in batch], None, PAD_ID)
+        return (source_ids.astype("int32"), target_ids.astype("int32"))

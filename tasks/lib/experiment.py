@@ -18,12 +18,10 @@ import time
 
 import keras
 
-from data import Seq2SeqBatches
 from models.backend import check_checkpointing
 from models.backend import enable_compilation_cache
 from models.backend import fit_input
 from models.backend import sync_processes
-from models.decoding import Seq2SeqDecoder
 from models.distribution import data_parallel
 from models.distribution import global_batch_check
 from models.distribution import initialize_multi_host
@@ -51,11 +49,6 @@ from tasks.lib.factory import make_optimizer
 from tasks.lib.factory import warmup_constant
 from tasks.lib.launch import writes
 from tasks.lib.metrics import SCORING
-from tasks.lib.model_files import build_model
-from tasks.lib.model_files import check_vocab_fits
-from tasks.lib.model_files import describe_model
-from tasks.lib.model_files import load_config
-from tasks.lib.model_files import load_tokenizer
 from tasks.lib.model_files import resolve_model_files
 from tasks.lib.rundir import RunDirectory
 from tasks.lib.runs import default_run_dir
@@ -67,6 +60,7 @@ from tasks.lib.splits import load_splits
 from tasks.lib.strategy_options import given_options
 from tasks.lib.strategy_options import make_strategy
 from tasks.lib.strategy_options import strategy_options
+from tasks.lib.task_models import task_model_for
 from tasks.lib.trained_model import save_architecture
 from tasks.lib.warm_start import check_init
 from tasks.lib.warm_start import describe_init
@@ -99,8 +93,10 @@ def run(args, task: str) -> dict:
 def run_owned(args, task: str, out: RunDirectory) -> dict:
     """`run`, once `out` is this process's."""
     files = resolve_model_files(args)
+    task_model = task_model_for(files)
     fill_training_defaults(args, files)
     check_options(args)
+    task_model.check_options(args)
     check_init(getattr(args, "init", None))
     settings = {**vars(args), "task": task}
     out.refuse_other_settings(settings)
@@ -110,7 +106,7 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
     strategy = make_strategy(args.strategy, args.strategy_option)
     if args.gradient_checkpointing:
         check_checkpointing(strategy)
-    config = load_config(args, files)
+    config = task_model.load_config(args, files)
     splits, data_info = load_splits(args)
     environment = describe_environment(args.precision)
     check_gpu_build(environment, args.allow_cpu)
@@ -124,10 +120,12 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
         global_batch_check(args.batch_size)
         if not files.vocab:
             out.create()  # the built-in default writes its vocabulary there
-        tokenizer, keep_tokens = load_tokenizer(args, files, out.path)
-        check_vocab_fits(files, config, tokenizer, keep_tokens)
+        tokenizer, keep_tokens = task_model.load_tokenizer(
+            args, files, out.path
+        )
+        task_model.check_vocab_fits(files, config, tokenizer, keep_tokens)
         keras.utils.set_random_seed(args.seed)
-        model = build_model(
+        model = task_model.build_model(
             args, files, keep_tokens, tokenizer.vocab_size, precision
         )
         if getattr(args, "init", None):
@@ -135,11 +133,14 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
         out.create()
         out.record_settings(settings)
         save_architecture(out.path, model, tokenizer)
-        trainer = build_trainer(model, strategy, args, precision)
+        trainer = build_trainer(
+            model, strategy, args, precision, task_model.trainer_class
+        )
         facts = {
             "task": task,
             "environment": environment,
-            "model": describe_model(files, model, keep_tokens),
+            "model": task_model.describe_model(files, model, keep_tokens),
+            "family": task_model.family(model),
             "model_sha256": files.sha256,
             "data": data_info,
             "strategy": args.strategy,
@@ -152,7 +153,7 @@ def run_owned(args, task: str, out: RunDirectory) -> dict:
             facts["init"] = describe_init(args.init)
         print_start(facts, out)
         summary = train_and_test(
-            args, out, model, trainer, tokenizer, splits, facts
+            args, out, task_model, (model, trainer, tokenizer), splits, facts
         )
     if writes():  # of several processes, the one that wrote the files
         print_results(summary, out)
@@ -199,10 +200,13 @@ def run_dir(args, task: str) -> str:
     return args.out or default_run_dir(task, args.strategy, args.seed)
 
 
-def build_trainer(model, strategy, args, precision="fp32"):
-    """The strategy's trainer, compiled with Adam on the warm-up schedule
-    (with --ema, Keras's moving average of the weights)."""
-    trainer = Seq2SeqTrainer(
+def build_trainer(
+    model, strategy, args, precision="fp32", trainer_class=Seq2SeqTrainer
+):
+    """The strategy's trainer (`trainer_class`: the model family's),
+    compiled with Adam on the warm-up schedule (with --ema, Keras's moving
+    average of the weights)."""
+    trainer = trainer_class(
         model,
         strategy,
         seed=args.seed,
@@ -218,18 +222,16 @@ def build_trainer(model, strategy, args, precision="fp32"):
     return trainer
 
 
-def train_and_test(args, out, model, trainer, tokenizer, splits, facts):
+def train_and_test(args, out, task_model, built, splits, facts):
     """Train epoch by epoch (resuming), then score the best weights;
-    `facts` (what `print_start` shows) go into results.json as they are."""
+    `facts` (what `print_start` shows) go into results.json as they are.
+    `built` is the (model, trainer, tokenizer) of the run."""
+    model, trainer, tokenizer = built
     train, valid, test = splits
-    decoder = Seq2SeqDecoder(
-        model,
-        end_id=tokenizer.end_id,
-        maxlen=args.title_maxlen,
-        minlen=args.min_length,
-        length_penalty=args.length_penalty,
+    decoder = task_model.decoder(model, tokenizer, args)
+    batches = training_batches(
+        trainer, task_model.training_batches(args, tokenizer, train), args
     )
-    batches = training_batches(args, trainer, tokenizer, train)
     state = out.load_state({"epochs_done": 0, "best": None, "history": []})
     restore(trainer, out, state)
     for epoch in range(state["epochs_done"], args.epochs):
@@ -263,19 +265,8 @@ def train_and_test(args, out, model, trainer, tokenizer, splits, facts):
     return summary
 
 
-def training_batches(args, trainer, tokenizer, train):
-    """The training pairs in batches padded to --length-multiple, sorted by
-    length within windows and shuffled by (seed, epoch)."""
-    batches = Seq2SeqBatches(
-        train,
-        tokenizer,
-        maxlen=args.maxlen,
-        batch_size=args.batch_size,
-        shuffle=True,
-        seed=args.seed,
-        bucket=True,
-        length_multiple=args.length_multiple,
-    )
+def training_batches(trainer, batches, args):
+    """The family's training batches as this run feeds them."""
     # Before the first step compiles: the MLM head scores this many
     # positions per row, the most targets of a training pair.
     trainer.max_targets = batches.max_targets

@@ -22,9 +22,11 @@ from models import build_transformer_model
 from models.config import BertConfig
 from models.config import find_config_file
 from models.decoding import Seq2SeqDecoder
+from models.t5_decoding import T5Decoder
 from tasks.lib.abstracts import Title
 from tasks.lib.decoding_options import DecodingOptions
 from tasks.lib.environment import POLICIES
+from tasks.lib.model_files import is_encoder_decoder
 from tasks.lib.run_diagnostics import check_run_dir
 from tasks.lib.trained_model import load_trained
 from weights.formats import resolve
@@ -58,7 +60,7 @@ class Generator:
 
     @property
     def vocab_size(self) -> int:
-        return self.model.bert_config.vocab_size
+        return model_shape(self.model)["vocab_size"]
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, cut as the run cut its sources."""
@@ -73,12 +75,21 @@ class Generator:
         if key in self.decoders:
             self.decoders.move_to_end(key)
         else:
-            self.decoders[key] = Seq2SeqDecoder(
+            lengths = {"maxlen": self.title_maxlen}
+            if hasattr(self.model, "t5_network"):
+                # The encoder's sources, cut as the run cut them.
+                lengths["max_source_len"] = self.maxlen - self.title_maxlen
+            decoder_class = (
+                T5Decoder
+                if hasattr(self.model, "t5_network")
+                else Seq2SeqDecoder
+            )
+            self.decoders[key] = decoder_class(
                 self.model,
                 end_id=self.tokenizer.end_id,
-                maxlen=self.title_maxlen,
                 minlen=options.min_length,
                 length_penalty=options.length_penalty,
+                **lengths,
             )
             while len(self.decoders) > KEPT_DECODERS:
                 self.decoders.popitem(last=False)
@@ -125,18 +136,36 @@ class Generator:
 
     def describe(self) -> dict:
         """What the model is, for `/info` and the start-up line."""
-        config = self.model.bert_config
         return {
             **self.facts,
-            "layers": config.num_hidden_layers,
-            "hidden": config.hidden_size,
-            "heads": config.num_attention_heads,
-            "vocab_size": config.vocab_size,
+            **model_shape(self.model),
             "parameters": self.model.count_params(),
             "maxlen": self.maxlen,
             "title_maxlen": self.title_maxlen,
             "backend": keras.backend.backend(),
         }
+
+
+def model_shape(model) -> dict:
+    """Layers (a T5's: encoder's), width, heads and vocabulary size."""
+    t5 = getattr(model, "t5_config", None)
+    if t5 is not None:
+        layers, hidden, heads = t5.num_layers, t5.d_model, t5.num_heads
+        return dict(
+            family=t5.model_type,
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            vocab_size=t5.vocab_size,
+        )
+    config = model.bert_config
+    return dict(
+        family=config.model_type,
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        heads=config.num_attention_heads,
+        vocab_size=config.vocab_size,
+    )
 
 
 def is_run_dir(directory: pathlib.Path) -> bool:
@@ -213,6 +242,12 @@ def load_model_dir(
         _, checkpoint = resolve(directory)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{where} directory: {error}") from None
+    if is_encoder_decoder(config_path):
+        raise ValueError(
+            f"{directory}: a T5 / mT5 model directory; fine-tune it with "
+            "tasks/csl_title.py --model-dir first and decode that run "
+            "(its own directory)"
+        )
     vocab = directory / "vocab.txt"
     if not vocab.is_file():
         raise FileNotFoundError(f"{where} directory: no vocab.txt")

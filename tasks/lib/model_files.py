@@ -17,6 +17,7 @@ from data.vocab import SEQ2SEQ_TOKENS
 from models import build_transformer_model
 from models.config import BertConfig
 from models.config import find_config_file
+from models.t5 import MODEL_TYPES as T5_MODEL_TYPES
 from tasks.lib.atomic import scratch_folder
 from tasks.lib.atomic import writes_enabled
 from tasks.lib.cli import check_files
@@ -30,6 +31,7 @@ from weights.formats import check_file
 from weights.formats import read_keep_tokens
 from weights.formats import read_names
 from weights.formats import resolve
+from weights.t5_mapping import resolve_t5_file
 
 
 @dataclasses.dataclass
@@ -38,6 +40,7 @@ class ModelFiles:
     checkpoint: str | None
     vocab: str | None
     sha256: dict[str, str] | None = None  # of a known checkpoint's files
+    encoder_decoder: bool = False  # a T5 / mT5 config
 
 
 def resolve_model_files(args) -> ModelFiles:
@@ -53,42 +56,50 @@ def resolve_model_files(args) -> ModelFiles:
             files.config = files.config or str(find_config_file(directory))
         except FileNotFoundError as error:
             fail(f"--model-dir {directory}: {error}")
-        refuse_encoder_decoder(directory, files.config)
-        if not files.vocab and not (directory / "vocab.txt").is_file():
+        files.encoder_decoder = is_encoder_decoder(files.config)
+        # mT5's vocabulary is its SentencePiece model.
+        vocab = "spiece.model" if files.encoder_decoder else "vocab.txt"
+        if not files.vocab and not (directory / vocab).is_file():
             fail(
-                f"--model-dir {directory}: no vocab.txt in it (the model's "
+                f"--model-dir {directory}: no {vocab} in it (the model's "
                 "vocabulary); put it there or give --vocab"
             )
-        files.vocab = files.vocab or str(directory / "vocab.txt")
+        files.vocab = files.vocab or str(directory / vocab)
         files.checkpoint = files.checkpoint or str(directory)
+    elif files.config:
+        files.encoder_decoder = is_encoder_decoder(files.config)
     if files.checkpoint and not files.config:
         fail("--checkpoint needs --config (or use --model-dir)")
     check_files({"--config": files.config, "--vocab": files.vocab})
     if files.checkpoint:
         try:
             # The format from the name; a directory: its checkpoint file.
-            files.checkpoint = str(resolve(files.checkpoint)[1])
-            check_file(files.checkpoint)
+            files.checkpoint = str(resolve_checkpoint(files))
         except (FileNotFoundError, ValueError) as error:
             fail(f"--checkpoint {files.checkpoint}: {error}")
     return files
 
 
-def refuse_encoder_decoder(directory, config_path) -> None:
-    """A T5 / mT5 directory (Hugging Face `model_type`), in one line: the
-    seq2seq task trains UniLM models; T5 has its own Python API."""
+def resolve_checkpoint(files: ModelFiles):
+    """The checkpoint file (or TF prefix) of a file or directory,
+    checked as far as its format allows before it is read."""
+    if files.encoder_decoder:
+        return resolve_t5_file(files.checkpoint)[1]
+    path = resolve(files.checkpoint)[1]
+    check_file(str(path))
+    return path
+
+
+def is_encoder_decoder(config_path) -> bool:
+    """Whether a config is a T5 / mT5 encoder-decoder's (Hugging Face's
+    `model_type`); a config that does not read is left to the loader,
+    which reports it in its own words."""
     try:
         values = json.loads(pathlib.Path(config_path).read_text("utf-8"))
     except (OSError, ValueError):
-        return  # `load_config` reports a bad config in its own words
+        return False
     model_type = values.get("model_type") if isinstance(values, dict) else None
-    if model_type in ("t5", "mt5"):
-        fail(
-            f"--model-dir {directory}: a {model_type} encoder-decoder; this "
-            "script trains BERT-family UniLM models only: train it with "
-            "models.t5_trainer.EncoderDecoderTrainer (README, 'mT5 / T5 "
-            "v1.1')"
-        )
+    return model_type in T5_MODEL_TYPES
 
 
 def check_known_model(name: str, directory) -> dict[str, str]:
@@ -121,7 +132,7 @@ def load_config(args, files: ModelFiles) -> BertConfig | None:
         config = BertConfig.from_json(files.config)
         config.model_type = model_type_of(files)
     except (TypeError, ValueError, ZeroDivisionError) as error:
-        fail(f"--config {files.config}: {_message(error)}")
+        fail(f"--config {files.config}: {short_message(error)}")
     for name in SIZES:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -164,7 +175,7 @@ def random_config(args, vocab_size: int) -> BertConfig:
     return flags_config(args, vocab_size, max(512, args.maxlen), args.dropout)
 
 
-def _message(error, limit=600):
+def short_message(error, limit=600):
     """An error's message on one line, shortened past `limit` characters
     (a checkpoint's list of every mismatched variable can be long)."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -224,7 +235,7 @@ def build_model(args, files: ModelFiles, keep_tokens, vocab_size, precision):
             dtype=dtype,
         )
     except (OSError, ValueError) as error:
-        fail(f"--checkpoint {files.checkpoint}: {_message(error)}")
+        fail(f"--checkpoint {files.checkpoint}: {short_message(error)}")
 
 
 def describe_model(files: ModelFiles, model, keep_tokens=None) -> str:

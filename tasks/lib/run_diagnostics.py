@@ -19,6 +19,7 @@ from keras import ops
 from data import sha256_of
 from models.backend import compile_function
 from models.decoding import Seq2SeqDecoder
+from models.t5 import MODEL_TYPES as T5_MODEL_TYPES
 from tasks.lib.atomic import atomic_write_json
 from tasks.lib.atomic import atomic_write_text
 from tasks.lib.diagnostics import Options
@@ -29,10 +30,16 @@ from tasks.lib.diagnostics_report import write_report
 from tasks.lib.runs import DIAGNOSTICS_FILE
 from tasks.lib.runs import Run
 from tasks.lib.runs import one_line
+from tasks.lib.runs import run_family
 from tasks.lib.splits import load_splits
 from tasks.lib.trained_model import load_trained
 
 CACHE_VERSION = 1
+NOT_FOR_ENCODER_DECODER = (
+    "exposure-bias diagnostics not computed for an encoder-decoder (T5 / "
+    "mT5): they score titles through the UniLM model's one-stack pass "
+    "(UniLMScorer), which a T5 model does not have"
+)
 
 
 class UniLMScorer:
@@ -215,8 +222,7 @@ def diagnose_runs(
 ):
     """`diagnose_run` for each run, after checking every folder first so
     that a typo fails at once, not after an hour of work."""
-    for directory in run_dirs:
-        check_run_dir(directory)
+    run_dirs = diagnosable(run_dirs)
     results = []
     for number, directory in enumerate(run_dirs, 1):
         print(f"[{number}/{len(run_dirs)}] {directory}", flush=True)
@@ -224,6 +230,23 @@ def diagnose_runs(
             diagnose_run(directory, options, batch_size, progress, recompute)
         )
     return results
+
+
+def diagnosable(run_dirs) -> list:
+    """The runs the diagnostics measure; an encoder-decoder's is passed
+    over in one printed line (none left: ValueError, one line)."""
+    kept = []
+    for directory in run_dirs:
+        run, _ = check_run_dir(directory)
+        if run_family(run.results) in T5_MODEL_TYPES:
+            print(f"{directory}: {NOT_FOR_ENCODER_DECODER}", flush=True)
+        else:
+            kept.append(directory)
+    if not kept:
+        raise ValueError(
+            f"{', '.join(map(str, run_dirs))}: {NOT_FOR_ENCODER_DECODER}"
+        )
+    return kept
 
 
 def diagnose_run(

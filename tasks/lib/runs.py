@@ -134,9 +134,14 @@ class Run:
         )
 
     def record(self) -> dict:
-        """results.json with the run's directory and label: a run as the
-        reports list it."""
-        return {**self.results, "dir": str(self.directory), "label": self.label}
+        """results.json with the run's directory, label and model family:
+        a run as the reports list it."""
+        return {
+            **self.results,
+            "dir": str(self.directory),
+            "label": self.label,
+            "family": run_family(self.results),
+        }
 
     def settings(self) -> argparse.Namespace:
         """Every option of the run: those it saved in config.json, and its
@@ -165,6 +170,23 @@ class Run:
             if beam.isdigit():
                 found[int(beam)] = read_predictions(path)
         return dict(sorted(found.items()))
+
+
+# Families a run's model description names ("random init (roformer, ...").
+NAMED_FAMILIES = ("roformer", "nezha", "mt5", "t5")
+
+
+def run_family(results: dict) -> str:
+    """The model family of a run: results.json's "family", or for runs
+    made before it was recorded, the family its model description names
+    (BERT's names none)."""
+    if results.get("family"):
+        return results["family"]
+    model = str(results.get("model", ""))
+    for family in NAMED_FAMILIES:
+        if f"({family}, " in model:
+            return family
+    return "bert"
 
 
 def run_label(results: dict) -> str:

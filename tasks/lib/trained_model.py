@@ -3,7 +3,8 @@
 A run keeps what it takes to rebuild its model beside `best.weights.h5`:
 `model.json` (the model's `BertConfig`, its vocabulary size that of the
 kept tokens) and `model-vocab.txt` (the model's vocabulary in row order,
-after `keep_tokens`). With them, titling new text, diagnosing or exporting
+after `keep_tokens`; a T5 / mT5 run's SentencePiece model beside it,
+`model-spiece.model`). With them, titling new text, diagnosing or exporting
 a run needs neither the checkpoint it started from nor its data. Runs made
 before these files existed are rebuilt from the model files their settings
 name.
@@ -13,11 +14,14 @@ import argparse
 import dataclasses
 import json
 
+from data import SpTokenizer
 from data import Tokenizer
 from data import load_vocab
 from models import build_transformer_model
 from models.config import BertConfig
+from models.t5 import build_t5_model
 from tasks.lib.atomic import atomic_write_text
+from tasks.lib.atomic import replacing
 from tasks.lib.environment import POLICIES
 from tasks.lib.model_files import build_model
 from tasks.lib.model_files import load_tokenizer
@@ -27,17 +31,24 @@ from tasks.lib.splits import is_tiny_default
 
 MODEL_CONFIG = "model.json"
 MODEL_VOCAB = "model-vocab.txt"
+MODEL_SPIECE = "model-spiece.model"
 BEST_WEIGHTS = "best.weights.h5"
 
 
 def save_architecture(directory, model, tokenizer: Tokenizer) -> None:
-    """Write `model.json` and `model-vocab.txt` into a run directory."""
-    config = json.dumps(model.bert_config.to_dict(), indent=2, sort_keys=True)
-    atomic_write_text(directory / MODEL_CONFIG, config + "\n")
+    """Write `model.json` and `model-vocab.txt` into a run directory (and
+    `model-spiece.model`, an encoder-decoder's SentencePiece model)."""
+    config = getattr(model, "t5_config", None) or model.bert_config
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+    atomic_write_text(directory / MODEL_CONFIG, text + "\n")
     tokens = [tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)]
     atomic_write_text(
         directory / MODEL_VOCAB, "".join(f"{token}\n" for token in tokens)
     )
+    sp_model = getattr(tokenizer, "sp_model", None)
+    if sp_model is not None:
+        with replacing(directory / MODEL_SPIECE) as temporary:
+            temporary.write_bytes(sp_model.serialized_model_proto())
 
 
 def load_trained(run: Run, args: argparse.Namespace):
@@ -46,7 +57,9 @@ def load_trained(run: Run, args: argparse.Namespace):
     environment = run.results.get("environment") or {}
     precision = environment.get("precision", "fp32")
     directory = run.directory
-    if (directory / MODEL_CONFIG).is_file():
+    if (directory / MODEL_SPIECE).is_file():
+        model, tokenizer = _encoder_decoder(directory, precision)
+    elif (directory / MODEL_CONFIG).is_file():
         config = BertConfig.from_json(directory / MODEL_CONFIG)
         model = build_transformer_model(
             config, application="unilm", dtype=POLICIES[precision]
@@ -56,6 +69,16 @@ def load_trained(run: Run, args: argparse.Namespace):
     else:
         model, tokenizer = _from_model_files(run, args, precision)
     model.load_weights(str(directory / BEST_WEIGHTS))
+    return model, tokenizer
+
+
+def _encoder_decoder(directory, precision):
+    """A T5 / mT5 run's model and SentencePiece tokenizer (as trained:
+    no start token, `</s>` ending every text)."""
+    model = build_t5_model(directory / MODEL_CONFIG, dtype=POLICIES[precision])
+    tokenizer = SpTokenizer(
+        directory / MODEL_SPIECE, token_start=None, token_end="</s>"
+    )
     return model, tokenizer
 
 

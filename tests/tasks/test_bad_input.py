@@ -225,9 +225,10 @@ CASES = {
     ),
     # The model directory.
     "model dir": (seq2seq("--model-dir", "{w}/nowhere"), ["nowhere"]),
+    # An mT5 directory's vocabulary is its SentencePiece model.
     "model dir mt5": (
         seq2seq("--model-dir", "{w}/mt5"),
-        ["--model-dir {w}/mt5: a mt5 encoder-decoder", "EncoderDecoderTrainer"],
+        ["--model-dir {w}/mt5: no spiece.model in it"],
     ),
     "no vocab in model dir": (
         seq2seq("--model-dir", "{w}/novocab"),

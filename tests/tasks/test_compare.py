@@ -528,3 +528,52 @@ def test_a_collapsed_run_is_marked(tmp_path):
             for r in csv.DictReader(handle)
         }
     assert flags[("2", "replace")] == "1" and flags[("1", "replace")] == "0"
+
+
+def test_families_are_rows_of_their_own_with_a_family_column(tmp_path):
+    """One strategy and seed on BERT, mT5 and (an older run that names
+    its family in its model only) RoFormer: three rows per beam, a Family
+    column, and models compared only within a family."""
+    beams = SCORES[("baseline", 0)]
+    dirs = [
+        write_run(tmp_path / "bert", "baseline", 0, beams),
+        write_run(
+            tmp_path / "mt5", "baseline", 0, beams,
+            model="m (mt5, 2+2 layers)", family="mt5",
+        ),
+        write_run(
+            tmp_path / "roformer", "baseline", 0, beams,
+            model="random init (roformer, 1 layers, 32 hidden)",
+        ),
+    ]  # fmt: skip
+    report = build_report(dirs, tmp_path / "out")
+    assert report["problems"] == []
+    rows = [
+        (r["beam"], r["strategy"], r["family"]) for r in report["aggregate"]
+    ]
+    assert rows == [
+        (beam, "baseline", family)
+        for beam in (1, 2)
+        for family in ("bert", "mt5", "roformer")
+    ]
+    assert set(report["seeds"]) == {
+        "baseline",
+        "baseline [mt5]",
+        "baseline [roformer]",
+    }
+    header = report["markdown"].split("| Beam")[1].splitlines()[0]
+    assert header.split("|")[1:4] == [" Strategy ", " Family ", " Seeds "]
+    with open(tmp_path / "out" / "table.csv", newline="") as handle:
+        families = [r["family"] for r in csv.DictReader(handle)]
+    assert families == ["bert", "mt5", "roformer"] * 2
+    # Two mT5 runs on different models are not comparable.
+    other = write_run(
+        tmp_path / "mt5-other", "baseline", 1, beams,
+        model="another (mt5, 8+8 layers)", family="mt5",
+    )  # fmt: skip
+    runs = [Run.load(d).record() for d in [*dirs, other]]
+    assert consistency_problems(runs) == ["runs differ in 'model'"]
+
+
+def test_a_table_of_bert_runs_has_no_family_column(report):
+    assert "Family" not in (report / "table.md").read_text("utf-8")

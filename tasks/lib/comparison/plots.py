@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 
 from tasks.lib.atomic import atomic_save_figure
 from tasks.lib.comparison.statistics import COLUMNS
+from tasks.lib.comparison.statistics import group_name
 
 
 def plot(rows: list[dict], path: pathlib.Path) -> None:
@@ -19,10 +20,10 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(COLUMNS))
     beams = sorted({row["beam"] for row in rows})
-    strategies = list(dict.fromkeys(row["strategy"] for row in rows))
+    strategies = list(dict.fromkeys(group_name(row) for row in rows))
     for axis, (key, title) in zip(axes, COLUMNS):
         for strategy in strategies:
-            group = [r for r in rows if r["strategy"] == strategy]
+            group = [r for r in rows if group_name(r) == strategy]
             _plot_strategy(axis, group, key, strategy)
         axis.set(title=title, xlabel="beam size", xticks=beams)
         axis.set_ylabel("score x100")

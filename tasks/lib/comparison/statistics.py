@@ -30,7 +30,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
     first, as the article).
     """
     check_unique_seeds(runs)
-    strategies = list(dict.fromkeys(run["label"] for run in runs))
+    strategies = list(dict.fromkeys(group_name(run) for run in runs))
     beams = sorted({int(beam) for run in runs for beam in run["test"]})
     rows = []
     for beam in beams:
@@ -38,19 +38,27 @@ def aggregate(runs: list[dict]) -> list[dict]:
             group = [
                 run
                 for run in runs
-                if run["label"] == strategy and str(beam) in run["test"]
+                if group_name(run) == strategy and str(beam) in run["test"]
             ]
             if group:
-                rows.append(_row(beam, strategy, group))
+                rows.append(_row(beam, group))
     _mark_blocks(rows)
     return rows
+
+
+def group_name(run: dict) -> str:
+    """The row a run is averaged into: its label, and its model family
+    unless BERT's (one strategy on two families is two rows)."""
+    family = run.get("family", "bert")
+    label = run.get("label", run.get("strategy"))
+    return label if family == "bert" else f"{label} [{family}]"
 
 
 def check_unique_seeds(runs: list[dict]) -> None:
     """Two runs of one strategy and seed would be counted twice."""
     seen = {}
     for run in runs:
-        key = (run["label"], run["seed"])
+        key = (group_name(run), run["seed"])
         if key in seen:
             raise ValueError(
                 f"strategy {key[0]!r} seed {key[1]} in both {seen[key]} "
@@ -59,12 +67,13 @@ def check_unique_seeds(runs: list[dict]) -> None:
         seen[key] = run["dir"]
 
 
-def _row(beam: int, strategy: str, group: list[dict]) -> dict:
-    """Statistics of one strategy at one beam size."""
+def _row(beam: int, group: list[dict]) -> dict:
+    """Statistics of one strategy (on one model family) at one beam."""
     tests = [run["test"][str(beam)] for run in group]
     row = {
         "beam": beam,
-        "strategy": strategy,
+        "strategy": group[0]["label"],
+        "family": group[0].get("family", "bert"),
         "seeds": [run["seed"] for run in group],
         "n": len(group),
     }
@@ -120,7 +129,7 @@ def seeds_by_strategy(runs: list[dict]) -> dict[str, list]:
     """Seeds of each strategy (label), in the order strategies appear."""
     seeds = {}
     for run in runs:
-        seeds.setdefault(run["label"], []).append(run["seed"])
+        seeds.setdefault(group_name(run), []).append(run["seed"])
     return {strategy: sorted(values) for strategy, values in seeds.items()}
 
 
@@ -131,12 +140,28 @@ def consistency_problems(runs: list[dict]) -> list[str]:
     """
     problems = []
     for field in SHARED_FIELDS:
-        values = {
-            json.dumps(comparable(run, field), sort_keys=True) for run in runs
-        }
-        if len(values) > 1:
+        if field == "model":
+            differs = model_differs(runs)
+        else:
+            values = {
+                json.dumps(comparable(run, field), sort_keys=True)
+                for run in runs
+            }
+            differs = len(values) > 1
+        if differs:
             problems.append(f"runs differ in {field!r}")
     return problems
+
+
+def model_differs(runs: list[dict]) -> bool:
+    """Runs of one model family on different models. Families differ in
+    model by definition: comparing them is what the Family column is
+    for."""
+    models = {}
+    for run in runs:
+        family = run.get("family", "bert")
+        models.setdefault(family, set()).add(json.dumps(run.get("model")))
+    return any(len(found) > 1 for found in models.values())
 
 
 def comparable(run: dict, field: str):

@@ -31,7 +31,10 @@ def format_cell(cell: dict, n: int) -> str:
 def markdown_table(rows: list[dict], reference: list[dict] = ()) -> str:
     """Rows grouped by beam size; scores x100 with two decimals. The
     `reference` rows (published figures) close each beam block."""
+    families = has_families(rows)
     titles = ["Beam", "Strategy", "Seeds"] + [title for _, title in COLUMNS]
+    if families:
+        titles.insert(2, "Family")
     lines = []
     for row in with_reference(rows, reference):
         if row.get("published"):
@@ -43,8 +46,17 @@ def markdown_table(rows: list[dict], reference: list[dict] = ()) -> str:
         strategy = row["strategy"]
         if row.get("collapsed"):
             strategy += f" {COLLAPSED_MARK}"
-        lines.append([row["beam"], strategy, seeds, *cells])
+        line = [row["beam"], strategy, seeds, *cells]
+        if families:
+            line.insert(2, row.get("family", "bert"))
+        lines.append(line)
     return "\n".join(table(titles, lines)) + "\n"
+
+
+def has_families(rows: list[dict]) -> bool:
+    """A Family column when some run is not a BERT (RoFormer, NEZHA, mT5):
+    a table of BERT runs alone keeps its columns."""
+    return any(row.get("family", "bert") != "bert" for row in rows)
 
 
 def diverged_lines(runs: list[dict]) -> str:
@@ -232,13 +244,14 @@ def write_csv(
     """Machine-readable table: fractions, not x100; `source` says whether
     a row was measured or published (n: runs averaged)."""
     keys = [key for key, _ in COLUMNS] + ["seconds"]
-    fields = ["beam", "strategy", "n", "seeds"]
+    fields = ["beam", "strategy", "family", "n", "seeds"]
     for key in keys:
         fields += [f"{key}_mean", f"{key}_std"]
     fields += ["collapsed", "source"]
     records = []
     for row in with_reference(rows, reference):
         record = {name: row[name] for name in ("beam", "strategy", "n")}
+        record["family"] = row.get("family", "bert")
         record["source"] = "published" if row.get("published") else "measured"
         record["seeds"] = " ".join(map(str, row["seeds"]))
         record["collapsed"] = row.get("collapsed", "")
