@@ -128,8 +128,8 @@ def check_options(args):
             f"{args.maxlen}: expected at most --max-positions "
             f"{args.max_positions}"
         )
-    check_files({"--data": args.data, "--vocab": args.vocab})
     check_peer(args, args.peer_n and "--peer-n")
+    check_files({"--data": args.data, "--vocab": args.vocab})
 
 
 def source_maxlen(args):
