@@ -178,3 +178,22 @@ def test_t5_versions_tie_the_output_layer_as_bert4keras(files):
 def test_t5_as_unilm_is_refused(files):
     with pytest.raises(UnsupportedError, match="encoder-decoder"):
         build_transformer_model(files[0], model="mt5.1.1", application="unilm")
+
+
+def test_t5_checkpoint_norm_names_load_as_mt5s(hf_model, files, tmp_path):
+    """T5 v1.0 / v1.1 checkpoints name mT5's `rms_norm` `layer_norm`
+    (`final_layer_norm` after a stack), as bert4keras's `t5.1.1` reads."""
+    arrays = {}
+    for name, array in hf_t5_to_google_arrays(hf_model).items():
+        stack, _, rest = name.partition("/")
+        if rest == "rms_norm/scale":
+            name = f"{stack}/final_layer_norm/scale"
+        arrays[name.replace("/rms_norm/", "/layer_norm/")] = array
+    assert not any("rms_norm" in name for name in arrays)
+    checkpoint = write_tf_checkpoint(arrays, tmp_path / "model.ckpt-1")
+    t5 = build_transformer_model(
+        files[0], str(checkpoint), model="t5.1.1", return_keras_model=False
+    )
+    expected = build(files).model.get_weights()
+    for loaded, wanted in zip(t5.model.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(loaded, wanted)
