@@ -1,10 +1,13 @@
-"""bert4keras.models on Keras 3: `build_transformer_model` for BERT/UniLM.
+"""bert4keras.models on Keras 3: `build_transformer_model` for BERT/UniLM
+and T5.
 
 The model is this toolkit's (`models.build_transformer_model`): BERT,
-RoBERTa or RoFormer as an encoder, a UniLM seq2seq model or a causal LM, with
-bert4keras's layer names, loading Google, Hugging Face or Keras
-checkpoints. bert4keras's keyword arguments are translated; those with no
-counterpart here raise an error naming what to do instead.
+RoBERTa, RoFormer or NEZHA as an encoder, a UniLM seq2seq model or a
+causal LM, with bert4keras's layer names, loading Google, Hugging Face or
+Keras checkpoints; `model='mt5.1.1'` (or 't5.1.1', 't5') builds a T5 with
+bert4keras's `.encoder`, `.decoder` and `.model` (`compat.t5`).
+bert4keras's keyword arguments are translated; those with no counterpart
+here raise an error naming what to do instead.
 """
 
 import dataclasses
