@@ -1,10 +1,13 @@
-"""bert4keras.models on Keras 3: `build_transformer_model` for BERT/UniLM.
+"""bert4keras.models on Keras 3: `build_transformer_model` for BERT/UniLM
+and T5.
 
 The model is this toolkit's (`models.build_transformer_model`): BERT,
-RoBERTa or RoFormer as an encoder, a UniLM seq2seq model or a causal LM, with
-bert4keras's layer names, loading Google, Hugging Face or Keras
-checkpoints. bert4keras's keyword arguments are translated; those with no
-counterpart here raise an error naming what to do instead.
+RoBERTa, RoFormer or NEZHA as an encoder, a UniLM seq2seq model or a
+causal LM, with bert4keras's layer names, loading Google, Hugging Face or
+Keras checkpoints; `model='mt5.1.1'` (or 't5.1.1', 't5') builds a T5 with
+bert4keras's `.encoder`, `.decoder` and `.model` (`compat.t5`).
+bert4keras's keyword arguments are translated; those with no counterpart
+here raise an error naming what to do instead.
 """
 
 import dataclasses
@@ -16,6 +19,8 @@ from compat import layers as _layers
 from compat._unsupported import module_getattr
 from compat._unsupported import unsupported
 from compat.backend import gelu_hidden_act
+from compat.t5 import T5_MODELS
+from compat.t5 import build_t5
 from models import BertConfig
 from models import build_transformer_model as _build_model
 from models.config import resolve_config
@@ -80,6 +85,10 @@ def build_transformer_model(
 ):
     """bert4keras's builder: `keras.Model` taking `[token_ids, segment_ids]`.
 
+    `model` 'mt5.1.1', 't5.1.1' or 't5' (v1.0) builds a T5 instead
+    (`compat.t5`): `.encoder`, `.decoder` and `.model` with
+    `return_keras_model=False`.
+
     Args as bert4keras: `application` 'encoder', 'unilm' or 'lm';
     `keep_tokens`, `with_mlm` (True, 'softmax' or 'linear'),
     `ignore_invalid_weights`, `dropout_rate`, `max_position`, `name` and
@@ -95,12 +104,22 @@ def build_transformer_model(
             "bert4keras's model classes are not ported; " + _BUILD_IT,
         )
     model = model.lower()
+    if model in T5_MODELS:
+        built = build_t5(
+            config_path,
+            checkpoint_path,
+            model,
+            kwargs.pop("keep_tokens", None),
+            kwargs.pop("name", None),
+            dict(kwargs, application=application.lower()),
+        )
+        return built.model if return_keras_model else built
     if model not in MODELS:
         raise unsupported(
             f"build_transformer_model(model={model!r})",
-            f"compat builds {', '.join(MODELS)} models only (T5, GPT, "
-            "ALBERT, RoFormer-v2... are not ported); keras_hub.models "
-            "has several of them for Keras 3",
+            f"compat builds {', '.join(MODELS + tuple(T5_MODELS))} models "
+            "only (GPT, ALBERT, RoFormer-v2... are not ported); "
+            "keras_hub.models has several of them for Keras 3",
         )
     for option, hint in _OPTIONS.items():
         if kwargs.pop(option, None):

@@ -328,7 +328,6 @@ def write_sentencepiece_model(path, texts, vocab_size=300):
     """Train a small SentencePiece model on `texts` with T5's special ids
     (pad 0, end-of-sequence 1, unknown 2, no start piece) and write it to
     `path`: the `spiece.model` of a tiny mT5 directory."""
-    import io
 
     import sentencepiece
 

@@ -1,12 +1,17 @@
-"""The well-known Chinese BERT checkpoints, as data, and a downloader.
+"""The well-known Chinese BERT (and RoFormer) checkpoints, as data, and
+a downloader.
 
 The task scripts take `--model NAME`: without the files they print where
 to get them (`download_instructions`); with `--model-dir` they check the
 local copy (`checksums`). Every loader works offline from local files.
 URLs are the ones Google and HFL publish (Google's zip of the TF
 checkpoint; the Hugging Face hub, to which HFL's README points, for the
-PyTorch weights). No checksums are published for these files, so `sha256`
-is None (not verified) until someone records them from a trusted download;
+PyTorch weights); RoFormer's are its Hugging Face port's (junnyu's), its
+original release the zips on Baidu Pan that ZhuiyiTechnology's README
+links. NEZHA and mT5 have no entry: their releases are Google Drive /
+Baidu Pan links and `gs://` buckets, not files a URL fetches. No
+checksums are published for these files, so `sha256` is None (not
+verified) until someone records them from a trusted download;
 `checksums` reports each file's digest so that a run can record it, and
 `download(..., sha256=)` verifies one you trust.
 """
@@ -83,6 +88,14 @@ PRESETS = {
             "with model='bert'.",
             files=_hub("hfl/chinese-roberta-wwm-ext", *HUB_FILES),
             original="https://github.com/ymcui/Chinese-BERT-wwm",
+        ),
+        Preset(
+            name="chinese_roformer_L-12_H-768_A-12",
+            description="RoFormer-Chinese base (ZhuiyiTechnology): BERT-base "
+            "with rotary positions, a word + character vocabulary; "
+            "model_type 'roformer'.",
+            files=_hub("junnyu/roformer_chinese_base", *HUB_FILES),
+            original="https://github.com/ZhuiyiTechnology/roformer",
         ),
     )
 }

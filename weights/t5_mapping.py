@@ -5,7 +5,8 @@ Two namings, both mapped from the model's Keras variables here:
 - Google's T5 v1.1 / mT5 TensorFlow checkpoints (mesh TensorFlow names,
   as bert4keras's `mt5.1.1` and Hugging Face's `load_tf_weights_in_t5`
   read them): `shared/embedding`, `encoder/block_000/layer_000/
-  SelfAttention/q`, `.../rms_norm/scale`, `.../DenseReluDense/wi_0/kernel`,
+  SelfAttention/q`, `.../rms_norm/scale` (T5's: `layer_norm`,
+  `final_layer_norm`), `.../DenseReluDense/wi_0/kernel`,
   `decoder/logits/kernel`; kernels are (in, out) as in Keras, the relative
   position tables (heads, buckets);
 - Hugging Face's `model.safetensors` / `pytorch_model.bin`
@@ -187,6 +188,18 @@ def _read_torch(path):
     }
 
 
+def layer_norm_name(name):
+    """Google's T5 v1.0 / v1.1 spelling of an mT5 norm's name.
+
+    mT5's checkpoints say `rms_norm`; T5's say `layer_norm` before a
+    sub-layer and `final_layer_norm` after a stack (bert4keras reads them
+    so as `t5.1.0` / `t5.1.1`); other names are returned unchanged."""
+    stack, _, rest = name.partition("/")
+    if rest == "rms_norm/scale":
+        return f"{stack}/final_layer_norm/scale"
+    return name.replace("/rms_norm/", "/layer_norm/")
+
+
 def load_t5_checkpoint(model, path, keep_tokens=None):
     """Fill a `T5Model` from a Google or Hugging Face checkpoint.
 
@@ -206,6 +219,8 @@ def load_t5_checkpoint(model, path, keep_tokens=None):
         if name == "lm_head.weight" and name not in arrays:
             # transformers 5 leaves out an output layer it tied on saving.
             name = "shared.weight"
+        if naming == "google" and layer_norm_name(name) in arrays:
+            name = layer_norm_name(name)  # T5's own spelling
         if name not in arrays:
             problems.append(f"{name}: missing (model variable {variable.path})")
             continue

@@ -129,8 +129,8 @@ decoded = {decode}
 np.savez({weights!r}, *g["model"].get_weights())
 from compat.models import build_transformer_model
 fresh = build_transformer_model(
-    g["config_path"], g["checkpoint_path"], application="unilm",
-    keep_tokens=g["keep_tokens"],
+    g["config_path"], g["checkpoint_path"], keep_tokens=g["keep_tokens"],
+    {build}
 )
 np.savez({fresh!r}, *fresh.get_weights())
 json.dump(decoded, open({out!r}, "w", encoding="utf-8"), ensure_ascii=False)
@@ -154,8 +154,16 @@ def run_python(code: str, cwd: pathlib.Path, timeout=900):
     return result
 
 
-def train_then_import(script: pathlib.Path, cwd: pathlib.Path, decode: str):
-    """Both runs of a ported script; returns what each decoded and saved."""
+def train_then_import(
+    script: pathlib.Path,
+    cwd: pathlib.Path,
+    decode: str,
+    build: str = 'application="unilm",',
+):
+    """Both runs of a ported script; returns what each decoded and saved.
+
+    `build`: the keywords that build a fresh model like the script's, from
+    its checkpoint, to compare weights with."""
     out = cwd.parent
     first = run_python(
         _MAIN.format(
@@ -174,6 +182,7 @@ def train_then_import(script: pathlib.Path, cwd: pathlib.Path, decode: str):
             weights=str(out / "imported.npz"),
             fresh=str(out / "fresh.npz"),
             out=str(out / "imported.json"),
+            build=build,
         ),
         cwd,
     )

@@ -17,21 +17,12 @@ import json
 import numpy as np
 import pytest
 
-from tests.common import CSL_DEV
 from tests.common import VOCAB_DIR
 from tests.common import require_shared
 from tests.compat.scripts import EXAMPLES
 from tests.compat.scripts import port
 from tests.compat.scripts import set_values
 from tests.compat.scripts import train_then_import
-
-
-@pytest.fixture(scope="module")
-def csl_rows():
-    """CSL pairs whose titles hold "的" (see `write_checkpoint`)."""
-    lines = require_shared(CSL_DEV).read_text(encoding="utf-8").splitlines()
-    rows = [line.split("\t") for line in lines]  # to title, abstract, title
-    return [row for row in rows if "的" in row[2]]
 
 
 def model_paths(checkpoint, bert_dir):

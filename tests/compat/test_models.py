@@ -99,7 +99,7 @@ def test_checkpoint_loads_now_or_later(config_path, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, hint",
     [
-        (dict(model="t5"), "keras_hub"),
+        (dict(model="gpt2"), "keras_hub"),
         (dict(model="albert"), "not ported"),
         (dict(with_pool=True), "Dense"),
         (dict(compound_tokens=[[1, 2]]), "keep_tokens"),

@@ -340,6 +340,14 @@ CASES = {
         benchmark("decode", "--data", "{w}/nope.tsv"),
         ["--data", "nope.tsv"],
     ),
+    "decode nezha peer": (
+        benchmark("decode", "--model-type", "nezha", "--peer-n", "2"),
+        ["--model-type nezha", "--peer-n", "not in transformers"],
+    ),
+    "train nezha peer": (
+        benchmark("train", "--model-type", "nezha"),
+        ["--model-type nezha", "--no-peer", "not in transformers"],
+    ),
     "train steps": (benchmark("train", "--steps", "1"), ["--steps 1"]),
     "t5 n": (benchmark("t5", "--n", "0"), ["--n 0"]),
     "train batch": (

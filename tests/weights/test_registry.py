@@ -13,10 +13,11 @@ EXPECTED = {
     "chinese_wwm_L-12_H-768_A-12",
     "chinese_wwm_ext_L-12_H-768_A-12",
     "chinese_roberta_wwm_ext_L-12_H-768_A-12",
+    "chinese_roformer_L-12_H-768_A-12",
 }
 
 
-def test_the_four_chinese_checkpoints_are_listed():
+def test_the_five_chinese_checkpoints_are_listed():
     assert set(registry.PRESETS) == EXPECTED
     for preset in registry.PRESETS.values():
         assert preset.original.startswith("https://")

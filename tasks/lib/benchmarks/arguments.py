@@ -7,6 +7,7 @@ import pathlib
 import sys
 
 from tasks.lib.cli import HelpFormatter
+from tasks.lib.cli import fail
 from tasks.lib.options import SHAPE_FLAGS
 from tasks.lib.options import add_shape_options
 
@@ -36,18 +37,31 @@ def add_shape(parser, defaults: dict) -> None:
 
 # The families a benchmark's random model can be, and the transformers
 # class of each that the PyTorch peer builds (`peer.py`).
-MODEL_TYPES = ("bert", "roformer")
+MODEL_TYPES = ("bert", "nezha", "roformer")
+# Families transformers no longer has: no PyTorch peer to time them by.
+NO_PEER = {"nezha": "NEZHA is not in transformers any more"}
 
 
 def add_model_type(parser) -> None:
-    """--model-type of the random model (BERT's learned positions or
-    RoFormer's rotary ones)."""
+    """--model-type of the random model (BERT's learned positions,
+    NEZHA's relative ones or RoFormer's rotary ones)."""
     parser.add_argument(
         "--model-type",
         choices=MODEL_TYPES,
         default="bert",
-        help="the random model's family",
+        help="the random model's family (nezha: no PyTorch peer)",
     )
+
+
+def check_peer(args, peer_option: str | None) -> None:
+    """Stop in one line when a peer is asked for (`peer_option`, the flag
+    that asks) of a family transformers does not have."""
+    if peer_option and args.model_type in NO_PEER:
+        fail(
+            f"--model-type {args.model_type} with {peer_option}: "
+            f"{NO_PEER[args.model_type]}, so there is no PyTorch peer; "
+            "compare with --model-type bert at the same shape instead"
+        )
 
 
 def shape_bounds(args) -> dict:

@@ -19,6 +19,7 @@ from tasks.lib.benchmarks.arguments import add_input_options
 from tasks.lib.benchmarks.arguments import add_model_type
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
+from tasks.lib.benchmarks.arguments import check_peer
 from tasks.lib.benchmarks.arguments import print_command
 from tasks.lib.benchmarks.arguments import shape_bounds
 from tasks.lib.cli import add_verbose
@@ -127,6 +128,7 @@ def check_options(args):
             f"{args.maxlen}: expected at most --max-positions "
             f"{args.max_positions}"
         )
+    check_peer(args, args.peer_n and "--peer-n")
     check_files({"--data": args.data, "--vocab": args.vocab})
 
 

@@ -34,6 +34,7 @@ from tasks.lib.atomic import atomic_write_text
 from tasks.lib.benchmarks.arguments import add_model_type
 from tasks.lib.benchmarks.arguments import add_shape
 from tasks.lib.benchmarks.arguments import add_subcommand
+from tasks.lib.benchmarks.arguments import check_peer
 from tasks.lib.benchmarks.arguments import print_command
 from tasks.lib.benchmarks.arguments import shape_bounds
 from tasks.lib.benchmarks.train_table import notes
@@ -128,6 +129,7 @@ def check_options(args):
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     check_counts(args, COUNTS, shape_bounds(args))
+    check_peer(args, not args.no_peer and "the peer (add --no-peer)")
     for spec in args.strategies or []:
         strategy_from_spec(spec)
 
